@@ -1,0 +1,56 @@
+# xpra-edge. Two commands do everything on a fresh Debian machine with Go:
+#   make run    the proxy on embedded development defaults
+#   make test   installs what the tests need, then vet, staticcheck, race tests,
+#               end-to-end tests with real xpra, fuzz smoke
+GO        ?= go
+BIN       := bin/xpra-edge
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/xpra-edge/xpra-edge/edge.Version=$(VERSION)
+FUZZTIME  ?= 3s
+export CGO_ENABLED := 1
+
+.PHONY: all build run test deps vet staticcheck unit fuzz-smoke fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xpra-edge
+	$(GO) build -o bin/xpra-edge-bench ./cmd/xpra-edge-bench 2>/dev/null || true
+
+run: build
+	./$(BIN) proxy --dev
+
+deps:
+	bash scripts/install-test-deps.sh
+
+vet:
+	$(GO) vet ./...
+
+staticcheck:
+	$(GO) tool staticcheck ./...
+
+# Every test, with the race detector. Peers (xpra, Xvfb, chromium, root)
+# are required: a missing one fails the run instead of skipping.
+unit:
+	XPRA_EDGE_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+# Each fuzz target for a short time, one at a time.
+fuzz-smoke:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "fuzz $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg >/dev/null || { echo "FAIL fuzz $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg | tail -30; exit 1; }; \
+	  done; \
+	done
+
+fuzz:
+	$(MAKE) fuzz-smoke FUZZTIME=2m
+
+test: deps vet staticcheck unit fuzz-smoke
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchmem ./internal/xprawire/ ./internal/wsconn/
+	./bin/xpra-edge-bench -out bench-results
+
+clean:
+	rm -rf bin .run bench-results

@@ -1,0 +1,256 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/config"
+	"github.com/xpra-edge/xpra-edge/internal/sockdir"
+	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
+)
+
+// defaultSocketDirs are searched by list/info/stop, like xpra's.
+func defaultSocketDirs() []string {
+	dirs := []string{"/run/xpra", "/tmp"}
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		dirs = append([]string{filepath.Join(d, "xpra")}, dirs...)
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		dirs = append(dirs, filepath.Join(h, ".xpra"))
+	}
+	return dirs
+}
+
+// parseDirsFlag takes --socket-dir=DIR / --socket-dirs=A:B from args.
+func parseDirsFlag(args []string) ([]string, []string, error) {
+	var dirs, rest []string
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		name, v, has := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "--") && (name == "socket-dir" || name == "socket-dirs") {
+			if !has {
+				if i+1 >= len(args) {
+					return nil, nil, fmt.Errorf("--%s needs a value", name)
+				}
+				i++
+				v = args[i]
+			}
+			dirs = append(dirs, strings.Split(v, ":")...)
+			continue
+		}
+		rest = append(rest, a)
+	}
+	if len(dirs) == 0 {
+		dirs = defaultSocketDirs()
+	}
+	return dirs, rest, nil
+}
+
+func runList(args []string, stdout, stderr io.Writer) int {
+	dirs, rest, err := parseDirsFlag(args)
+	if err == nil && len(rest) > 0 {
+		err = fmt.Errorf("unexpected argument %q", rest[0])
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "xpra-edge list: %v\n", err)
+		return 2
+	}
+	prefix := sockdir.Hostname() + "-"
+	found := false
+	for _, dir := range dirs {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		var lines []string
+		for _, e := range entries {
+			if e.Type()&os.ModeSocket == 0 || !strings.HasPrefix(e.Name(), prefix) {
+				continue
+			}
+			state := "UNKNOWN"
+			switch sockdir.Probe(filepath.Join(dir, e.Name()), time.Second) {
+			case sockdir.StateLive:
+				state = "LIVE"
+			case sockdir.StateDead:
+				state = "DEAD"
+			}
+			lines = append(lines, fmt.Sprintf("\t%s session at :%s", state, strings.TrimPrefix(e.Name(), prefix)))
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		if !found {
+			fmt.Fprintln(stdout, "Found the following xpra sessions:")
+			found = true
+		}
+		sort.Strings(lines)
+		fmt.Fprintf(stdout, "%s:\n%s\n", dir, strings.Join(lines, "\n"))
+	}
+	if !found {
+		fmt.Fprintln(stdout, "No xpra sessions found")
+	}
+	return 0
+}
+
+// findControl resolves ":100" or ":proxy-7" to a live socket path.
+func findControl(target string, dirs []string) (string, error) {
+	if strings.HasPrefix(target, "/") {
+		return target, nil
+	}
+	if !strings.HasPrefix(target, ":") {
+		return "", fmt.Errorf("target %q: use :DISPLAY or :proxy-ID", target)
+	}
+	name := sockdir.SocketName(target)
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if sockdir.Probe(p, time.Second) == sockdir.StateLive {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no live socket for %s in %s", target, strings.Join(dirs, ", "))
+}
+
+func dialControl(target string, dirs []string) (*xpraclient.Conn, error) {
+	path, err := findControl(target, dirs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := net.DialTimeout("unix", path, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return xpraclient.New(c, xprawire.Rencode), nil
+}
+
+func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
+	dirs, rest, err := parseDirsFlag(args)
+	if err == nil && len(rest) != 1 {
+		err = errors.New("usage: xpra-edge " + cmd + " [--socket-dir DIR] TARGET")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "xpra-edge %s: %v\n", cmd, err)
+		return 2
+	}
+	c, err := dialControl(rest[0], dirs)
+	if err != nil {
+		fmt.Fprintf(stderr, "xpra-edge %s: %v\n", cmd, err)
+		return 1
+	}
+	defer c.Close()
+	switch cmd {
+	case "stop":
+		reasons, err := c.Stop(15 * time.Second)
+		if err != nil {
+			fmt.Fprintf(stderr, "xpra-edge stop: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s stopped: %s\n", rest[0], strings.Join(reasons, ": "))
+		return 0
+	default:
+		caps, err := c.Request(cmd, 10*time.Second)
+		if err != nil {
+			fmt.Fprintf(stderr, "xpra-edge %s: %v\n", cmd, err)
+			return 1
+		}
+		printCaps(stdout, "", caps.Dict)
+		return 0
+	}
+}
+
+// printCaps prints a hello as sorted flat key=value lines, like xpra info.
+func printCaps(w io.Writer, prefix string, d xprawire.Dict) {
+	var lines []string
+	var walk func(string, xprawire.Dict)
+	walk = func(p string, d xprawire.Dict) {
+		for _, kv := range d {
+			k := fmt.Sprint(kv.Key)
+			if b, ok := kv.Key.([]byte); ok {
+				k = string(b)
+			}
+			if p != "" {
+				k = p + "." + k
+			}
+			switch v := kv.Value.(type) {
+			case xprawire.Dict:
+				walk(k, v)
+			case []byte:
+				lines = append(lines, k+"="+string(v))
+			default:
+				lines = append(lines, fmt.Sprintf("%s=%v", k, v))
+			}
+		}
+	}
+	walk(prefix, d)
+	sort.Strings(lines)
+	for _, l := range lines {
+		fmt.Fprintln(w, l)
+	}
+}
+
+func runReload(args []string, stdout, stderr io.Writer) int {
+	dirs, rest, err := parseDirsFlag(args)
+	if err == nil && len(rest) > 1 {
+		err = errors.New("usage: xpra-edge reload [--socket-dir DIR] [:DISPLAY]")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "xpra-edge reload: %v\n", err)
+		return 2
+	}
+	target := ":14500"
+	if len(rest) == 1 {
+		target = rest[0]
+	}
+	c, err := dialControl(target, dirs)
+	if err != nil {
+		fmt.Fprintf(stderr, "xpra-edge reload: %v\n", err)
+		return 1
+	}
+	defer c.Close()
+	caps, err := c.Request("info", 10*time.Second)
+	if err != nil {
+		fmt.Fprintf(stderr, "xpra-edge reload: %v\n", err)
+		return 1
+	}
+	pid, ok := caps.Int("server.pid")
+	if !ok || pid <= 1 {
+		fmt.Fprintln(stderr, "xpra-edge reload: the proxy did not tell its pid")
+		return 1
+	}
+	if err := syscall.Kill(int(pid), syscall.SIGHUP); err != nil {
+		fmt.Fprintf(stderr, "xpra-edge reload: signal %d: %v\n", pid, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "reload requested (SIGHUP to pid %s); the proxy logs the outcome\n", strconv.FormatInt(pid, 10))
+	return 0
+}
+
+func runCheckConfig(args []string, stdout, stderr io.Writer) int {
+	if len(args) != 1 {
+		fmt.Fprintln(stderr, "usage: xpra-edge check-config FILE")
+		return 2
+	}
+	cfg, err := config.Load(args[0])
+	if err != nil {
+		fmt.Fprintf(stderr, "%v\n", err)
+		return 1
+	}
+	problems := cfg.Problems()
+	for _, p := range problems {
+		fmt.Fprintf(stderr, "%s: %v\n", args[0], p)
+	}
+	if len(problems) > 0 {
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok\n", args[0])
+	return 0
+}

@@ -1,0 +1,81 @@
+// Command xpra-edge is the composition root: subcommands, flags, config
+// loading, logging, wiring of every package, signals. It is the only place
+// that exits the process.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/edge"
+)
+
+const usage = `xpra-edge: one internet-facing port for many xpra sessions.
+
+Usage:
+  xpra-edge proxy [:DISPLAY] [options]      run the proxy (like "xpra proxy")
+  xpra-edge sqlite FILE create|list|add|remove|authenticate ...
+                                            manage a user database (xpra's schema)
+  xpra-edge list [--socket-dir DIR]         list the proxy and its sessions (like "xpra list")
+  xpra-edge info TARGET                     show info of the proxy (:DISPLAY) or a session (:proxy-ID)
+  xpra-edge stop TARGET                     stop the proxy (:DISPLAY) or one session (:proxy-ID)
+  xpra-edge reload [TARGET]                 reload the configuration (same as SIGHUP)
+  xpra-edge check-config FILE               validate a configuration file, printing every problem
+  xpra-edge version                         print the version
+
+Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
+  --bind-tcp=ADDR[,auth=MODULE,k=v...]   listen on ADDR (repeatable), e.g. 0.0.0.0:443
+  --bind=PATH[,auth=...]                 listen on a unix socket (repeatable)
+  --tcp-auth=MODULE[,k=v...]             default auth for --bind-tcp (also MODULE:k=v)
+  --auth=MODULE[,k=v...]                 default auth for --bind unix sockets
+  --socket-dir=DIR                       where control sockets are created
+  --socket-dirs=DIR[:DIR...]             where users' local sessions are searched
+  --ssl-cert=FILE --ssl-key=FILE         TLS on every --bind-tcp port (xpra's ssl=auto)
+  --ssl=on|off                           with the dev certificate when no --ssl-cert
+  --config=FILE                          TOML configuration (see config.example.toml)
+  --admin-bind=ADDR                      Prometheus /metrics (and pprof if enabled)
+  --drain=DURATION                       on SIGTERM, let sessions run this long (default 10s)
+  --log-level=LEVEL --log-format=text|json
+  --dev                                  embedded development defaults (what "make run" uses)
+
+Auth modules: allow, none, reject, password (value=), multifile (filename=),
+sqlite (filename=), toml (users from the config file), pam (service=).
+Flags override the file's scalar settings; --bind-tcp/--bind listeners are
+added to the file's listeners.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	case "proxy":
+		return runProxy(args[1:], stdout, stderr)
+	case "sqlite":
+		return auth.SQLiteCLI(args[1:], stdout, stderr)
+	case "list":
+		return runList(args[1:], stdout, stderr)
+	case "info", "stop", "id":
+		return runControl(args[0], args[1:], stdout, stderr)
+	case "reload":
+		return runReload(args[1:], stdout, stderr)
+	case "check-config":
+		return runCheckConfig(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "xpra-edge", edge.Version)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "xpra-edge: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}

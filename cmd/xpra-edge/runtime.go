@@ -1,0 +1,164 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/xpra-edge/xpra-edge/edge"
+	"github.com/xpra-edge/xpra-edge/internal/config"
+	"github.com/xpra-edge/xpra-edge/internal/wsconn"
+)
+
+// proxy is a running `xpra-edge proxy` with what it needs to reload.
+type proxy struct {
+	srv   *edge.Server
+	log   *slog.Logger
+	certs *certs
+	admin *http.Server
+}
+
+func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
+	d := &edge.BackendDialer{Timeout: b.DialTimeout.Std(), WebSocket: wsconn.Dial}
+	if b.CAFile != "" {
+		pem, err := os.ReadFile(b.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("backend.ca_file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("backend.ca_file: no certificates in %s", b.CAFile)
+		}
+		d.TLS = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return d, nil
+}
+
+func startProxy(ctx context.Context, cfg *config.Config, f *proxyFlags, log *slog.Logger) (*proxy, error) {
+	p := &proxy{log: log}
+	var tlsCfg *tls.Config
+	if cfg.TLS.Mode != "" {
+		c, err := newCerts(ctx, cfg.TLS, log.With("component", "tls"))
+		if err != nil {
+			return nil, err
+		}
+		p.certs = c
+		tlsCfg = c.tlsConfig()
+	}
+	st, err := buildState(cfg, tlsCfg != nil)
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	srv, err := edge.New(edge.Config{
+		Display:   cfg.Display,
+		SocketDir: cfg.SocketDir,
+		State:     st,
+		Logger:    log,
+		TLS:       tlsCfg,
+		Web:       edge.Web{Root: webRoot(cfg)},
+	})
+	if err != nil {
+		p.close()
+		return nil, err
+	}
+	p.srv = srv
+	if err := srv.Bind(); err != nil {
+		p.close()
+		return nil, err
+	}
+	if cfg.Admin.Bind != "" {
+		if err := p.startAdmin(cfg.Admin); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	if p.certs != nil {
+		if err := p.certs.start(ctx, srv.Registry()); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// webRoot is where the HTML5 client is served from: the configured
+// directory, else the one Debian's xpra package installs, when present.
+func webRoot(cfg *config.Config) string {
+	if cfg.Web.Root != "" {
+		return cfg.Web.Root
+	}
+	if fi, err := os.Stat("/usr/share/xpra/www"); err == nil && fi.IsDir() && !cfg.Web.Disable {
+		return "/usr/share/xpra/www"
+	}
+	return ""
+}
+
+func (p *proxy) startAdmin(a config.Admin) error {
+	ln, err := net.Listen("tcp", a.Bind)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(p.srv.Registry(), promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	if a.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	p.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := p.admin.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			p.log.Error("admin listener", "err", err)
+		}
+	}()
+	p.log.Info("admin listener", "addr", ln.Addr().String(), "pprof", a.Pprof)
+	return nil
+}
+
+// reload re-reads the configuration; on any error the old one stays.
+func (p *proxy) reload(f *proxyFlags) {
+	cfg, err := effectiveConfig(f)
+	if err == nil {
+		err = cfg.Validate()
+	}
+	var st edge.State
+	if err == nil {
+		st, err = buildState(cfg, p.certs != nil)
+	}
+	if err == nil && p.certs != nil {
+		err = p.certs.reload(cfg.TLS)
+	}
+	if err == nil {
+		err = p.srv.Reload(st)
+	}
+	if err != nil {
+		p.log.Error("reload rejected; the previous configuration stays in force", "err", err)
+		return
+	}
+	p.log.Info("configuration reloaded", "sessions", p.srv.SessionCount())
+}
+
+func (p *proxy) close() {
+	if p.admin != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = p.admin.Shutdown(ctx)
+		cancel()
+	}
+	if p.certs != nil {
+		p.certs.stop()
+	}
+}

@@ -1,0 +1,269 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
+	"github.com/xpra-edge/xpra-edge/router"
+)
+
+// BackendDialer opens the transport to a backend; ws and wss are layered
+// by the WebSocket dialer when one is configured.
+type BackendDialer struct {
+	// TLS is the client configuration for ssl and wss backends (roots,
+	// client certificates). nil means the system roots.
+	TLS *tls.Config
+	// WebSocket wraps an established conn in a client WebSocket.
+	WebSocket func(ctx context.Context, c net.Conn, host, path string) (net.Conn, error)
+	Timeout   time.Duration
+}
+
+// Dial connects to t. encrypted reports whether a password may be sent
+// to it xor-ed (TLS or a local socket).
+func (d *BackendDialer) Dial(ctx context.Context, t router.Target) (c net.Conn, encrypted bool, err error) {
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var nd net.Dialer
+	switch t.Scheme {
+	case "unix":
+		c, err = nd.DialContext(ctx, "unix", t.Address)
+		return c, true, err
+	case "tcp", "ws":
+		c, err = nd.DialContext(ctx, "tcp", t.Address)
+	case "ssl", "wss":
+		cfg := d.tlsConfig(t.Address)
+		td := tls.Dialer{NetDialer: &nd, Config: cfg}
+		c, err = td.DialContext(ctx, "tcp", t.Address)
+		encrypted = true
+	default:
+		return nil, false, fmt.Errorf("unsupported backend scheme %q", t.Scheme)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	if t.Scheme == "ws" || t.Scheme == "wss" {
+		if d.WebSocket == nil {
+			c.Close()
+			return nil, false, errors.New("websocket backends are not enabled")
+		}
+		host, _, _ := net.SplitHostPort(t.Address)
+		wc, werr := d.WebSocket(ctx, c, host, t.Path)
+		if werr != nil {
+			c.Close()
+			return nil, false, fmt.Errorf("websocket handshake: %w", werr)
+		}
+		c = wc
+	}
+	return c, encrypted, nil
+}
+
+func (d *BackendDialer) tlsConfig(addr string) *tls.Config {
+	var cfg *tls.Config
+	if d.TLS != nil {
+		cfg = d.TLS.Clone()
+	} else {
+		cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err == nil {
+			cfg.ServerName = strings.Trim(host, "[]")
+		}
+	}
+	return cfg
+}
+
+// connectBackend dials the target, runs the backend's side of the
+// handshake (answering or passing on its challenge), forwards its hello to
+// the client and returns the session ready to relay.
+func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*session, error) {
+	s := h.s
+	lim := s.limits()
+	dialStart := time.Now()
+	bc, encrypted, err := s.dialer().Dial(ctx, t)
+	s.metrics.observeDial(time.Since(dialStart), err)
+	if err != nil {
+		return nil, tell(reasonSessionMissing, fmt.Errorf("dial %s: %w", t, err), "failed to connect to display")
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			bc.Close()
+		}
+	}()
+	b := newXconn(bc, nil)
+	b.frames.SetMaxSize(uint32(lim.MaxPacketSize))
+	enc, err := xprawire.EncodingForFlags(h.helloFlags)
+	if err != nil || !contains(h.client.encoders, enc.String()) {
+		enc = h.client.encoding
+	}
+	b.pw.Encoding = enc
+	opts, err := parseSessionOptions(t.Options)
+	if err != nil {
+		return nil, tell(reasonServerError, err, "invalid session options")
+	}
+	sess := s.newSession(h, t, b)
+	info := sess.helloInfo()
+	hello := clientHelloForBackend(h.client, false, encrypted, info, opts)
+	deadline := time.Now().Add(lim.BackendHandshakeTimeout)
+	_ = bc.SetWriteDeadline(deadline)
+	if err := b.send(xprawire.Packet{"hello", hello}); err != nil {
+		return nil, tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
+	}
+	answered := false
+	for {
+		p, err := b.readPacket(deadline)
+		if err != nil {
+			var te *xprawire.DisconnectTextError
+			if errors.As(err, &te) {
+				return nil, tell(reasonServerError, fmt.Errorf("backend refused: %w", err), "backend refused the connection: "+te.Text)
+			}
+			return nil, tell(reasonSessionMissing, fmt.Errorf("backend handshake: %w", err), "failed to connect to display")
+		}
+		switch p.Type() {
+		case "hello":
+			d, isDict := xprawire.Dict(nil), false
+			if len(p) > 1 {
+				d, isDict = p[1].(xprawire.Dict)
+			}
+			if !isDict {
+				return nil, tell(reasonServerError, errors.New("backend hello without capabilities"))
+			}
+			server, err := newPeer(xprawire.Caps{Dict: d})
+			if err != nil {
+				return nil, tell(reasonServerError, fmt.Errorf("backend: %w", err))
+			}
+			_ = bc.SetDeadline(time.Time{})
+			sess.server = server
+			sess.client = h.client
+			b.setPeer(server)
+			fwd := serverHelloForClient(server, h.client, info)
+			if err := h.x.sendDeadline(xprawire.Packet{"hello", fwd}, lim.WriteTimeout); err != nil {
+				return nil, &clientError{err: fmt.Errorf("forward hello: %w", err)}
+			}
+			// The client now sends what the backend decodes; raise the
+			// packet limit from the hello limit to the session's.
+			h.x.frames.SetMaxSize(uint32(lim.MaxPacketSize))
+			ok = true
+			return sess, nil
+		case "challenge":
+			if answered {
+				return nil, tell(reasonAuthError, errors.New("backend sent a second challenge"), "authentication with the backend failed")
+			}
+			answered = true
+			if err := h.backendChallenge(ctx, p, t, b, encrypted, info, opts, deadline); err != nil {
+				return nil, err
+			}
+		case "disconnect":
+			reason := packetStrings(p[1:])
+			return nil, tell(reasonServerError, fmt.Errorf("backend disconnected: %s", reason), "backend: "+reason)
+		default:
+			// Nothing else may come before the hello.
+			return nil, tell(reasonServerError, fmt.Errorf("backend sent %q before its hello", p.Type()))
+		}
+	}
+}
+
+// backendChallenge answers the backend's challenge with the stored
+// password, or passes it to the client and forwards the client's answer.
+func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t router.Target, b *xconn, encrypted bool, info map[string]any, opts sessionOptions, deadline time.Time) error {
+	ch, err := parseChallenge(p)
+	if err != nil {
+		return tell(reasonServerError, err)
+	}
+	if t.HasPassword {
+		resp, salt, err := auth.Respond([]byte(t.Password), ch, encrypted)
+		if err != nil {
+			return tell(reasonAuthError, fmt.Errorf("answer backend challenge: %w", err), "authentication with the backend failed")
+		}
+		hello := clientHelloForBackend(h.client, false, encrypted, info, opts)
+		hello.Set("challenge_response", resp)
+		hello.Set("challenge_client_salt", salt)
+		return h.sendBackend(b, hello)
+	}
+	// Pass the challenge through: the client answers it with the password
+	// of its backend session.
+	if err := h.x.sendDeadline(p, h.s.limits().WriteTimeout); err != nil {
+		return &clientError{err: fmt.Errorf("forward challenge: %w", err)}
+	}
+	caps, err := h.readHello(time.Now().Add(h.s.limits().ChallengeTimeout))
+	if err != nil {
+		return err
+	}
+	if err := h.updateClient(caps); err != nil {
+		return err
+	}
+	hello := clientHelloForBackend(h.client, true, encrypted, info, opts)
+	return h.sendBackend(b, hello)
+}
+
+func (h *handshake) sendBackend(b *xconn, hello xprawire.Dict) error {
+	if err := b.send(xprawire.Packet{"hello", hello}); err != nil {
+		return tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
+	}
+	return nil
+}
+
+func parseChallenge(p xprawire.Packet) (auth.Challenge, error) {
+	if len(p) < 2 {
+		return auth.Challenge{}, errors.New("short challenge packet")
+	}
+	ch := auth.Challenge{Salt: anyBytes(p[1]), Digest: "hmac", SaltDigest: "xor", Prompt: "password"}
+	if len(p) > 3 {
+		ch.Digest = string(anyBytes(p[3]))
+	}
+	if len(p) > 4 {
+		ch.SaltDigest = string(anyBytes(p[4]))
+	}
+	if len(p) > 5 {
+		ch.Prompt = string(anyBytes(p[5]))
+	}
+	if len(ch.Salt) == 0 {
+		return auth.Challenge{}, errors.New("challenge without salt")
+	}
+	return ch, nil
+}
+
+func anyBytes(v any) []byte {
+	switch b := v.(type) {
+	case []byte:
+		return b
+	case string:
+		return []byte(b)
+	}
+	return nil
+}
+
+// parseSessionOptions reads the whitelisted options that reach the
+// backend. compression is the documented alias of compression_level; both
+// are integers 0..9 (xpra 3.1.3's proxy crashes on them; we parse them).
+func parseSessionOptions(o map[string]string) (sessionOptions, error) {
+	var so sessionOptions
+	for _, k := range []string{"compression", "compression_level"} {
+		v, ok := o[k]
+		if !ok {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 || n > 9 {
+			return so, fmt.Errorf("session option %s=%q: want an integer from 0 to 9", k, v)
+		}
+		so.hasCompressionLevel, so.compressionLevel = true, int64(n)
+	}
+	return so, nil
+}

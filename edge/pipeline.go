@@ -1,0 +1,486 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
+	"github.com/xpra-edge/xpra-edge/router"
+)
+
+// Disconnect reasons, as xpra's clients know them.
+const (
+	reasonAuthFailed     = "authentication failed"
+	reasonAuthError      = "authentication error"
+	reasonProtocol       = "protocol error"
+	reasonLoginTimeout   = "login timeout"
+	reasonServerShutdown = "server shutdown"
+	reasonServerError    = "server error"
+	reasonInvalidRequest = "invalid request"
+	reasonPermission     = "permission error"
+	reasonSessionMissing = "session not found error"
+	reasonDone           = "done"
+)
+
+// connMeta is what the edge learned about a connection before the xpra
+// stream began.
+type connMeta struct {
+	transport auth.Transport
+	sni       string // TLS server name
+	path      string // WebSocket path (with query)
+	display   string // display named in the WebSocket URL query
+	remote    string // client address (PROXY protocol aware)
+	tls       bool   // arrived over TLS
+	listener  *Listener
+	// authDone releases the connection's unauthenticated slot.
+	authDone func()
+}
+
+// clientError is a failure the client is told about with a disconnect.
+type clientError struct {
+	reason string
+	detail []string
+	err    error // what is logged
+}
+
+func (e *clientError) Error() string {
+	msg := e.reason
+	if len(e.detail) > 0 {
+		msg += ": " + strings.Join(e.detail, ", ")
+	}
+	if e.err != nil {
+		msg += ": " + e.err.Error()
+	}
+	return msg
+}
+
+func (e *clientError) Unwrap() error { return e.err }
+
+func tell(reason string, err error, detail ...string) *clientError {
+	return &clientError{reason: reason, detail: detail, err: err}
+}
+
+// serveXpra runs one xpra client connection to its end.
+func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, meta connMeta) {
+	start := time.Now()
+	log := s.log.With("remote", meta.remote, "transport", meta.transport.Kind)
+	x := newXconn(c, br)
+	x.frames.SetMaxSize(uint32(s.limits().MaxHelloSize))
+	h := &handshake{s: s, x: x, meta: meta, log: log, start: start}
+	sess, err := h.run(ctx)
+	if err != nil {
+		h.fail(err)
+		c.Close()
+		return
+	}
+	if sess == nil { // a request answered by the proxy itself
+		c.Close()
+		return
+	}
+	if meta.authDone != nil {
+		meta.authDone()
+	}
+	s.metrics.handshake.Observe(time.Since(start).Seconds())
+	s.runSession(ctx, sess)
+}
+
+type handshake struct {
+	s     *Server
+	x     *xconn
+	meta  connMeta
+	log   *slog.Logger
+	start time.Time
+
+	client      *peer
+	helloFlags  xprawire.Flags
+	identity    auth.Identity
+	authed      bool
+	challenged  bool
+	firstHeader bool
+}
+
+// fail tells the client why, logs once, and counts.
+func (h *handshake) fail(err error) {
+	var ce *clientError
+	if !errors.As(err, &ce) {
+		ce = tell(reasonProtocol, err)
+	}
+	level := slog.LevelInfo
+	if ce.reason == reasonServerError {
+		level = slog.LevelWarn
+	}
+	h.log.Log(context.Background(), level, "connection refused", "user", h.identity.Username,
+		"reason", ce.reason, "detail", strings.Join(ce.detail, ", "), "err", errString(ce.err),
+		"duration", time.Since(h.start).Round(time.Millisecond))
+	if ce.reason == reasonAuthFailed {
+		// xpra waits a second before it says so; so do we.
+		time.Sleep(h.s.authFailDelay())
+	}
+	h.disconnect(ce.reason, ce.detail...)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// disconnect sends a disconnect in the client's encoder, or as plain text
+// when its hello was never understood.
+func (h *handshake) disconnect(reason string, detail ...string) {
+	if h.client == nil {
+		_ = h.x.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = h.x.Write([]byte("disconnect: " + strings.Join(append([]string{reason}, detail...), ": ") + "\n"))
+		return
+	}
+	p := xprawire.Packet{"disconnect", reason}
+	for _, d := range detail {
+		p = append(p, d)
+	}
+	_ = h.x.sendDeadline(p, time.Second)
+}
+
+// readHello reads the next packet, which must be a hello.
+func (h *handshake) readHello(deadline time.Time) (xprawire.Caps, error) {
+	for {
+		_ = h.x.SetReadDeadline(deadline)
+		p, hdr, err := h.x.pr.ReadPacket()
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return xprawire.Caps{}, tell(reasonLoginTimeout, err)
+			}
+			return xprawire.Caps{}, tell(reasonProtocol, fmt.Errorf("read hello: %w", err))
+		}
+		if !h.firstHeader {
+			h.firstHeader = true
+			h.helloFlags = hdr.Flags
+		}
+		switch p.Type() {
+		case "hello":
+		case "ping", "ping_echo", "set_deflate":
+			continue // harmless before the session starts
+		case "disconnect":
+			return xprawire.Caps{}, &clientError{reason: "", err: fmt.Errorf("client disconnected during login: %s", packetStrings(p[1:]))}
+		default:
+			return xprawire.Caps{}, tell(reasonProtocol, fmt.Errorf("expected hello, got %q", p.Type()), "invalid packet")
+		}
+		if len(p) < 2 {
+			return xprawire.Caps{}, tell(reasonProtocol, errors.New("hello without capabilities"))
+		}
+		d, ok := p[1].(xprawire.Dict)
+		if !ok {
+			return xprawire.Caps{}, tell(reasonProtocol, errors.New("hello capabilities are not a dict"))
+		}
+		return xprawire.Caps{Dict: d}, nil
+	}
+}
+
+func (h *handshake) run(ctx context.Context) (*session, error) {
+	lim := h.s.limits()
+	caps, err := h.readHello(h.start.Add(lim.LoginTimeout))
+	if err != nil {
+		return nil, err
+	}
+	client, err := newPeer(caps)
+	if err != nil {
+		return nil, tell(reasonProtocol, err, err.Error())
+	}
+	h.client = client
+	h.x.setPeer(client)
+	username, _ := caps.Str("username")
+	h.identity.Username = username
+	h.log = h.log.With("user", username)
+
+	req := requestOf(caps)
+	if req == "version" {
+		// `xpra version` always works, without authentication.
+		_ = h.x.sendDeadline(xprawire.Packet{"hello", h.s.versionCaps(client)}, lim.WriteTimeout)
+		h.log.Debug("version request answered")
+		h.linger()
+		return nil, nil
+	}
+
+	if err := h.authenticate(ctx, caps); err != nil {
+		return nil, err
+	}
+	caps = h.client.caps
+
+	switch req {
+	case "":
+	case "info", "id", "connect_test":
+		scope := scopeNetwork
+		_ = h.x.sendDeadline(xprawire.Packet{"hello", h.s.answerRequest(req, h.client, scope, nil)}, lim.WriteTimeout)
+		h.log.Info("request answered", "request", req, "module", h.identity.Module)
+		h.linger()
+		return nil, nil
+	case "stop":
+		return nil, tell(reasonPermission, errors.New("stop requested over the network"), "stopping the proxy is only allowed on its local control socket")
+	default:
+		return nil, tell(reasonInvalidRequest, fmt.Errorf("unsupported request %q", req))
+	}
+	if !caps.Bool("connect", true) || caps.Has("connect_test_request") {
+		_ = h.x.sendDeadline(xprawire.Packet{"hello", h.s.answerRequest("connect_test", h.client, scopeNetwork, nil)}, lim.WriteTimeout)
+		h.linger()
+		return nil, nil
+	}
+
+	target, err := h.route(caps)
+	if err != nil {
+		return nil, err
+	}
+	return h.connectBackend(ctx, target)
+}
+
+// linger keeps the connection open briefly so the client reads our answer
+// and closes first, as xpra does.
+func (h *handshake) linger() {
+	_ = h.x.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var buf [512]byte
+	for {
+		if _, err := h.x.Read(buf[:]); err != nil {
+			return
+		}
+	}
+}
+
+// requestOf returns the request a hello makes ("" for a normal session).
+func requestOf(c xprawire.Caps) string {
+	if r, ok := c.Str("request"); ok && r != "" {
+		return r
+	}
+	for _, r := range []string{"version", "info", "id", "stop", "detach", "exit", "screenshot", "event", "print"} {
+		if c.Bool(r+"_request", false) {
+			return r
+		}
+	}
+	if c.Has("connect_test_request") {
+		return "connect_test"
+	}
+	if c.Has("command_request") {
+		return "command"
+	}
+	return ""
+}
+
+func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error {
+	l := h.meta.listener
+	if l == nil || l.Auth == nil {
+		return tell(reasonSessionMissing, errors.New("no authentication module on this listener"), "no sessions found")
+	}
+	lim := h.s.limits()
+	login := l.Auth.Begin(h.identity.Username, h.meta.transport)
+	ch, err := login.Challenge(caps.StrList("digest"), caps.StrList("salt-digest"))
+	if err != nil {
+		var re *auth.RefusedError
+		if errors.As(err, &re) {
+			return tell(reasonAuthError, err, re.Reason)
+		}
+		return tell(reasonAuthError, err)
+	}
+	if ch == nil {
+		if caps.Bool("challenge", false) {
+			// The client holds a password but none is needed: a fake
+			// challenge, as xpra 6 sends, so it does not give up.
+			if err := h.sendChallenge(auth.FakeChallenge(caps.StrList("digest"), caps.StrList("salt-digest"))); err != nil {
+				return err
+			}
+			caps, err = h.readHello(time.Now().Add(lim.ChallengeTimeout))
+			if err != nil {
+				return err
+			}
+			if err := h.updateClient(caps); err != nil {
+				return err
+			}
+		}
+		id, err := login.Verify(ctx, nil, nil)
+		if err != nil {
+			return h.authFailed(err)
+		}
+		h.identity = id
+		h.authed = true
+		return nil
+	}
+	if err := h.sendChallenge(ch); err != nil {
+		return err
+	}
+	caps, err = h.readHello(time.Now().Add(lim.ChallengeTimeout))
+	if err != nil {
+		return err
+	}
+	if err := h.updateClient(caps); err != nil {
+		return err
+	}
+	response := capBytes(caps, "challenge_response")
+	clientSalt := capBytes(caps, "challenge_client_salt")
+	if len(response) == 0 {
+		return tell(reasonAuthFailed, errors.New("no challenge response"))
+	}
+	id, err := login.Verify(ctx, response, clientSalt)
+	if err != nil {
+		return h.authFailed(err)
+	}
+	h.identity = id
+	h.authed = true
+	h.log.Debug("authenticated", "module", id.Module)
+	return nil
+}
+
+func (h *handshake) authFailed(err error) error {
+	var re *auth.RefusedError
+	if errors.As(err, &re) {
+		return tell(reasonAuthError, err, re.Reason)
+	}
+	h.s.noteAuthFailure(h.meta)
+	return tell(reasonAuthFailed, err)
+}
+
+func (h *handshake) sendChallenge(ch *auth.Challenge) error {
+	h.challenged = true
+	authCaps := any("")
+	if h.client.encoding == xprawire.RencodePlus {
+		authCaps = xprawire.Dict{}
+	}
+	p := xprawire.Packet{"challenge", ch.Salt, authCaps, ch.Digest, ch.SaltDigest, ch.Prompt}
+	if err := h.x.sendDeadline(p, h.s.limits().WriteTimeout); err != nil {
+		return &clientError{err: fmt.Errorf("send challenge: %w", err)}
+	}
+	return nil
+}
+
+// updateClient takes the client's newer (full) hello.
+func (h *handshake) updateClient(caps xprawire.Caps) error {
+	p, err := newPeer(caps)
+	if err != nil {
+		return tell(reasonProtocol, err, err.Error())
+	}
+	h.client = p
+	h.x.setPeer(p)
+	return nil
+}
+
+// capBytes reads a str or bytes capability as bytes.
+func capBytes(c xprawire.Caps, key string) []byte {
+	v, ok := c.Get(key)
+	if !ok {
+		return nil
+	}
+	switch b := v.(type) {
+	case []byte:
+		return b
+	case string:
+		return []byte(b)
+	}
+	return nil
+}
+
+// clientDisplay is the display the client asked for: the hello's display
+// (a string; a dict from HTML5 client 18+ counts only through its "" key),
+// else the one in the WebSocket URL.
+func (h *handshake) clientDisplay(caps xprawire.Caps) string {
+	if v, ok := caps.Dict.Get("display"); ok {
+		switch d := v.(type) {
+		case string:
+			return d
+		case []byte:
+			return string(d)
+		case xprawire.Dict:
+			if s, ok := (xprawire.Caps{Dict: d}).Str(""); ok {
+				return s
+			}
+		}
+	}
+	return h.meta.display
+}
+
+func (h *handshake) route(caps xprawire.Caps) (router.Target, error) {
+	id := h.identity
+	req := router.Request{
+		SNI:      h.meta.sni,
+		Path:     h.meta.path,
+		User:     id.Username,
+		Display:  h.clientDisplay(caps),
+		Declared: id.Displays,
+		Local:    id.LocalSessions && len(id.Displays) == 0,
+		Options:  id.SessionOptions,
+	}
+	needUID := req.Local
+	for _, d := range id.Displays {
+		if strings.HasPrefix(strings.TrimSpace(d), ":") {
+			needUID = true
+		}
+	}
+	if needUID {
+		uid, err := h.s.resolveUID(id)
+		if err != nil {
+			return router.Target{}, tell(reasonAuthError, err, "cannot access sessions")
+		}
+		req.UID = uid
+	}
+	t, err := h.s.router().Route(req)
+	if err != nil {
+		var rf *router.Refusal
+		if errors.As(err, &rf) {
+			return router.Target{}, tell(rf.Reason, err, rf.Detail)
+		}
+		return router.Target{}, tell(reasonServerError, err)
+	}
+	return t, nil
+}
+
+// resolveUID finds the system uid whose local sessions an identity may
+// use: the module's uid, else the user's own. Root is never a target when
+// the proxy runs as root, and a name that does not resolve is an error.
+func (s *Server) resolveUID(id auth.Identity) (int, error) {
+	name := id.UID
+	if name == "" {
+		name = id.Username
+	}
+	if name == "" {
+		return 0, errors.New("no user name to find sessions for")
+	}
+	uid, err := lookupUID(name)
+	if err != nil {
+		return 0, err
+	}
+	if uid == 0 && s.runningAsRoot() {
+		return 0, errors.New("sessions of root are not proxied")
+	}
+	return uid, nil
+}
+
+func lookupUID(name string) (int, error) {
+	if n, err := strconv.Atoi(name); err == nil && n >= 0 {
+		return n, nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, fmt.Errorf("unknown system user %q: %w", name, err)
+	}
+	return strconv.Atoi(u.Uid)
+}
+
+func packetStrings(items []any) string {
+	var parts []string
+	for _, it := range items {
+		switch v := it.(type) {
+		case string:
+			parts = append(parts, v)
+		case []byte:
+			parts = append(parts, string(v))
+		default:
+			parts = append(parts, fmt.Sprint(v))
+		}
+	}
+	return strings.Join(parts, ": ")
+}

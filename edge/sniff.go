@@ -1,0 +1,151 @@
+package edge
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/auth"
+)
+
+// bufConn replays what sniffing buffered, then reads the connection; the
+// sniffed bytes are never read twice from the socket.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// acmeTLSALPN is the ALPN protocol of TLS-ALPN-01 challenges; the TLS
+// config answers them during the handshake, after which we hang up.
+const acmeTLSALPN = "acme-tls/1"
+
+// handleConn sniffs the first bytes of an accepted connection and hands
+// it on: TLS is terminated and sniffed again, 'P' is xpra, anything else
+// is HTTP (files, health, WebSocket upgrades).
+func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string) {
+	l := s.listener(listenerName)
+	if l == nil {
+		c.Close()
+		return
+	}
+	lim := s.limits()
+	if n := s.unauth.Add(1); lim.MaxUnauthenticated > 0 && int(n) > lim.MaxUnauthenticated {
+		s.unauth.Add(-1)
+		s.log.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", "too many unauthenticated connections")
+		c.Close()
+		return
+	}
+	authDone := false
+	doneAuth := func() {
+		if !authDone {
+			authDone = true
+			s.unauth.Add(-1)
+		}
+	}
+	defer doneAuth()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth}
+	if l.Network == "unix" {
+		meta.remote = "unix:" + l.Address
+	}
+	if s.bans.banned(hostOf(meta.remote)) {
+		s.log.Info("connection refused", "remote", meta.remote, "reason", "banned")
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		_, _ = c.Write([]byte("disconnect: " + reasonAuthFailed + ": too many failed logins from this address, try again later\n"))
+		c.Close()
+		return
+	}
+	deadline := time.Now().Add(lim.SniffTimeout)
+	_ = c.SetDeadline(deadline)
+	br := bufio.NewReaderSize(c, readBufferSize)
+	first, err := br.Peek(1)
+	if err != nil {
+		s.log.Debug("connection closed before sending anything", "remote", meta.remote, "err", err)
+		c.Close()
+		return
+	}
+	var conn net.Conn = c
+	if first[0] == 0x16 { // a TLS handshake record
+		if !l.AllowTLS || s.cfg.TLS == nil {
+			s.refuse(c, meta, "TLS is not enabled on this port")
+			return
+		}
+		tc := tls.Server(&bufConn{Conn: c, r: br}, s.cfg.TLS)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			s.log.Info("tls handshake failed", "remote", meta.remote, "err", err)
+			c.Close()
+			return
+		}
+		st := tc.ConnectionState()
+		if st.NegotiatedProtocol == acmeTLSALPN {
+			tc.Close() // a TLS-ALPN-01 validation, answered in the handshake
+			return
+		}
+		meta.sni = strings.ToLower(st.ServerName)
+		meta.tls = true
+		conn = tc
+		br = bufio.NewReaderSize(tc, readBufferSize)
+		if first, err = br.Peek(1); err != nil {
+			s.log.Debug("tls connection closed before sending anything", "remote", meta.remote, "err", err)
+			tc.Close()
+			return
+		}
+	} else if !l.AllowPlain && l.Network != "unix" {
+		s.refuse(c, meta, "this port requires TLS")
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	switch {
+	case first[0] == 'P' && !looksLikePOST(br):
+		meta.transport = auth.Transport{Kind: "tcp", Remote: meta.remote}
+		switch {
+		case meta.tls:
+			meta.transport.Kind, meta.transport.Encrypted = "ssl", true
+		case l.Network == "unix":
+			meta.transport.Kind, meta.transport.Encrypted = "unix", true
+		}
+		s.serveXpra(ctx, conn, br, meta)
+	case looksLikeHTTP(br):
+		s.serveHTTP(&bufConn{Conn: conn, r: br}, meta)
+	default:
+		s.refuse(conn, meta, "invalid protocol for this port")
+	}
+}
+
+// refuse answers a connection it cannot serve with xpra's plain-text
+// disconnect and closes it.
+func (s *Server) refuse(c net.Conn, meta connMeta, why string) {
+	s.log.Info("connection refused", "remote", meta.remote, "reason", why)
+	_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = c.Write([]byte("disconnect: " + reasonProtocol + ": " + why + "\n"))
+	c.Close()
+}
+
+func looksLikePOST(br *bufio.Reader) bool {
+	b, _ := br.Peek(5)
+	return string(b) == "POST "
+}
+
+// looksLikeHTTP accepts a request line's method.
+func looksLikeHTTP(br *bufio.Reader) bool {
+	b, _ := br.Peek(8)
+	for _, m := range []string{"GET ", "HEAD ", "POST ", "PUT ", "OPTIONS ", "DELETE ", "PATCH ", "CONNECT ", "TRACE "} {
+		if strings.HasPrefix(string(b), m) || len(b) < len(m) && strings.HasPrefix(m, string(b)) && len(b) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+var errNotHTTP = errors.New("not an http request")
+
+func describe(b byte) string { return fmt.Sprintf("%#x", b) }

@@ -1,0 +1,315 @@
+// Package config is xpra-edge's TOML configuration: the schema, strict
+// decoding (unknown keys are errors), the defaults in one place, and
+// validation whose errors name the element at fault.
+//
+// It only describes configuration; building servers from it is cmd's job.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/router"
+)
+
+// Duration is a time.Duration written as "30s", "5m".
+type Duration time.Duration
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("invalid duration %q (want e.g. \"30s\", \"5m\")", string(b))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(time.Duration(d).String()), nil }
+
+// Std returns the time.Duration.
+func (d Duration) Std() time.Duration { return time.Duration(d) }
+
+// Config is the whole file.
+type Config struct {
+	// Display is the proxy's own display; its control socket is
+	// <socket_dir>/<hostname>-<display without colon>.
+	Display string `toml:"display"`
+	// SocketDir is where control sockets are created.
+	SocketDir string `toml:"socket_dir"`
+	// SocketDirs are searched for users' local sessions, in addition to
+	// each user's $XDG_RUNTIME_DIR/xpra and ~/.xpra.
+	SocketDirs []string `toml:"socket_dirs"`
+	// Auth is the default authentication module of every listener, in
+	// xpra's syntax: "sqlite,filename=users.sdb".
+	Auth string `toml:"auth"`
+
+	Listeners []Listener  `toml:"listener"`
+	TLS       TLS         `toml:"tls"`
+	Backend   Backend     `toml:"backend"`
+	Users     []auth.User `toml:"user"`
+	Routing   Routing     `toml:"routing"`
+	Routes    []router.Route `toml:"route"`
+	Limits    Limits      `toml:"limits"`
+	Bans      Bans        `toml:"bans"`
+	Log       Log         `toml:"log"`
+	Admin     Admin       `toml:"admin"`
+	Shutdown  Shutdown    `toml:"shutdown"`
+	PAM       PAM         `toml:"pam"`
+	Web       Web         `toml:"web"`
+}
+
+// Web configures what listeners serve over HTTP(S).
+type Web struct {
+	// Root is served at / (xpra's HTML5 client). Default: Debian's
+	// /usr/share/xpra/www when it exists.
+	Root string `toml:"root"`
+	// Disable serves no files (WebSocket connections still work).
+	Disable bool `toml:"disable"`
+}
+
+// Listener is one bound port.
+type Listener struct {
+	// Bind is "host:port" (TCP) or an absolute path (a unix socket).
+	Bind string `toml:"bind"`
+	// Auth overrides the default module for this listener.
+	Auth string `toml:"auth"`
+	// Plain accepts unencrypted xpra and ws; false makes the port TLS-only.
+	Plain *bool `toml:"plain"`
+}
+
+// TLS selects certificates for listeners that accept TLS.
+type TLS struct {
+	// Mode is "" (no TLS), "self-signed", "static" or "acme".
+	Mode string `toml:"mode"`
+	// CertFile and KeyFile are used by "static".
+	CertFile string `toml:"cert_file"`
+	KeyFile  string `toml:"key_file"`
+	// StateDir keeps the self-signed development CA and certificate, and
+	// ACME account and certificates.
+	StateDir string `toml:"state_dir"`
+	// Domains are managed by ACME ("acme"); also the names of the
+	// self-signed certificate.
+	Domains []string `toml:"domains"`
+	Email   string   `toml:"email"`
+	// CA is the ACME directory URL (default: Let's Encrypt production).
+	CA string `toml:"ca"`
+	// CARoot is a PEM file of roots to trust for the ACME directory.
+	CARoot string `toml:"ca_root"`
+	// OnDemand obtains certificates at the first handshake for names
+	// matching OnDemandAllow (exact names or "*.example.com").
+	OnDemand      bool     `toml:"on_demand"`
+	OnDemandAllow []string `toml:"on_demand_allow"`
+	// HTTPBind is an optional port-80 listener answering HTTP-01 and
+	// redirecting everything else to https.
+	HTTPBind string `toml:"http_bind"`
+}
+
+// Backend configures connections to sessions over ssl and wss.
+type Backend struct {
+	// CAFile is a PEM file of roots to verify ssl/wss backends against;
+	// empty means the system roots. There is no way to skip verification.
+	CAFile      string   `toml:"ca_file"`
+	DialTimeout Duration `toml:"dial_timeout"`
+}
+
+// Routing holds route table settings.
+type Routing struct {
+	// Strict refuses connections that match no route instead of falling
+	// back to the user's own sessions.
+	Strict bool `toml:"strict"`
+}
+
+// Limits, each with the default that applies when it is not set.
+type Limits struct {
+	MaxSessions         int      `toml:"max_sessions"`          // 0: unlimited
+	MaxSessionsPerIP    int      `toml:"max_sessions_per_ip"`   // 0: unlimited
+	MaxUnauthenticated  int      `toml:"max_unauthenticated"`   // default 1024
+	MaxHelloSize        int      `toml:"max_hello_size"`        // default 1 MiB
+	MaxPacketSize       int      `toml:"max_packet_size"`       // default 16 MiB
+	SniffTimeout        Duration `toml:"sniff_timeout"`         // default 3s
+	LoginTimeout        Duration `toml:"login_timeout"`         // default 31s
+	ChallengeTimeout    Duration `toml:"challenge_timeout"`     // default 120s
+	BackendTimeout      Duration `toml:"backend_timeout"`       // default 20s
+	IdleTimeout         Duration `toml:"idle_timeout"`          // default none
+	AuthFailDelay       Duration `toml:"auth_fail_delay"`       // default 1s
+}
+
+// Bans configure brute-force protection.
+type Bans struct {
+	MaxFailures *int     `toml:"max_failures"` // default 10; 0 disables
+	Window      Duration `toml:"window"`       // default 5m
+	BanTime     Duration `toml:"ban_time"`     // default 15m
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `toml:"level"`  // debug, info (default), warn, error
+	Format string `toml:"format"` // text (default) or json
+}
+
+// Admin is the metrics and profiling listener.
+type Admin struct {
+	Bind  string `toml:"bind"` // e.g. "127.0.0.1:9100"; empty: none
+	Pprof bool   `toml:"pprof"`
+}
+
+// Shutdown configures graceful stop.
+type Shutdown struct {
+	// Drain is how long live sessions may continue after SIGTERM before
+	// they are told "server shutdown". Default 10s.
+	Drain Duration `toml:"drain"`
+}
+
+// PAM configures the pam auth module.
+type PAM struct {
+	Service string `toml:"service"` // default "login"
+}
+
+// Parse decodes TOML strictly.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		var sm *toml.StrictMissingError
+		if errors.As(err, &sm) {
+			var keys []string
+			for _, e := range sm.Errors {
+				keys = append(keys, strings.Join(e.Key(), "."))
+			}
+			return nil, fmt.Errorf("unknown key(s): %s", strings.Join(keys, ", "))
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return nil, fmt.Errorf("line %d, column %d: %s", row, col, de.Error())
+		}
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Load reads and parses a file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Problems lists every validation problem, each naming its element.
+func (c *Config) Problems() []error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if c.Display != "" && !strings.HasPrefix(c.Display, ":") {
+		add("display: %q must look like \":100\"", c.Display)
+	}
+	if len(c.Listeners) == 0 {
+		add("listener: at least one [[listener]] (or --bind-tcp) is required")
+	}
+	for i, l := range c.Listeners {
+		name := fmt.Sprintf("listener[%d]", i)
+		if l.Bind == "" {
+			add("%s.bind: missing", name)
+		} else if !strings.HasPrefix(l.Bind, "/") {
+			if _, _, err := net.SplitHostPort(l.Bind); err != nil {
+				add("%s.bind: %q is not host:port or a socket path", name, l.Bind)
+			}
+		}
+		spec := l.Auth
+		if spec == "" {
+			spec = c.Auth
+		}
+		if spec == "" {
+			add("%s.auth: no authentication module (set auth here or at the top level; use \"none\" to disable authentication)", name)
+		} else if _, err := auth.ParseSpec(spec); err != nil {
+			add("%s.auth: %v", name, err)
+		}
+		if l.Plain != nil && !*l.Plain && c.TLS.Mode == "" && !strings.HasPrefix(l.Bind, "/") {
+			add("%s.plain: false needs [tls] (the port would accept nothing)", name)
+		}
+	}
+	switch c.TLS.Mode {
+	case "", "self-signed":
+	case "static":
+		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
+			add("tls: mode \"static\" needs cert_file and key_file")
+		}
+	case "acme":
+		if len(c.TLS.Domains) == 0 && !c.TLS.OnDemand {
+			add("tls: mode \"acme\" needs domains or on_demand")
+		}
+		if c.TLS.OnDemand && len(c.TLS.OnDemandAllow) == 0 {
+			add("tls.on_demand_allow: on_demand needs an allow-list")
+		}
+	default:
+		add("tls.mode: %q is not one of self-signed, static, acme", c.TLS.Mode)
+	}
+	if c.TLS.HTTPBind != "" && c.TLS.Mode != "acme" {
+		add("tls.http_bind: only used with mode \"acme\"")
+	}
+	for i, u := range c.Users {
+		name := fmt.Sprintf("user[%d]", i)
+		if u.Name == "" {
+			add("%s.name: missing", name)
+		}
+		if u.Password == "" && u.PasswordHash == "" {
+			add("%s (%s): password or password_hash is required", name, u.Name)
+		}
+		if u.Password != "" && u.PasswordHash != "" {
+			add("%s (%s): set password or password_hash, not both", name, u.Name)
+		}
+		rt := &router.Router{}
+		for _, d := range u.Displays {
+			if _, err := rt.ParseTarget(d); err != nil {
+				add("%s (%s).displays: %v", name, u.Name, err)
+			}
+		}
+	}
+	t := router.Table{Routes: c.Routes, Strict: c.Routing.Strict}
+	if err := t.Validate(); err != nil {
+		add("route: %v", err)
+	}
+	switch strings.ToLower(c.Log.Level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		add("log.level: %q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch strings.ToLower(c.Log.Format) {
+	case "", "text", "json":
+	default:
+		add("log.format: %q is not text or json", c.Log.Format)
+	}
+	if c.Admin.Bind != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Bind); err != nil {
+			add("admin.bind: %q is not host:port", c.Admin.Bind)
+		}
+	}
+	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 {
+		add("limits: sizes and counts cannot be negative")
+	}
+	if c.Limits.MaxPacketSize > 256<<20 {
+		add("limits.max_packet_size: at most 268435456 (256 MiB)")
+	}
+	return errs
+}
+
+// Validate returns all problems joined, or nil.
+func (c *Config) Validate() error {
+	return errors.Join(c.Problems()...)
+}
