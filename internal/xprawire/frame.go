@@ -1,0 +1,215 @@
+package xprawire
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+)
+
+// maxDisconnectLine bounds the plain-text disconnect line read before the first header.
+const maxDisconnectLine = 4096
+
+// FrameReader reads records (header + still-compressed payload) from a
+// bufio.Reader. It checks the chunk index and the payload size against its
+// limit before reading a payload, and tracks pending raw chunks (at most
+// MaxPendingChunks, no duplicate index) until their main record. It is not
+// safe for concurrent use.
+type FrameReader struct {
+	r        *bufio.Reader
+	max      uint32
+	hdr      [HeaderSize]byte
+	buf      []byte
+	started  bool   // a valid header has been read
+	pending  uint16 // bit i: chunk index i seen since the last main record
+	npending int
+}
+
+// NewFrameReader returns a reader with the DefaultMaxPacketSize payload limit.
+func NewFrameReader(r *bufio.Reader) *FrameReader {
+	return &FrameReader{r: r, max: DefaultMaxPacketSize}
+}
+
+// SetMaxSize sets the payload limit, clamped to AbsMaxPacketSize; 0 restores
+// DefaultMaxPacketSize.
+func (fr *FrameReader) SetMaxSize(n uint32) {
+	switch {
+	case n == 0:
+		n = DefaultMaxPacketSize
+	case n > AbsMaxPacketSize:
+		n = AbsMaxPacketSize
+	}
+	fr.max = n
+}
+
+// MaxSize returns the current payload limit.
+func (fr *FrameReader) MaxSize() uint32 { return fr.max }
+
+// Next reads one record. The payload is valid only until the next call: its
+// buffer is reused, so steady-state reading does not allocate. A clean end of
+// stream before a header is io.EOF; a partial header or payload is
+// ErrTruncated (wrapping io.ErrUnexpectedEOF). Before the first valid header,
+// a line starting with "disconnect" is returned as *DisconnectTextError.
+func (fr *FrameReader) Next() (Header, []byte, error) {
+	n, err := io.ReadFull(fr.r, fr.hdr[:])
+	if err != nil {
+		if err == io.EOF {
+			return Header{}, nil, io.EOF
+		}
+		if !fr.started && n > 0 && bytes.HasPrefix([]byte("disconnect"), fr.hdr[:n]) && fr.hdr[0] != Magic {
+			return Header{}, nil, &DisconnectTextError{Text: disconnectText(fr.hdr[:n])}
+		}
+		return Header{}, nil, fmt.Errorf("%w: header: got %d of %d bytes: %w", ErrTruncated, n, HeaderSize, err)
+	}
+	if fr.hdr[0] != Magic && !fr.started && bytes.HasPrefix([]byte("disconnect"), fr.hdr[:]) {
+		return Header{}, nil, fr.readDisconnect()
+	}
+	h, err := ParseHeader(fr.hdr[:])
+	if err != nil {
+		return Header{}, nil, err
+	}
+	if h.Index > MaxChunkIndex {
+		return h, nil, fmt.Errorf("%w: %d (max %d)", ErrChunkIndex, h.Index, MaxChunkIndex)
+	}
+	if h.Size > fr.max {
+		return h, nil, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, h.Size, fr.max)
+	}
+	if h.Index > 0 {
+		bit := uint16(1) << h.Index
+		if fr.pending&bit != 0 {
+			return h, nil, fmt.Errorf("%w: %d", ErrDuplicateChunk, h.Index)
+		}
+		if fr.npending >= MaxPendingChunks {
+			return h, nil, fmt.Errorf("%w: chunk %d would be number %d, limit %d", ErrTooManyChunks, h.Index, fr.npending+1, MaxPendingChunks)
+		}
+		fr.pending |= bit
+		fr.npending++
+	} else {
+		fr.pending, fr.npending = 0, 0
+	}
+	fr.started = true
+	size := int(h.Size)
+	if cap(fr.buf) < size || (cap(fr.buf) > 1<<20 && size < cap(fr.buf)/8) {
+		fr.buf = make([]byte, size, max(size, 4096))
+	}
+	fr.buf = fr.buf[:size]
+	if n, err := io.ReadFull(fr.r, fr.buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return h, nil, fmt.Errorf("%w: payload: got %d of %d bytes: %w", ErrTruncated, n, size, err)
+	}
+	return h, fr.buf, nil
+}
+
+func (fr *FrameReader) readDisconnect() error {
+	line := append([]byte(nil), fr.hdr[:]...)
+	if !bytes.Contains(line, []byte{'\n'}) {
+		for len(line) < maxDisconnectLine {
+			c, err := fr.r.ReadByte()
+			if err != nil {
+				break
+			}
+			if c == '\n' {
+				break
+			}
+			line = append(line, c)
+		}
+	}
+	return &DisconnectTextError{Text: disconnectText(line)}
+}
+
+// disconnectText strips "disconnect", its separator and the line end.
+func disconnectText(line []byte) string {
+	if i := bytes.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	s := strings.TrimRight(string(line), "\r\n")
+	s = strings.TrimPrefix(s, "disconnect")
+	s = strings.TrimPrefix(s, ":")
+	s = strings.TrimSpace(s)
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// Frame is one record to write; WriteFrames sets Header.Size from the payload.
+type Frame struct {
+	Header  Header
+	Payload []byte
+}
+
+// FrameWriter writes records, each header and payload (or a whole group of
+// records) in one vectored write (net.Buffers, so writev on TCP and unix
+// sockets). It is not safe for concurrent use.
+type FrameWriter struct {
+	w    io.Writer
+	hdr  [HeaderSize]byte
+	one  [2][]byte
+	bufs net.Buffers // WriteFrame
+	vec  net.Buffers // WriteFrames, capacity reused
+	hdrs []byte
+}
+
+// NewFrameWriter returns a writer to w.
+func NewFrameWriter(w io.Writer) *FrameWriter { return &FrameWriter{w: w} }
+
+// checkPayload refuses payloads over AbsMaxPacketSize (ErrTooLarge).
+func checkPayload(n int) error {
+	if n > AbsMaxPacketSize {
+		return fmt.Errorf("%w: payload of %d bytes, absolute limit %d", ErrTooLarge, n, AbsMaxPacketSize)
+	}
+	return nil
+}
+
+// WriteFrame writes h (with Size set to len(payload)) and payload in one vectored write.
+func (fw *FrameWriter) WriteFrame(h Header, payload []byte) error {
+	if err := checkPayload(len(payload)); err != nil {
+		return err
+	}
+	h.Size = uint32(len(payload))
+	h.Put(fw.hdr[:])
+	fw.one[0], fw.one[1] = fw.hdr[:], payload
+	fw.bufs = fw.one[:]
+	_, err := fw.bufs.WriteTo(fw.w)
+	fw.one[0], fw.one[1] = nil, nil
+	fw.bufs = nil
+	if err != nil {
+		return fmt.Errorf("xprawire: write frame: %w", err)
+	}
+	return nil
+}
+
+// WriteFrames writes every frame (headers with Size set) in one vectored write.
+func (fw *FrameWriter) WriteFrames(frames []Frame) error {
+	if len(frames) == 0 {
+		return nil
+	}
+	need := len(frames) * HeaderSize
+	if cap(fw.hdrs) < need {
+		fw.hdrs = make([]byte, need)
+	}
+	hdrs := fw.hdrs[:need]
+	vec := fw.vec[:0]
+	if cap(vec) < 2*len(frames) {
+		vec = make(net.Buffers, 0, 2*len(frames))
+	}
+	for i, f := range frames {
+		if err := checkPayload(len(f.Payload)); err != nil {
+			return err
+		}
+		h := f.Header
+		h.Size = uint32(len(f.Payload))
+		hb := hdrs[i*HeaderSize : (i+1)*HeaderSize]
+		h.Put(hb)
+		vec = append(vec, hb, f.Payload)
+	}
+	fw.vec = vec
+	_, err := fw.vec.WriteTo(fw.w)
+	clear(vec)
+	fw.vec = vec[:0]
+	if err != nil {
+		return fmt.Errorf("xprawire: write frames: %w", err)
+	}
+	return nil
+}
