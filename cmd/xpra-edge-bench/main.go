@@ -1,0 +1,129 @@
+// Command xpra-edge-bench measures xpra-edge against direct connections
+// and Debian's `xpra proxy`: relay throughput for 1 and many sessions,
+// added ping latency, authenticated session setup rate, memory per idle
+// session and proxy CPU per GB. It plays both ends itself (package
+// benchpeer), checks every byte it receives, starts the proxies on
+// loopback ports in a temporary directory and kills them when done.
+//
+// It must not touch anything outside its temporary and output
+// directories, nor talk to any address but loopback.
+//
+//	xpra-edge-bench [-out DIR] [-smoke] [-idle N] [-edge BIN] [-xpra BIN]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Config is one bench run.
+type Config struct {
+	Out       string        // directory for results.json and results.txt; empty: none
+	EdgeBin   string        // xpra-edge binary
+	XpraBin   string        // Debian's xpra; empty or missing: that scenario is skipped
+	Scenarios []string      // subset of direct, edge-tcp, edge-tls, xpra-proxy
+	Sessions  int           // concurrent sessions of the many-session throughput run
+	Duration  time.Duration // streaming time of each throughput run
+	Pings     int           // timed pings for latency
+	SetupMax  int           // setups tried at most per scenario
+	SetupTime time.Duration // and for at most this long
+	SetupConc int           // concurrent logins
+	Idle      int           // idle sessions for the memory measure
+	XpraIdle  int           // idle sessions through xpra proxy (one process each)
+	IdleTime  time.Duration // bound on opening the idle sessions
+	Smoke     bool
+	Log       io.Writer // progress; nil: discard
+}
+
+// DefaultConfig is the full run of `make bench`: a few minutes on 2 cores.
+func DefaultConfig() Config {
+	return Config{
+		EdgeBin:   "./bin/xpra-edge",
+		XpraBin:   "/usr/bin/xpra",
+		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "xpra-proxy"},
+		Sessions:  64,
+		Duration:  4 * time.Second,
+		Pings:     2000,
+		SetupMax:  5000,
+		SetupTime: 4 * time.Second,
+		SetupConc: 8,
+		Idle:      1000,
+		XpraIdle:  100,
+		IdleTime:  90 * time.Second,
+	}
+}
+
+// SmokeConfig is a run of a few seconds that still goes through every
+// scenario and checks every byte.
+func SmokeConfig() Config {
+	c := DefaultConfig()
+	c.Smoke = true
+	c.Sessions = 4
+	c.Duration = 400 * time.Millisecond
+	c.Pings = 50
+	c.SetupMax = 20
+	c.SetupTime = time.Second
+	c.SetupConc = 4
+	c.Idle = 20
+	c.XpraIdle = 3
+	c.IdleTime = 20 * time.Second
+	return c
+}
+
+func main() {
+	cfg := DefaultConfig()
+	smoke := flag.Bool("smoke", false, "a run of a few seconds (make test)")
+	out := flag.String("out", "", "write results.json and results.txt to `DIR`")
+	edge := flag.String("edge", cfg.EdgeBin, "xpra-edge `binary`")
+	xpra := flag.String("xpra", cfg.XpraBin, "Debian xpra `binary` (empty: skip the xpra proxy scenario)")
+	scen := flag.String("scenarios", strings.Join(cfg.Scenarios, ","), "comma-separated `list` of direct, edge-tcp, edge-tls, xpra-proxy")
+	idle := flag.Int("idle", 0, "idle sessions for the memory measure (default 1000)")
+	idle10k := flag.Bool("idle-10k", false, "measure memory at 10,000 idle sessions")
+	xidle := flag.Int("xpra-idle", 0, "idle sessions through xpra proxy, one process each (default 100)")
+	sessions := flag.Int("sessions", 0, "concurrent sessions for the many-session throughput run (default 64)")
+	dur := flag.Duration("duration", 0, "streaming time of each throughput run (default 4s)")
+	flag.Parse()
+	if *smoke {
+		cfg = SmokeConfig()
+	}
+	cfg.Out, cfg.EdgeBin, cfg.XpraBin = *out, *edge, *xpra
+	cfg.Scenarios = strings.Split(*scen, ",")
+	if *idle > 0 {
+		cfg.Idle = *idle
+	}
+	if *idle10k {
+		cfg.Idle = 10000
+		cfg.IdleTime = 5 * time.Minute
+	}
+	if *xidle > 0 {
+		cfg.XpraIdle = *xidle
+	}
+	if *sessions > 0 {
+		cfg.Sessions = *sessions
+	}
+	if *dur > 0 {
+		cfg.Duration = *dur
+	}
+	cfg.Log = os.Stderr
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	rep, err := Run(ctx, cfg)
+	if rep != nil {
+		rep.WriteTable(os.Stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "xpra-edge-bench:", err)
+		os.Exit(1)
+	}
+	if rep.Corrupt() > 0 {
+		fmt.Fprintln(os.Stderr, "xpra-edge-bench: corrupt data received")
+		os.Exit(2)
+	}
+}

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
+)
+
+// Result is everything measured for one scenario.
+type Result struct {
+	Name        string     `json:"name"`
+	Skipped     string     `json:"skipped,omitempty"`
+	Latency     Latency    `json:"latency"`
+	Throughput1 Throughput `json:"throughput_1"`
+	ThroughputN Throughput `json:"throughput_n"`
+	Setup       Setup      `json:"setup"`
+	Idle        Idle       `json:"idle"`
+	// CPUPerGB is the proxy's CPU seconds per GB relayed, over both
+	// throughput runs.
+	CPUPerGB float64 `json:"proxy_cpu_seconds_per_gb,omitempty"`
+}
+
+// Check is one target of issue #7.
+type Check struct {
+	Name  string   `json:"name"`
+	Goal  string   `json:"goal"`
+	Value *float64 `json:"value"` // null: not measured
+	Met   *bool    `json:"met"`
+}
+
+// Report is the whole run.
+type Report struct {
+	Started   time.Time `json:"started"`
+	Seconds   float64   `json:"seconds"`
+	Smoke     bool      `json:"smoke"`
+	CPUs      int       `json:"cpus"`
+	GoVersion string    `json:"go_version"`
+	Kernel    string    `json:"kernel,omitempty"`
+	NoFile    uint64    `json:"rlimit_nofile"`
+	Sessions  int       `json:"sessions_n"`
+	Duration  string    `json:"stream_duration"`
+	Results   []*Result `json:"results"`
+	Checks    []Check   `json:"checks"`
+	// ServerErrors are failures seen by the synthetic server.
+	ServerErrors  int64  `json:"server_errors"`
+	ServerLastErr string `json:"server_last_error,omitempty"`
+}
+
+func (r *Report) result(name string) *Result {
+	for _, x := range r.Results {
+		if x.Name == name && x.Skipped == "" {
+			return x
+		}
+	}
+	return nil
+}
+
+// Corrupt is the number of sessions that received wrong data.
+func (r *Report) Corrupt() int {
+	n := 0
+	for _, x := range r.Results {
+		n += x.Throughput1.Corrupt + x.ThroughputN.Corrupt
+	}
+	return n
+}
+
+// Run runs every configured scenario and returns the report. Each proxy is
+// started fresh for its scenario and stopped after it.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	logf := func(format string, a ...any) {
+		if cfg.Log != nil {
+			fmt.Fprintf(cfg.Log, "bench: "+format+"\n", a...)
+		}
+	}
+	rep := &Report{Started: time.Now(), Smoke: cfg.Smoke, CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),
+		Sessions: cfg.Sessions, Duration: cfg.Duration.String()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		rep.Kernel = strings.TrimSpace(string(b))
+	}
+	rep.NoFile = raiseNoFile(uint64(3*max(cfg.Idle, cfg.XpraIdle) + 2048))
+	tmp, err := os.MkdirTemp("", "xpra-edge-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+
+	pool := benchpeer.NewPool()
+	srv, ln, err := serveBench(pool)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = ln.Close(); srv.Close() }()
+	backend := ln.Addr().String()
+
+	for _, name := range cfg.Scenarios {
+		name = strings.TrimSpace(name)
+		if name == "" {
+			continue
+		}
+		if ctx.Err() != nil {
+			return rep, ctx.Err()
+		}
+		res := &Result{Name: name}
+		rep.Results = append(rep.Results, res)
+		dir := filepath.Join(tmp, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return rep, err
+		}
+		var t *target
+		var stop func()
+		switch name {
+		case "direct":
+			t, stop = directTarget(backend), func() {}
+		case "edge-tcp", "edge-tls":
+			e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+			if err != nil {
+				res.Skipped = "xpra-edge did not start: " + err.Error()
+				logf("%s: %s", name, res.Skipped)
+				continue
+			}
+			t, stop = e.target(name, name == "edge-tls"), func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p) }
+		case "xpra-proxy":
+			if cfg.XpraBin == "" {
+				res.Skipped = "no xpra binary given"
+				continue
+			}
+			if _, err := os.Stat(cfg.XpraBin); err != nil {
+				res.Skipped = "xpra is not installed"
+				logf("%s: %s", name, res.Skipped)
+				continue
+			}
+			x, err := startXpra(ctx, cfg.XpraBin, dir, backend)
+			if err != nil {
+				res.Skipped = "xpra proxy did not start: " + err.Error()
+				logf("%s: %s", name, res.Skipped)
+				continue
+			}
+			t, stop = x.target(), func() { x.p.stop(5 * time.Second); keepLog(cfg.Out, x.p) }
+		default:
+			res.Skipped = "unknown scenario"
+			continue
+		}
+		runScenario(ctx, cfg, t, pool, res, logf)
+		stop()
+	}
+	st := srv.Stats()
+	rep.ServerErrors, rep.ServerLastErr = st.Errors, st.LastErr
+	if d := rep.result("direct"); d != nil {
+		for _, x := range rep.Results {
+			if x.Name != "direct" && x.Skipped == "" && x.Latency.Pings > 0 && d.Latency.Pings > 0 {
+				x.Latency.AddedP50us = x.Latency.P50us - d.Latency.P50us
+				x.Latency.AddedP99us = x.Latency.P99us - d.Latency.P99us
+			}
+		}
+	}
+	rep.Checks = checks(rep)
+	rep.Seconds = time.Since(rep.Started).Seconds()
+	if cfg.Out != "" {
+		if err := rep.save(cfg.Out); err != nil {
+			return rep, err
+		}
+	}
+	return rep, nil
+}
+
+func runScenario(ctx context.Context, cfg Config, t *target, pool *benchpeer.Pool, res *Result, logf func(string, ...any)) {
+	logf("%s: latency (%d pings)", t.name, cfg.Pings)
+	res.Latency = measureLatency(ctx, t, pool, cfg.Pings)
+	logf("%s: p50 %.0f us p99 %.0f us %s", t.name, res.Latency.P50us, res.Latency.P99us, res.Latency.Error)
+	logf("%s: throughput, 1 session, %s", t.name, cfg.Duration)
+	res.Throughput1 = measureThroughput(ctx, t, pool, 1, cfg.Duration)
+	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.Throughput1.MBps, res.Throughput1.PacketsPerSec, res.Throughput1.FirstError)
+	logf("%s: throughput, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
+	res.ThroughputN = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration)
+	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputN.MBps, res.ThroughputN.PacketsPerSec, res.ThroughputN.FirstError)
+	if gb := float64(res.Throughput1.Bytes+res.ThroughputN.Bytes) / 1e9; t.root != 0 && gb > 0 {
+		res.CPUPerGB = (res.Throughput1.ProxyCPU + res.ThroughputN.ProxyCPU) / gb
+	}
+	logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
+	res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
+	logf("%s: %.0f setups/s (%d ok, %d failed) %s", t.name, res.Setup.PerSec, res.Setup.OK, res.Setup.Failed, res.Setup.FirstError)
+	if t.root != 0 {
+		n := cfg.Idle
+		if t.name == "xpra-proxy" {
+			n = cfg.XpraIdle
+		}
+		logf("%s: %d idle sessions", t.name, n)
+		res.Idle = measureIdle(ctx, t, pool, n, cfg.IdleTime)
+		logf("%s: %d idle sessions, %.1f KiB RSS each, %.1f KiB heap each %s", t.name, res.Idle.Sessions,
+			res.Idle.RSSPerSession/1024, res.Idle.HeapPerSession/1024, res.Idle.FirstError)
+	}
+}
+
+// keepLog copies a proxy's log next to the results.
+func keepLog(out string, p *proc) {
+	if out == "" {
+		return
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return
+	}
+	src, err := os.Open(p.log.Name())
+	if err != nil {
+		return
+	}
+	defer src.Close()
+	dst, err := os.Create(filepath.Join(out, filepath.Base(p.log.Name())))
+	if err != nil {
+		return
+	}
+	defer dst.Close()
+	_, _ = io.Copy(dst, src)
+}
+
+func (r *Report) save(out string) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "results.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	f, err := os.Create(filepath.Join(out, "results.txt"))
+	if err != nil {
+		return err
+	}
+	r.WriteTable(f)
+	return f.Close()
+}
