@@ -210,15 +210,14 @@ func (s *Session) Ping(n int, timeout time.Duration) ([]time.Duration, error) {
 
 // StreamStats count what a stream delivered, all of it verified.
 type StreamStats struct {
-	Draws     int
-	Cursors   int
-	Icons     int
-	Pings     int
-	Packets   int   // every packet received
-	Bytes     int64 // payload bytes verified (pixels, cursors, icons)
-	WireBytes int64 // main packet and chunk bytes as framed, headers included
-	First     time.Time
-	Last      time.Time
+	Draws   int
+	Cursors int
+	Icons   int
+	Pings   int
+	Packets int   // every packet received
+	Bytes   int64 // payload bytes verified (pixels, cursors, icons)
+	First   time.Time
+	Last    time.Time
 }
 
 // Stream receives the workload until the wanted number of draws (the
@@ -234,7 +233,7 @@ func (s *Session) Stream(deadline time.Time) (StreamStats, error) {
 		return want > 0 && st.Draws >= want && st.Cursors >= (want+CursorEvery-1)/CursorEvery && st.Icons >= (want+IconEvery-1)/IconEvery
 	}
 	for !done() {
-		p, h, err := s.pr.ReadPacket()
+		p, _, err := s.pr.ReadPacket()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(deadline) {
@@ -248,7 +247,6 @@ func (s *Session) Stream(deadline time.Time) (StreamStats, error) {
 		}
 		st.Last = now
 		st.Packets++
-		st.WireBytes += int64(h.Size) + 8
 		switch p.Type() {
 		case "draw":
 			if err := s.checkDraw(p, st.Draws); err != nil {
