@@ -17,6 +17,7 @@ import (
 // Throughput is one streaming run.
 type Throughput struct {
 	Sessions      int     `json:"sessions"`
+	Small         bool    `json:"small_packets"`
 	Seconds       float64 `json:"seconds"`
 	Bytes         int64   `json:"bytes"`
 	Packets       int64   `json:"packets"`
@@ -87,8 +88,8 @@ func login(ctx context.Context, t *target, pool *benchpeer.Pool, w benchpeer.Wor
 
 // measureThroughput logs n sessions in, then streams on all of them for d,
 // sampling the proxy's CPU over the streaming time only.
-func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n int, d time.Duration) Throughput {
-	r := Throughput{Sessions: n}
+func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n int, d time.Duration, small bool) Throughput {
+	r := Throughput{Sessions: n, Small: small}
 	var mu sync.Mutex
 	fail := func(err error) {
 		mu.Lock()
@@ -110,7 +111,11 @@ func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n i
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			s, err := login(ctx, t, pool, benchpeer.Workload{Mode: benchpeer.ModeStream, Seed: nextSeed()})
+			w := benchpeer.Workload{Mode: benchpeer.ModeStream, Seed: nextSeed()}
+			if small {
+				w.Small, w.Window = true, 128
+			}
+			s, err := login(ctx, t, pool, w)
 			if err != nil {
 				fail(fmt.Errorf("login: %w", err))
 				return
@@ -238,8 +243,13 @@ func measureIdle(ctx context.Context, t *target, pool *benchpeer.Pool, n int, bu
 	if t.root == 0 {
 		return r
 	}
+	// earlier sessions must be gone (xpra proxy instances take a moment
+	// to exit) before the baseline is taken
+	for i := 0; i < 150 && len(tree(t.root)) > t.baseProcs; i++ {
+		time.Sleep(200 * time.Millisecond)
+	}
 	runtime.GC()
-	time.Sleep(500 * time.Millisecond)
+	time.Sleep(time.Second)
 	before := treeMemory(t.root)
 	r.RSSBefore, r.PSSBefore = before.RSS, before.PSS
 	if t.heap != nil {

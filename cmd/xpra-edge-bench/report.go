@@ -22,6 +22,9 @@ func metrics(rep *Report) []metric {
 		{fmt.Sprintf("throughput %d sessions packets/s", rep.Sessions), func(r *Result) (float64, bool) {
 			return r.ThroughputN.PacketsPerSec, r.ThroughputN.Packets > 0
 		}},
+		{fmt.Sprintf("small packets %d sessions packets/s", rep.Sessions), func(r *Result) (float64, bool) {
+			return r.ThroughputSmall.PacketsPerSec, r.ThroughputSmall.Packets > 0
+		}},
 		{"ping round trip p50 us", func(r *Result) (float64, bool) { return r.Latency.P50us, r.Latency.Pings > 0 }},
 		{"ping round trip p99 us", func(r *Result) (float64, bool) { return r.Latency.P99us, r.Latency.Pings > 0 }},
 		{"added latency p50 us", func(r *Result) (float64, bool) {
@@ -95,7 +98,7 @@ func (rep *Report) WriteTable(w io.Writer) {
 		if r.Skipped != "" {
 			fmt.Fprintf(w, "%s: skipped: %s\n", r.Name, firstLine(r.Skipped))
 		}
-		for _, e := range []string{r.Latency.Error, r.Throughput1.FirstError, r.ThroughputN.FirstError, r.Setup.FirstError, r.Idle.FirstError} {
+		for _, e := range []string{r.Latency.Error, r.Throughput1.FirstError, r.ThroughputN.FirstError, r.ThroughputSmall.FirstError, r.Setup.FirstError, r.Idle.FirstError} {
 			if e != "" {
 				fmt.Fprintf(w, "%s: error: %s\n", r.Name, firstLine(e))
 			}

@@ -21,8 +21,11 @@ type Result struct {
 	Latency     Latency    `json:"latency"`
 	Throughput1 Throughput `json:"throughput_1"`
 	ThroughputN Throughput `json:"throughput_n"`
-	Setup       Setup      `json:"setup"`
-	Idle        Idle       `json:"idle"`
+	// ThroughputSmall streams draws of at most 2 KiB on n sessions: the
+	// per-packet cost of the relay.
+	ThroughputSmall Throughput `json:"throughput_small_n"`
+	Setup           Setup      `json:"setup"`
+	Idle            Idle       `json:"idle"`
 	// CPUPerGB is the proxy's CPU seconds per GB relayed, over both
 	// throughput runs.
 	CPUPerGB float64 `json:"proxy_cpu_seconds_per_gb,omitempty"`
@@ -67,7 +70,7 @@ func (r *Report) result(name string) *Result {
 func (r *Report) Corrupt() int {
 	n := 0
 	for _, x := range r.Results {
-		n += x.Throughput1.Corrupt + x.ThroughputN.Corrupt
+		n += x.Throughput1.Corrupt + x.ThroughputN.Corrupt + x.ThroughputSmall.Corrupt
 	}
 	return n
 }
@@ -176,14 +179,17 @@ func runScenario(ctx context.Context, cfg Config, t *target, pool *benchpeer.Poo
 	res.Latency = measureLatency(ctx, t, pool, cfg.Pings)
 	logf("%s: p50 %.0f us p99 %.0f us %s", t.name, res.Latency.P50us, res.Latency.P99us, res.Latency.Error)
 	logf("%s: throughput, 1 session, %s", t.name, cfg.Duration)
-	res.Throughput1 = measureThroughput(ctx, t, pool, 1, cfg.Duration)
+	res.Throughput1 = measureThroughput(ctx, t, pool, 1, cfg.Duration, false)
 	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.Throughput1.MBps, res.Throughput1.PacketsPerSec, res.Throughput1.FirstError)
 	logf("%s: throughput, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
-	res.ThroughputN = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration)
+	res.ThroughputN = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, false)
 	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputN.MBps, res.ThroughputN.PacketsPerSec, res.ThroughputN.FirstError)
 	if gb := float64(res.Throughput1.Bytes+res.ThroughputN.Bytes) / 1e9; t.root != 0 && gb > 0 {
 		res.CPUPerGB = (res.Throughput1.ProxyCPU + res.ThroughputN.ProxyCPU) / gb
 	}
+	logf("%s: throughput, small packets, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
+	res.ThroughputSmall = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, true)
+	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputSmall.MBps, res.ThroughputSmall.PacketsPerSec, res.ThroughputSmall.FirstError)
 	logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
 	res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
 	logf("%s: %.0f setups/s (%d ok, %d failed) %s", t.name, res.Setup.PerSec, res.Setup.OK, res.Setup.Failed, res.Setup.FirstError)

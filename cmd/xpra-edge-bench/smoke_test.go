@@ -75,7 +75,7 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("%s did not run\n%s", name, log.String())
 			continue
 		}
-		for _, th := range []Throughput{r.Throughput1, r.ThroughputN} {
+		for _, th := range []Throughput{r.Throughput1, r.ThroughputN, r.ThroughputSmall} {
 			if th.Errors > 0 || th.Bytes == 0 || th.Packets == 0 {
 				t.Errorf("%s: throughput run with %d sessions: %d errors, %d bytes (%s)", name, th.Sessions, th.Errors, th.Bytes, th.FirstError)
 			}

@@ -38,6 +38,8 @@ type target struct {
 	allowXOR bool
 	// root is the proxy's pid (0 for direct).
 	root int
+	// baseProcs is how many processes the proxy has with no session.
+	baseProcs int
 	// heap reads the proxy's Go heap in bytes, when it can.
 	heap func() (int64, bool)
 	stop func()
@@ -149,7 +151,7 @@ func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, er
 
 func (e *edgeInstance) target(name string, useTLS bool) *target {
 	t := &target{name: name, addr: e.addr, user: benchUser, pass: benchPass, root: e.p.pid(),
-		heap: e.heap, stop: func() {}}
+		baseProcs: len(tree(e.p.pid())), heap: e.heap, stop: func() {}}
 	if useTLS {
 		t.tls = e.tlsConfig
 		t.allowXOR = true
@@ -245,7 +247,8 @@ func startXpra(ctx context.Context, bin, dir, backend string) (*xpraInstance, er
 }
 
 func (x *xpraInstance) target() *target {
-	return &target{name: "xpra-proxy", addr: x.addr, user: benchUser, pass: benchPass, root: x.p.pid(), stop: func() {}}
+	return &target{name: "xpra-proxy", addr: x.addr, user: benchUser, pass: benchPass, root: x.p.pid(),
+		baseProcs: len(tree(x.p.pid())), stop: func() {}}
 }
 
 // selfSigned makes an ECDSA P-256 certificate for localhost/127.0.0.1.

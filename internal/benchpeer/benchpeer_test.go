@@ -91,6 +91,28 @@ func TestStreamUntilDeadline(t *testing.T) {
 	}
 }
 
+func TestSmallStream(t *testing.T) {
+	addr, _ := startServer(t)
+	w := Workload{Mode: ModeStream, Seed: 11, Draws: 300, Small: true, Window: 64}
+	s := dialLogin(t, addr, w)
+	st, err := s.Stream(time.Now().Add(20 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want int64
+	for i := 0; i < 300; i++ {
+		n := w.Size(i)
+		if n > SmallDrawMax || n < 64 {
+			t.Fatalf("small draw %d has %d bytes", i, n)
+		}
+		want += int64(n)
+	}
+	want += int64((300+CursorEvery-1)/CursorEvery*CursorSize + (300+IconEvery-1)/IconEvery*IconSize)
+	if st.Draws != 300 || st.Bytes != want {
+		t.Fatalf("got %+v, want 300 draws, %d bytes", st, want)
+	}
+}
+
 func TestPing(t *testing.T) {
 	addr, _ := startServer(t)
 	s := dialLogin(t, addr, Workload{Mode: ModeIdle})

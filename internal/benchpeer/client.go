@@ -252,7 +252,7 @@ func (s *Session) Stream(deadline time.Time) (StreamStats, error) {
 			if err := s.checkDraw(p, st.Draws); err != nil {
 				return st, err
 			}
-			st.Bytes += int64(DrawSize(seed, st.Draws))
+			st.Bytes += int64(s.w.Size(st.Draws))
 			// ["damage-sequence", seq, wid, w, h, decode_time, message]
 			if err := s.send(xprawire.Packet{"damage-sequence", int64(st.Draws), int64(1), int64(640), int64(480), int64(1), ""}); err != nil {
 				return st, err
@@ -294,8 +294,8 @@ func (s *Session) checkDraw(p xprawire.Packet, i int) error {
 	if seq, ok := asInt(p[8]); !ok || seq != int64(i) {
 		return fmt.Errorf("%w: draw sequence %v, want %d", ErrCorrupt, p[8], i)
 	}
-	if !bytes.Equal(asBytes(p[7]), s.pool.Draw(seed, i)) {
-		return fmt.Errorf("%w: draw %d pixels (%d bytes, want %d)", ErrCorrupt, i, len(asBytes(p[7])), DrawSize(seed, i))
+	if !bytes.Equal(asBytes(p[7]), s.pool.DrawOf(s.w, i)) {
+		return fmt.Errorf("%w: draw %d pixels (%d bytes, want %d)", ErrCorrupt, i, len(asBytes(p[7])), s.w.Size(i))
 	}
 	opts, _ := p[10].(xprawire.Dict)
 	c := xprawire.Caps{Dict: opts}
@@ -303,7 +303,7 @@ func (s *Session) checkDraw(p xprawire.Packet, i int) error {
 	if !bytes.Equal(asBytes(tv), tag(seed, i)) {
 		return fmt.Errorf("%w: draw %d tag", ErrCorrupt, i)
 	}
-	if n, ok := c.Int("bench.size"); !ok || n != int64(DrawSize(seed, i)) {
+	if n, ok := c.Int("bench.size"); !ok || n != int64(s.w.Size(i)) {
 		return fmt.Errorf("%w: draw %d size option", ErrCorrupt, i)
 	}
 	return nil

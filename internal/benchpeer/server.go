@@ -336,7 +336,7 @@ func (sc *sconn) stream() error {
 				return err
 			}
 		}
-		px := sc.pool.Draw(seed, i)
+		px := sc.pool.DrawOf(sc.w, i)
 		opts := xprawire.Dict{}
 		opts.Set("bench.tag", tag(seed, i))
 		opts.Set("bench.size", int64(len(px)))

@@ -38,6 +38,8 @@ const (
 	PoolSize = 8 << 20
 	// MaxDrawSize is the largest pixel chunk a draw carries.
 	MaxDrawSize = 4 << 20
+	// SmallDrawMax is the largest draw of a Small workload.
+	SmallDrawMax = 2 << 10
 	// CursorSize is the size of the raw cursor pixels (32x32 BGRA).
 	CursorSize = 32 * 32 * 4
 	// IconSize is the size of the window-icon data.
@@ -56,6 +58,7 @@ const (
 	capSeed   = "bench.seed"
 	capDraws  = "bench.draws"
 	capWindow = "bench.window"
+	capSmall  = "bench.small"
 )
 
 // Workload is what one session asks of the server.
@@ -69,6 +72,9 @@ type Workload struct {
 	Draws int
 	// Window is how many draws may be unacknowledged; 0 means 32.
 	Window int
+	// Small limits every draw to SmallDrawMax bytes, so that a stream is
+	// bound by packets per second rather than bytes.
+	Small bool
 }
 
 func (w Workload) window() int {
@@ -83,6 +89,7 @@ func (w Workload) setCaps(d *xprawire.Dict) {
 	d.Set(capSeed, strconv.FormatUint(w.Seed, 10))
 	d.Set(capDraws, int64(w.Draws))
 	d.Set(capWindow, int64(w.window()))
+	d.Set(capSmall, w.Small)
 }
 
 // ErrBadWorkload is returned by the server for a hello whose bench caps it
@@ -112,6 +119,7 @@ func workloadFromCaps(c xprawire.Caps) (Workload, error) {
 	if n, ok := c.Int(capWindow); ok && n > 0 && n <= 4096 {
 		w.Window = int(n)
 	}
+	w.Small = c.Bool(capSmall, false)
 	return w, nil
 }
 
@@ -147,7 +155,17 @@ const (
 // DrawSize is the size of draw i's pixels: 60% from 256 bytes to 16 KiB,
 // 30% from 16 KiB to 512 KiB, 10% from 1 MiB to 4 MiB.
 func DrawSize(seed uint64, i int) int {
+	return drawSize(seed, i, false)
+}
+
+// Size is the size of draw i of this workload.
+func (w Workload) Size(i int) int { return drawSize(w.Seed, i, w.Small) }
+
+func drawSize(seed uint64, i int, small bool) int {
 	h := mix(seed^kindDraw<<56, uint64(i))
+	if small {
+		return 64 + int(h%(SmallDrawMax-64))
+	}
 	r := h % 100
 	h >>= 8
 	switch {
@@ -170,6 +188,11 @@ func (p *Pool) slice(seed, kind uint64, i, size int) []byte {
 // Draw returns draw i's pixels.
 func (p *Pool) Draw(seed uint64, i int) []byte {
 	return p.slice(seed, kindDraw, i, DrawSize(seed, i))
+}
+
+// DrawOf returns draw i's pixels for workload w.
+func (p *Pool) DrawOf(w Workload, i int) []byte {
+	return p.slice(w.Seed, kindDraw, i, w.Size(i))
 }
 
 // Cursor returns cursor n's pixels.
