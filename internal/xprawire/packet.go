@@ -3,11 +3,16 @@ package xprawire
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 )
 
-// peekPrefix is how many decompressed bytes PeekType looks at.
-const peekPrefix = 64
+// peekPrefix is how many decompressed bytes PeekType looks at first, and
+// peekPrefixMax the most it will look at (packet types are short words).
+const (
+	peekPrefix    = 64
+	peekPrefixMax = 1024
+)
 
 // DecodeMain decompresses (at most MaxDecompressedSize) and decodes a main
 // record (index 0) according to its flags. The packet does not alias payload.
@@ -53,21 +58,32 @@ func PeekType(h Header, payload []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	prefix, err := decompressPrefix(h.Level, payload, peekPrefix)
-	if err != nil {
-		return "", fmt.Errorf("peek type: %w", err)
+	n := peekPrefix
+	if h.Level == 0 {
+		n = len(payload)
 	}
-	d := decoder{b: prefix, plus: enc == RencodePlus}
-	var t []byte
-	if enc == Bencode {
-		t, err = d.peekBencode()
-	} else {
-		t, err = d.peekRencode()
+	for {
+		prefix, err := decompressPrefix(h.Level, payload, n)
+		if err != nil {
+			return "", fmt.Errorf("peek type: %w", err)
+		}
+		d := decoder{b: prefix, plus: enc == RencodePlus}
+		var t []byte
+		if enc == Bencode {
+			t, err = d.peekBencode()
+		} else {
+			t, err = d.peekRencode()
+		}
+		if err != nil {
+			// an unusually long type: look once more at a larger prefix
+			if errors.Is(err, ErrTruncated) && len(prefix) == n && n < peekPrefixMax {
+				n = peekPrefixMax
+				continue
+			}
+			return "", fmt.Errorf("peek type: %v: %w", enc, err)
+		}
+		return internType(t), nil
 	}
-	if err != nil {
-		return "", fmt.Errorf("peek type: %v: %w", enc, err)
-	}
-	return internType(t), nil
 }
 
 func (d *decoder) peekBencode() ([]byte, error) {

@@ -296,10 +296,6 @@ func TestGoRoundTripRandom(t *testing.T) {
 	}
 }
 
-type bigInt struct{}
-
-func (bigInt) neg(b *big.Int) *big.Int { return new(big.Int).Neg(b) }
-
 func bigPow10(n int64) *big.Int { return new(big.Int).Exp(big.NewInt(10), big.NewInt(n), nil) }
 
 func make64zeros() []byte { return []byte(strings.Repeat("0", 63)) }
