@@ -8,7 +8,7 @@
 // It must not touch anything outside its temporary and output
 // directories, nor talk to any address but loopback.
 //
-//	xpra-edge-bench [-out DIR] [-smoke] [-idle N] [-edge BIN] [-xpra BIN]
+//	xpra-edge-bench [-out DIR] [-smoke] [-idle N | -idle-10k] [-profile] [-edge BIN] [-xpra BIN]
 package main
 
 import (
@@ -39,7 +39,10 @@ type Config struct {
 	XpraIdle  int           // idle sessions through xpra proxy (one process each)
 	IdleTime  time.Duration // bound on opening the idle sessions
 	Smoke     bool
-	Log       io.Writer // progress; nil: discard
+	// Profile saves a CPU profile of xpra-edge (pprof, via its admin
+	// listener) for each throughput run into Out.
+	Profile bool
+	Log     io.Writer // progress; nil: discard
 }
 
 // DefaultConfig is the full run of `make bench`: a few minutes on 2 cores.
@@ -89,12 +92,14 @@ func main() {
 	xidle := flag.Int("xpra-idle", 0, "idle sessions through xpra proxy, one process each (default 100)")
 	sessions := flag.Int("sessions", 0, "concurrent sessions for the many-session throughput run (default 64)")
 	dur := flag.Duration("duration", 0, "streaming time of each throughput run (default 4s)")
+	prof := flag.Bool("profile", false, "save CPU profiles of xpra-edge's throughput runs into -out")
 	flag.Parse()
 	if *smoke {
 		cfg = SmokeConfig()
 	}
 	cfg.Out, cfg.EdgeBin, cfg.XpraBin = *out, *edge, *xpra
 	cfg.Scenarios = strings.Split(*scen, ",")
+	cfg.Profile = *prof
 	if *idle > 0 {
 		cfg.Idle = *idle
 	}

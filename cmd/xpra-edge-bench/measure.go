@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -24,9 +25,13 @@ type Throughput struct {
 	MBps          float64 `json:"mb_per_s"`
 	PacketsPerSec float64 `json:"packets_per_s"`
 	ProxyCPU      float64 `json:"proxy_cpu_seconds"`
-	Corrupt       int     `json:"corrupt"`
-	Errors        int     `json:"errors"`
-	FirstError    string  `json:"first_error,omitempty"`
+	// BenchCPU is this process's CPU time (both synthetic ends) and
+	// MachineBusy the share of all cores busy, over the streaming time.
+	BenchCPU    float64 `json:"bench_cpu_seconds"`
+	MachineBusy float64 `json:"machine_busy"`
+	Corrupt     int     `json:"corrupt"`
+	Errors      int     `json:"errors"`
+	FirstError  string  `json:"first_error,omitempty"`
 }
 
 // Latency is ping round trips through one session.
@@ -88,7 +93,7 @@ func login(ctx context.Context, t *target, pool *benchpeer.Pool, w benchpeer.Wor
 
 // measureThroughput logs n sessions in, then streams on all of them for d,
 // sampling the proxy's CPU over the streaming time only.
-func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n int, d time.Duration, small bool) Throughput {
+func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n int, d time.Duration, small bool, profileTo string) Throughput {
 	r := Throughput{Sessions: n, Small: small}
 	var mu sync.Mutex
 	fail := func(err error) {
@@ -135,8 +140,22 @@ func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n i
 	if t.root != 0 {
 		cpu0 = cpuSeconds(t.root)
 	}
+	self0 := selfCPU()
+	busy0, total0 := machineTicks()
 	start := time.Now()
 	deadline := start.Add(d)
+	profDone := make(chan struct{})
+	if profileTo != "" && t.profile != nil {
+		go func() {
+			defer close(profDone)
+			if b, err := t.profile(d); err == nil {
+				_ = os.WriteFile(profileTo, b, 0o644)
+			}
+		}()
+	} else {
+		close(profDone)
+	}
+	defer func() { <-profDone }()
 	var bytes, packets atomic.Int64
 	for _, s := range sessions {
 		if s == nil {
@@ -157,6 +176,10 @@ func measureThroughput(ctx context.Context, t *target, pool *benchpeer.Pool, n i
 	r.Seconds = time.Since(start).Seconds()
 	if t.root != 0 {
 		r.ProxyCPU = cpuSeconds(t.root) - cpu0
+	}
+	r.BenchCPU = selfCPU() - self0
+	if busy1, total1 := machineTicks(); total1 > total0 {
+		r.MachineBusy = float64(busy1-busy0) / float64(total1-total0)
 	}
 	r.Bytes = bytes.Load()
 	r.Packets = packets.Load()

@@ -40,6 +40,12 @@ func metrics(rep *Report) []metric {
 			return r.Idle.PSSPerSession / 1024, r.Idle.Sessions > 0 && r.Idle.PSSAfter > 0
 		}},
 		{"Go heap KiB per idle session", func(r *Result) (float64, bool) { return r.Idle.HeapPerSession / 1024, r.Idle.HeapAfter > 0 }},
+		{fmt.Sprintf("cores busy, %d-session run", rep.Sessions), func(r *Result) (float64, bool) {
+			return r.ThroughputN.MachineBusy * float64(rep.CPUs), r.ThroughputN.Seconds > 0
+		}},
+		{fmt.Sprintf("proxy cores used, %d-session run", rep.Sessions), func(r *Result) (float64, bool) {
+			return r.ThroughputN.ProxyCPU / r.ThroughputN.Seconds, r.ThroughputN.Seconds > 0 && r.Name != "direct"
+		}},
 		{"proxy CPU s per GB", func(r *Result) (float64, bool) { return r.CPUPerGB, r.CPUPerGB > 0 }},
 	}
 }
@@ -181,14 +187,25 @@ func checks(rep *Report) []Check {
 		v, ok = ratio("edge-tcp", "xpra-proxy", n)
 		add("throughput tcp/xpra proxy, "+label, ">= 20x", v, ok, ge(20))
 	}
+	if a, b := rep.result("edge-tcp"), rep.result("xpra-proxy"); a != nil && b != nil {
+		ok := a.ThroughputSmall.Errors == 0 && b.ThroughputSmall.Errors == 0 && b.ThroughputSmall.PacketsPerSec > 0
+		v := 0.0
+		if ok {
+			v = a.ThroughputSmall.PacketsPerSec / b.ThroughputSmall.PacketsPerSec
+		}
+		add(fmt.Sprintf("small packets/s tcp/xpra proxy, %d sessions", rep.Sessions), ">= 20x", v, ok, ge(20))
+	} else {
+		out = append(out, Check{Name: "small packets/s tcp/xpra proxy", Goal: ">= 20x"})
+	}
 	if r := rep.result("edge-tcp"); r != nil {
 		add("added latency p50 (tcp)", "<= 50 us", r.Latency.AddedP50us, r.Latency.Pings > 0 && rep.result("direct") != nil, le(50))
 		add("added latency p99 (tcp)", "<= 500 us", r.Latency.AddedP99us, r.Latency.Pings > 0 && rep.result("direct") != nil, le(500))
 		add("session setups/s (tcp)", ">= 1000", r.Setup.PerSec, r.Setup.OK > 0, ge(1000))
 		add("RSS per idle session (tcp)", "<= 64 KiB", r.Idle.RSSPerSession/1024, r.Idle.Sessions > 0, le(64))
 	} else {
-		for _, n := range []string{"added latency p50 (tcp)", "added latency p99 (tcp)", "session setups/s (tcp)", "RSS per idle session (tcp)"} {
-			out = append(out, Check{Name: n})
+		for _, c := range [][2]string{{"added latency p50 (tcp)", "<= 50 us"}, {"added latency p99 (tcp)", "<= 500 us"},
+			{"session setups/s (tcp)", ">= 1000"}, {"RSS per idle session (tcp)", "<= 64 KiB"}} {
+			out = append(out, Check{Name: c[0], Goal: c[1]})
 		}
 	}
 	if r := rep.result("edge-tls"); r != nil {

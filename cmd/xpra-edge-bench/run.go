@@ -179,16 +179,22 @@ func runScenario(ctx context.Context, cfg Config, t *target, pool *benchpeer.Poo
 	res.Latency = measureLatency(ctx, t, pool, cfg.Pings)
 	logf("%s: p50 %.0f us p99 %.0f us %s", t.name, res.Latency.P50us, res.Latency.P99us, res.Latency.Error)
 	logf("%s: throughput, 1 session, %s", t.name, cfg.Duration)
-	res.Throughput1 = measureThroughput(ctx, t, pool, 1, cfg.Duration, false)
+	prof := func(run string) string {
+		if !cfg.Profile || cfg.Out == "" {
+			return ""
+		}
+		return filepath.Join(cfg.Out, t.name+"-"+run+".cpu.pprof")
+	}
+	res.Throughput1 = measureThroughput(ctx, t, pool, 1, cfg.Duration, false, prof("1"))
 	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.Throughput1.MBps, res.Throughput1.PacketsPerSec, res.Throughput1.FirstError)
 	logf("%s: throughput, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
-	res.ThroughputN = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, false)
+	res.ThroughputN = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, false, prof("n"))
 	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputN.MBps, res.ThroughputN.PacketsPerSec, res.ThroughputN.FirstError)
 	if gb := float64(res.Throughput1.Bytes+res.ThroughputN.Bytes) / 1e9; t.root != 0 && gb > 0 {
 		res.CPUPerGB = (res.Throughput1.ProxyCPU + res.ThroughputN.ProxyCPU) / gb
 	}
 	logf("%s: throughput, small packets, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
-	res.ThroughputSmall = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, true)
+	res.ThroughputSmall = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, true, prof("small"))
 	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputSmall.MBps, res.ThroughputSmall.PacketsPerSec, res.ThroughputSmall.FirstError)
 	logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
 	res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)

@@ -42,7 +42,9 @@ type target struct {
 	baseProcs int
 	// heap reads the proxy's Go heap in bytes, when it can.
 	heap func() (int64, bool)
-	stop func()
+	// profile fetches a CPU profile of the proxy over d, when it can.
+	profile func(d time.Duration) ([]byte, error)
+	stop    func()
 }
 
 func (t *target) dial(ctx context.Context) (net.Conn, error) {
@@ -151,7 +153,7 @@ func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, er
 
 func (e *edgeInstance) target(name string, useTLS bool) *target {
 	t := &target{name: name, addr: e.addr, user: benchUser, pass: benchPass, root: e.p.pid(),
-		baseProcs: len(tree(e.p.pid())), heap: e.heap, stop: func() {}}
+		baseProcs: len(tree(e.p.pid())), heap: e.heap, profile: e.profile, stop: func() {}}
 	if useTLS {
 		t.tls = e.tlsConfig
 		t.allowXOR = true
@@ -161,6 +163,21 @@ func (e *edgeInstance) target(name string, useTLS bool) *target {
 
 var heapInuse = regexp.MustCompile(`(?m)^# HeapInuse = (\d+)`)
 var heapMetric = regexp.MustCompile(`(?m)^go_memstats_heap_inuse_bytes (\S+)`)
+
+// profile fetches a CPU profile over d from the admin listener.
+func (e *edgeInstance) profile(d time.Duration) ([]byte, error) {
+	secs := max(1, int(d.Round(time.Second)/time.Second))
+	c := http.Client{Timeout: d + 30*time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.adminAddr, secs))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pprof: %s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+}
 
 // heap reads HeapInuse from pprof, or the Prometheus Go collector.
 func (e *edgeInstance) heap() (int64, bool) {
