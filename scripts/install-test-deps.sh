@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs the real peers the xpra-edge tests run against (Debian 12 "bookworm", as root):
+# the xpra 3.1.3 server and client, Xvfb, xterm, the X11 inspection tools, the python modules the
+# xpra server needs to draw a window (python3-pil) and to speak rencode, PAM headers for the pam
+# auth module, and chromium for the HTML5 client tests.
+#
+# Idempotent and fast: when every package is already installed it only runs dpkg-query and exits.
+# Otherwise it runs one `apt-get update` and one `apt-get install` of the missing packages.
+# Needs nothing but Debian's own mirrors.
+set -euo pipefail
+
+PACKAGES=(
+	xpra            # the real server and client (3.1.3 on bookworm)
+	python3-pil     # only a Recommends of xpra, but the server fails every connection without it
+	python3-rencode # xpra's default packet encoder
+	xvfb            # virtual X servers: one per xpra server, one per test client
+	xauth           # xpra start creates an Xauthority for its Xvfb
+	xterm           # the application started in test sessions
+	x11-utils       # xwininfo, xprop: prove a remote window is mapped on the client's display
+	xdotool         # type and click into test sessions
+	libpam0g-dev    # the pam auth module (cgo)
+	chromium        # the HTML5 client, headless
+	procps          # ps, pkill (process checks in tests)
+	passwd          # useradd, userdel, chpasswd (tests create users)
+	util-linux      # runuser, setpriv (servers run as another user)
+	ca-certificates
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+		missing+=("$p")
+	fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+	exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+	echo "install-test-deps: missing packages: ${missing[*]}" >&2
+	echo "install-test-deps: run as root (or: sudo $0)" >&2
+	exit 1
+fi
+
+echo "install-test-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt_opts=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3)
+apt-get "${apt_opts[@]}" update -qq
+apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+
+# Sanity: the binaries the harness execs.
+for b in xpra Xvfb xterm xwininfo xprop xdotool chromium runuser setpriv useradd chpasswd; do
+	command -v "$b" >/dev/null || { echo "install-test-deps: $b still missing" >&2; exit 1; }
+done
