@@ -10,6 +10,7 @@ time, until stdin closes:
 
 ops: 'd' decode data with the encoding and reply with the value as a tag string;
      'e' build the value described by the tag in data, encode it, reply with the bytes.
+     'z' zlib-compress data at level <encoding byte>; 'u' zlib-decompress data.
 encodings: 'b' xpra bencode, 'r' rencode.
 
 Tags describe a value exactly: N T F, i<decimal>; f<16 hex digits of the IEEE
@@ -17,6 +18,7 @@ double>, b<hex>; (bytes), s<hex of utf-8>; (str), [items] and {key value ...}.
 """
 import struct
 import sys
+import zlib
 
 import rencode
 from xpra.net.bencode import bencode, bdecode
@@ -112,6 +114,10 @@ def main():
                 if end != len(s):
                     raise ValueError("trailing tag data")
                 out = encode(enc, v)
+            elif op == "z":
+                out = zlib.compress(data, head[1])
+            elif op == "u":
+                out = zlib.decompress(data)
             else:
                 raise ValueError("unknown op %r" % op)
             status = 0

@@ -106,6 +106,9 @@ var (
 // with level byte 0. zlib levels above 9 compress at 9; brotli quality is
 // min(11, level), min(9, level) above 1 MiB, as xpra does.
 func Compress(dst []byte, c Compressor, level int, src []byte) ([]byte, Level, error) {
+	if c > Brotli {
+		return dst, 0, fmt.Errorf("%w: %v", ErrUnsupportedCompression, c)
+	}
 	lb := MakeLevel(c, level)
 	if lb == 0 {
 		return append(dst, src...), 0, nil

@@ -105,7 +105,11 @@ func (p *pyPeer) call(op byte, e Encoding, data []byte) (reply []byte, ok bool, 
 	if e == Rencode {
 		enc = 'r'
 	}
-	head := []byte{op, enc, 0, 0, 0, 0}
+	return p.callRaw(op, enc, data)
+}
+
+func (p *pyPeer) callRaw(op, arg byte, data []byte) (reply []byte, ok bool, err error) {
+	head := []byte{op, arg, 0, 0, 0, 0}
 	binary.BigEndian.PutUint32(head[2:], uint32(len(data)))
 	if _, err := p.in.Write(append(head, data...)); err != nil {
 		return nil, false, err
