@@ -31,6 +31,7 @@ type Config struct {
 	Scenarios []string      // subset of direct, edge-tcp, edge-tls, xpra-proxy
 	Sessions  int           // concurrent sessions of the many-session throughput run
 	Duration  time.Duration // streaming time of each throughput run
+	Repeat    int           // runs of each throughput measure; the best is kept
 	Pings     int           // timed pings for latency
 	SetupMax  int           // setups tried at most per scenario
 	SetupTime time.Duration // and for at most this long
@@ -52,7 +53,8 @@ func DefaultConfig() Config {
 		XpraBin:   "/usr/bin/xpra",
 		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "xpra-proxy"},
 		Sessions:  64,
-		Duration:  4 * time.Second,
+		Duration:  3 * time.Second,
+		Repeat:    2,
 		Pings:     2000,
 		SetupMax:  5000,
 		SetupTime: 4 * time.Second,
@@ -70,6 +72,7 @@ func SmokeConfig() Config {
 	c.Smoke = true
 	c.Sessions = 4
 	c.Duration = 400 * time.Millisecond
+	c.Repeat = 1
 	c.Pings = 50
 	c.SetupMax = 20
 	c.SetupTime = time.Second
@@ -91,7 +94,8 @@ func main() {
 	idle10k := flag.Bool("idle-10k", false, "measure memory at 10,000 idle sessions")
 	xidle := flag.Int("xpra-idle", 0, "idle sessions through xpra proxy, one process each (default 100)")
 	sessions := flag.Int("sessions", 0, "concurrent sessions for the many-session throughput run (default 64)")
-	dur := flag.Duration("duration", 0, "streaming time of each throughput run (default 4s)")
+	dur := flag.Duration("duration", 0, "streaming time of each throughput run (default 3s)")
+	repeat := flag.Int("repeat", 0, "runs of each throughput measure, the best kept (default 2)")
 	prof := flag.Bool("profile", false, "save CPU profiles of xpra-edge's throughput runs into -out")
 	flag.Parse()
 	if *smoke {
@@ -115,6 +119,9 @@ func main() {
 	}
 	if *dur > 0 {
 		cfg.Duration = *dur
+	}
+	if *repeat > 0 {
+		cfg.Repeat = *repeat
 	}
 	cfg.Log = os.Stderr
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)

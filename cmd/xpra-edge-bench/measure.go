@@ -266,11 +266,7 @@ func measureIdle(ctx context.Context, t *target, pool *benchpeer.Pool, n int, bu
 	if t.root == 0 {
 		return r
 	}
-	// earlier sessions must be gone (xpra proxy instances take a moment
-	// to exit) before the baseline is taken
-	for i := 0; i < 150 && len(tree(t.root)) > t.baseProcs; i++ {
-		time.Sleep(200 * time.Millisecond)
-	}
+	settle(t)
 	runtime.GC()
 	time.Sleep(time.Second)
 	before := treeMemory(t.root)
@@ -328,6 +324,18 @@ func measureIdle(ctx context.Context, t *target, pool *benchpeer.Pool, n int, bu
 		}
 	}
 	return r
+}
+
+// settle waits (at most 30 s) until the sessions of an earlier
+// measurement are gone: xpra proxy instances take a while to exit and eat
+// CPU meanwhile.
+func settle(t *target) {
+	if t.root == 0 {
+		return
+	}
+	for i := 0; i < 150 && len(tree(t.root)) > t.baseProcs; i++ {
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // serveBench starts the synthetic server on a loopback port.

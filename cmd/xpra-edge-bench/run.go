@@ -175,27 +175,45 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 }
 
 func runScenario(ctx context.Context, cfg Config, t *target, pool *benchpeer.Pool, res *Result, logf func(string, ...any)) {
+	settle(t)
 	logf("%s: latency (%d pings)", t.name, cfg.Pings)
 	res.Latency = measureLatency(ctx, t, pool, cfg.Pings)
 	logf("%s: p50 %.0f us p99 %.0f us %s", t.name, res.Latency.P50us, res.Latency.P99us, res.Latency.Error)
-	logf("%s: throughput, 1 session, %s", t.name, cfg.Duration)
 	prof := func(run string) string {
 		if !cfg.Profile || cfg.Out == "" {
 			return ""
 		}
 		return filepath.Join(cfg.Out, t.name+"-"+run+".cpu.pprof")
 	}
-	res.Throughput1 = measureThroughput(ctx, t, pool, 1, cfg.Duration, false, prof("1"))
-	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.Throughput1.MBps, res.Throughput1.PacketsPerSec, res.Throughput1.FirstError)
-	logf("%s: throughput, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
-	res.ThroughputN = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, false, prof("n"))
-	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputN.MBps, res.ThroughputN.PacketsPerSec, res.ThroughputN.FirstError)
+	// each throughput run is repeated and the best kept: other work on
+	// the machine only ever makes a run slower
+	best := func(label string, n int, small bool) Throughput {
+		var b Throughput
+		for i := 0; i < max(1, cfg.Repeat); i++ {
+			settle(t)
+			logf("%s: throughput, %s, %s (%d/%d)", t.name, label, cfg.Duration, i+1, max(1, cfg.Repeat))
+			p := ""
+			if i == 0 {
+				p = prof(label)
+			}
+			r := measureThroughput(ctx, t, pool, n, cfg.Duration, small, p)
+			logf("%s: %.0f MB/s %.0f packets/s %s", t.name, r.MBps, r.PacketsPerSec, r.FirstError)
+			if r.Errors > 0 {
+				return r
+			}
+			if i == 0 || r.Bytes/max(1, int64(r.Seconds*1e3)) > b.Bytes/max(1, int64(b.Seconds*1e3)) {
+				b = r
+			}
+		}
+		return b
+	}
+	res.Throughput1 = best("1-session", 1, false)
+	res.ThroughputN = best(fmt.Sprintf("%d-sessions", cfg.Sessions), cfg.Sessions, false)
 	if gb := float64(res.Throughput1.Bytes+res.ThroughputN.Bytes) / 1e9; t.root != 0 && gb > 0 {
 		res.CPUPerGB = (res.Throughput1.ProxyCPU + res.ThroughputN.ProxyCPU) / gb
 	}
-	logf("%s: throughput, small packets, %d sessions, %s", t.name, cfg.Sessions, cfg.Duration)
-	res.ThroughputSmall = measureThroughput(ctx, t, pool, cfg.Sessions, cfg.Duration, true, prof("small"))
-	logf("%s: %.0f MB/s %.0f packets/s %s", t.name, res.ThroughputSmall.MBps, res.ThroughputSmall.PacketsPerSec, res.ThroughputSmall.FirstError)
+	res.ThroughputSmall = best(fmt.Sprintf("small-packets-%d-sessions", cfg.Sessions), cfg.Sessions, true)
+	settle(t)
 	logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
 	res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
 	logf("%s: %.0f setups/s (%d ok, %d failed) %s", t.name, res.Setup.PerSec, res.Setup.OK, res.Setup.Failed, res.Setup.FirstError)
