@@ -1,0 +1,77 @@
+package auth
+
+import (
+	"context"
+	"fmt"
+	"os/user"
+)
+
+// PAM checks the plain password with PAM (service= option, default the
+// configured PAMService or "login") and the account (check-account=,
+// default yes). PAM needs the plain password, so it uses the xor digest
+// and is offered only on encrypted transports or unix sockets; the
+// sessions are the user's local ones, with UID/GID (numbers as strings)
+// from the password database. Options: service, check-account, prompt.
+type PAM struct {
+	base
+	service      string
+	checkAccount bool
+}
+
+var _ Authenticator = (*PAM)(nil)
+
+func newPAM(o *optionReader, defService string) (*PAM, error) {
+	if defService == "" {
+		defService = "login"
+	}
+	p := &PAM{base: readBase(o, "pam", false)}
+	p.service = o.str("service", defService)
+	if p.service == "" {
+		return nil, fmt.Errorf("%w: module pam needs a non-empty service", ErrSpec)
+	}
+	var err error
+	if p.checkAccount, err = o.boolean("check-account", true); err != nil {
+		return nil, err
+	}
+	if !pamAvailable {
+		return nil, fmt.Errorf("pam: this binary was built without PAM support (cgo)")
+	}
+	return p, nil
+}
+
+// Begin implements Authenticator.
+func (p *PAM) Begin(username string, t Transport) Login { return newLogin(p, username, t) }
+
+func (p *PAM) mode(_ string, t Transport) (mode, error) {
+	if !t.Encrypted {
+		return modeXOR, &RefusedError{Reason: "pam authentication requires an encrypted connection (TLS or wss)"}
+	}
+	return modeXOR, nil
+}
+
+func (p *PAM) verify(ctx context.Context, username string, pr *proof) (Identity, error) {
+	if pr.kind != modeXOR || len(pr.plain) == 0 || username == "" {
+		return Identity{}, failed(p.name)
+	}
+	// PAM may sleep seconds on a failure; give up waiting with ctx.
+	pw := append([]byte(nil), pr.plain...)
+	done := make(chan error, 1)
+	go func() {
+		defer clear(pw)
+		done <- pamCheck(p.service, username, pw, p.checkAccount)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		return Identity{}, fmt.Errorf("pam: %w", ctx.Err())
+	}
+	if err != nil {
+		return Identity{}, fmt.Errorf("pam: %w: %w", ErrFailed, err)
+	}
+	u, err := user.Lookup(username)
+	if err != nil {
+		return Identity{}, fmt.Errorf("pam: %w: user not in the password database", ErrFailed)
+	}
+	return Identity{Username: username, UID: u.Uid, GID: u.Gid, LocalSessions: true}, nil
+}
