@@ -113,6 +113,10 @@ func (rep *Report) WriteTable(w io.Writer) {
 			fmt.Fprintf(w, "%s: only %d of %d idle sessions opened\n", r.Name, r.Idle.Sessions, r.Idle.Wanted)
 		}
 	}
+	if rep.LoadBefore > float64(rep.CPUs) {
+		fmt.Fprintf(w, "warning: load average %.1f at the start (%.1f at the end) on %d CPUs: other work was running, numbers are noisy\n",
+			rep.LoadBefore, rep.LoadAfter, rep.CPUs)
+	}
 	if rep.ServerErrors > 0 {
 		fmt.Fprintf(w, "synthetic server: %d errors, last: %s\n", rep.ServerErrors, rep.ServerLastErr)
 	}

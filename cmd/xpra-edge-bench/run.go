@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
@@ -53,8 +54,12 @@ type Report struct {
 	Results   []*Result `json:"results"`
 	Checks    []Check   `json:"checks"`
 	// ServerErrors are failures seen by the synthetic server.
-	ServerErrors  int64  `json:"server_errors"`
-	ServerLastErr string `json:"server_last_error,omitempty"`
+	ServerErrors int64 `json:"server_errors"`
+	// LoadBefore and LoadAfter are the 1-minute load averages around the
+	// measures: above the number of CPUs, something else was running.
+	LoadBefore    float64 `json:"loadavg_before"`
+	LoadAfter     float64 `json:"loadavg_after"`
+	ServerLastErr string  `json:"server_last_error,omitempty"`
 }
 
 func (r *Report) result(name string) *Result {
@@ -103,13 +108,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer func() { _ = ln.Close(); srv.Close() }()
 	backend := ln.Addr().String()
 
+	// every proxy is started first (each its own process, directory,
+	// database and port), then each measure runs across all scenarios in
+	// turn, so that load from elsewhere on the machine hits them alike
+	var runs []*scenarioRun
+	defer func() {
+		for _, r := range runs {
+			r.stop()
+		}
+	}()
 	for _, name := range cfg.Scenarios {
 		name = strings.TrimSpace(name)
 		if name == "" {
 			continue
-		}
-		if ctx.Err() != nil {
-			return rep, ctx.Err()
 		}
 		res := &Result{Name: name}
 		rep.Results = append(rep.Results, res)
@@ -117,43 +128,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return rep, err
 		}
-		var t *target
-		var stop func()
-		switch name {
-		case "direct":
-			t, stop = directTarget(backend), func() {}
-		case "edge-tcp", "edge-tls":
-			e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
-			if err != nil {
-				res.Skipped = "xpra-edge did not start: " + err.Error()
-				logf("%s: %s", name, res.Skipped)
-				continue
-			}
-			t, stop = e.target(name, name == "edge-tls"), func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p) }
-		case "xpra-proxy":
-			if cfg.XpraBin == "" {
-				res.Skipped = "no xpra binary given"
-				continue
-			}
-			if _, err := os.Stat(cfg.XpraBin); err != nil {
-				res.Skipped = "xpra is not installed"
-				logf("%s: %s", name, res.Skipped)
-				continue
-			}
-			x, err := startXpra(ctx, cfg.XpraBin, dir, backend)
-			if err != nil {
-				res.Skipped = "xpra proxy did not start: " + err.Error()
-				logf("%s: %s", name, res.Skipped)
-				continue
-			}
-			t, stop = x.target(), func() { x.p.stop(5 * time.Second); keepLog(cfg.Out, x.p) }
-		default:
-			res.Skipped = "unknown scenario"
+		t, stop, skipped := startTarget(ctx, cfg, name, dir, backend)
+		if skipped != "" {
+			res.Skipped = skipped
+			logf("%s: skipped: %s", name, skipped)
 			continue
 		}
-		runScenario(ctx, cfg, t, pool, res, logf)
-		stop()
+		runs = append(runs, &scenarioRun{t: t, res: res, stop: stop})
 	}
+	rep.LoadBefore = loadAvg()
+	if err := measureAll(ctx, cfg, runs, pool, logf); err != nil {
+		return rep, err
+	}
+	rep.LoadAfter = loadAvg()
+	for _, r := range runs {
+		r.stop()
+	}
+	runs = nil
 	st := srv.Stats()
 	rep.ServerErrors, rep.ServerLastErr = st.Errors, st.LastErr
 	if d := rep.result("direct"); d != nil {
@@ -174,12 +165,76 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	return rep, nil
 }
 
-func runScenario(ctx context.Context, cfg Config, t *target, pool *benchpeer.Pool, res *Result, logf func(string, ...any)) {
-	settle(t)
-	logf("%s: latency (%d pings)", t.name, cfg.Pings)
-	res.Latency = measureLatency(ctx, t, pool, cfg.Pings)
-	logf("%s: p50 %.0f us p99 %.0f us %s", t.name, res.Latency.P50us, res.Latency.P99us, res.Latency.Error)
-	prof := func(run string) string {
+// scenarioRun is a started target and its results.
+type scenarioRun struct {
+	t    *target
+	res  *Result
+	stop func()
+}
+
+// startTarget starts what the named scenario needs; skipped says why it
+// cannot run.
+func startTarget(ctx context.Context, cfg Config, name, dir, backend string) (t *target, stop func(), skipped string) {
+	switch name {
+	case "direct":
+		return directTarget(backend), func() {}, ""
+	case "edge-tcp", "edge-tls":
+		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+		if err != nil {
+			return nil, nil, "xpra-edge did not start: " + err.Error()
+		}
+		var once sync.Once
+		return e.target(name, name == "edge-tls"), func() {
+			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
+		}, ""
+	case "xpra-proxy":
+		if cfg.XpraBin == "" {
+			return nil, nil, "no xpra binary given"
+		}
+		if _, err := os.Stat(cfg.XpraBin); err != nil {
+			return nil, nil, "xpra is not installed"
+		}
+		x, err := startXpra(ctx, cfg.XpraBin, dir, backend)
+		if err != nil {
+			return nil, nil, "xpra proxy did not start: " + err.Error()
+		}
+		var once sync.Once
+		return x.target(), func() {
+			once.Do(func() { x.p.stop(5 * time.Second); keepLog(cfg.Out, x.p, name) })
+		}, ""
+	}
+	return nil, nil, "unknown scenario"
+}
+
+// measureAll runs each measure on every scenario in turn.
+func measureAll(ctx context.Context, cfg Config, runs []*scenarioRun, pool *benchpeer.Pool, logf func(string, ...any)) error {
+	// idle memory first, while the proxies' heaps have not been grown by
+	// the streams
+	for _, r := range runs {
+		t := r.t
+		if t.root == 0 {
+			continue
+		}
+		n := cfg.Idle
+		if t.name == "xpra-proxy" {
+			n = cfg.XpraIdle
+		}
+		logf("%s: %d idle sessions", t.name, n)
+		r.res.Idle = measureIdle(ctx, t, pool, n, cfg.IdleTime)
+		logf("%s: %d idle sessions, %.1f KiB RSS each, %.1f KiB heap each %s", t.name, r.res.Idle.Sessions,
+			r.res.Idle.RSSPerSession/1024, r.res.Idle.HeapPerSession/1024, r.res.Idle.FirstError)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	for _, r := range runs {
+		t := r.t
+		settle(t)
+		logf("%s: latency (%d pings)", t.name, cfg.Pings)
+		r.res.Latency = measureLatency(ctx, t, pool, cfg.Pings)
+		logf("%s: p50 %.0f us p99 %.0f us %s", t.name, r.res.Latency.P50us, r.res.Latency.P99us, r.res.Latency.Error)
+	}
+	prof := func(t *target, run string) string {
 		if !cfg.Profile || cfg.Out == "" {
 			return ""
 		}
@@ -187,50 +242,75 @@ func runScenario(ctx context.Context, cfg Config, t *target, pool *benchpeer.Poo
 	}
 	// each throughput run is repeated and the best kept: other work on
 	// the machine only ever makes a run slower
-	best := func(label string, n int, small bool) Throughput {
-		var b Throughput
+	rate := func(x Throughput) float64 {
+		if x.Seconds <= 0 {
+			return 0
+		}
+		return float64(x.Bytes) / x.Seconds
+	}
+	throughput := func(label string, n int, small bool, get func(*Result) *Throughput) error {
 		for i := 0; i < max(1, cfg.Repeat); i++ {
-			settle(t)
-			logf("%s: throughput, %s, %s (%d/%d)", t.name, label, cfg.Duration, i+1, max(1, cfg.Repeat))
-			p := ""
-			if i == 0 {
-				p = prof(label)
-			}
-			r := measureThroughput(ctx, t, pool, n, cfg.Duration, small, p)
-			logf("%s: %.0f MB/s %.0f packets/s %s", t.name, r.MBps, r.PacketsPerSec, r.FirstError)
-			if r.Errors > 0 {
-				return r
-			}
-			if i == 0 || r.Bytes/max(1, int64(r.Seconds*1e3)) > b.Bytes/max(1, int64(b.Seconds*1e3)) {
-				b = r
+			for _, r := range runs {
+				t := r.t
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if i > 0 && get(r.res).Errors > 0 {
+					continue
+				}
+				settle(t)
+				logf("%s: throughput, %s, %s (%d/%d)", t.name, label, cfg.Duration, i+1, max(1, cfg.Repeat))
+				p := ""
+				if i == 0 {
+					p = prof(t, label)
+				}
+				x := measureThroughput(ctx, t, pool, n, cfg.Duration, small, p)
+				logf("%s: %.0f MB/s %.0f packets/s %s", t.name, x.MBps, x.PacketsPerSec, x.FirstError)
+				if i == 0 || x.Errors > 0 || rate(x) > rate(*get(r.res)) {
+					*get(r.res) = x
+				}
 			}
 		}
-		return b
+		return nil
 	}
-	res.Throughput1 = best("1-session", 1, false)
-	res.ThroughputN = best(fmt.Sprintf("%d-sessions", cfg.Sessions), cfg.Sessions, false)
-	if gb := float64(res.Throughput1.Bytes+res.ThroughputN.Bytes) / 1e9; t.root != 0 && gb > 0 {
-		res.CPUPerGB = (res.Throughput1.ProxyCPU + res.ThroughputN.ProxyCPU) / gb
+	if err := throughput("1-session", 1, false, func(r *Result) *Throughput { return &r.Throughput1 }); err != nil {
+		return err
 	}
-	res.ThroughputSmall = best(fmt.Sprintf("small-packets-%d-sessions", cfg.Sessions), cfg.Sessions, true)
-	settle(t)
-	logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
-	res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
-	logf("%s: %.0f setups/s (%d ok, %d failed) %s", t.name, res.Setup.PerSec, res.Setup.OK, res.Setup.Failed, res.Setup.FirstError)
-	if t.root != 0 {
-		n := cfg.Idle
-		if t.name == "xpra-proxy" {
-			n = cfg.XpraIdle
+	if err := throughput(fmt.Sprintf("%d-sessions", cfg.Sessions), cfg.Sessions, false, func(r *Result) *Throughput { return &r.ThroughputN }); err != nil {
+		return err
+	}
+	if err := throughput(fmt.Sprintf("small-packets-%d-sessions", cfg.Sessions), cfg.Sessions, true, func(r *Result) *Throughput { return &r.ThroughputSmall }); err != nil {
+		return err
+	}
+	for _, r := range runs {
+		res := r.res
+		if gb := float64(res.Throughput1.Bytes+res.ThroughputN.Bytes) / 1e9; r.t.root != 0 && gb > 0 {
+			res.CPUPerGB = (res.Throughput1.ProxyCPU + res.ThroughputN.ProxyCPU) / gb
 		}
-		logf("%s: %d idle sessions", t.name, n)
-		res.Idle = measureIdle(ctx, t, pool, n, cfg.IdleTime)
-		logf("%s: %d idle sessions, %.1f KiB RSS each, %.1f KiB heap each %s", t.name, res.Idle.Sessions,
-			res.Idle.RSSPerSession/1024, res.Idle.HeapPerSession/1024, res.Idle.FirstError)
 	}
+	for _, r := range runs {
+		t := r.t
+		settle(t)
+		logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
+		r.res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
+		logf("%s: %.0f setups/s (%d ok, %d failed) %s", t.name, r.res.Setup.PerSec, r.res.Setup.OK, r.res.Setup.Failed, r.res.Setup.FirstError)
+	}
+	return ctx.Err()
+}
+
+// loadAvg is the 1-minute load average.
+func loadAvg() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	_, _ = fmt.Sscan(string(b), &l)
+	return l
 }
 
 // keepLog copies a proxy's log next to the results.
-func keepLog(out string, p *proc) {
+func keepLog(out string, p *proc, name string) {
 	if out == "" {
 		return
 	}
@@ -242,7 +322,7 @@ func keepLog(out string, p *proc) {
 		return
 	}
 	defer src.Close()
-	dst, err := os.Create(filepath.Join(out, filepath.Base(p.log.Name())))
+	dst, err := os.Create(filepath.Join(out, name+".log"))
 	if err != nil {
 		return
 	}
