@@ -118,7 +118,7 @@ func (h *handshake) fail(err error) {
 	if ce.reason == reasonServerError {
 		level = slog.LevelWarn
 	}
-	h.log.Log(context.Background(), level, "connection refused", "user", h.identity.Username,
+	h.log.Log(context.Background(), level, "connection refused",
 		"reason", ce.reason, "detail", strings.Join(ce.detail, ", "), "err", errString(ce.err),
 		"duration", time.Since(h.start).Round(time.Millisecond))
 	if ce.reason == reasonAuthFailed {

@@ -9,7 +9,6 @@
 package edge
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -227,12 +226,12 @@ func (s *Server) Reload(st State) error {
 	return nil
 }
 
-func (s *Server) limits() Limits          { return s.state.Load().Limits }
-func (s *Server) router() *router.Router  { return s.state.Load().Router }
-func (s *Server) dialer() *BackendDialer  { return s.state.Load().Dialer }
-func (s *Server) runningAsRoot() bool     { return s.isRoot }
+func (s *Server) limits() Limits               { return s.state.Load().Limits }
+func (s *Server) router() *router.Router       { return s.state.Load().Router }
+func (s *Server) dialer() *BackendDialer       { return s.state.Load().Dialer }
+func (s *Server) runningAsRoot() bool          { return s.isRoot }
 func (s *Server) authFailDelay() time.Duration { return s.limits().AuthFailDelay }
-func (s *Server) nextID() int             { return int(s.idSeq.Add(1)) }
+func (s *Server) nextID() int                  { return int(s.idSeq.Add(1)) }
 
 // listener returns the current configuration of a bound listener.
 func (s *Server) listener(name string) *Listener {

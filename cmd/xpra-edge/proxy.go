@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
+
 	"github.com/xpra-edge/xpra-edge/auth"
 	"github.com/xpra-edge/xpra-edge/edge"
 	"github.com/xpra-edge/xpra-edge/internal/config"
@@ -374,6 +376,11 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 	if cfg.Shutdown.Drain != 0 {
 		drain = cfg.Shutdown.Drain.Std()
 	}
+	go func() {
+		<-ctx.Done()
+		notify(log, daemon.SdNotifyStopping)
+	}()
+	notify(log, daemon.SdNotifyReady)
 	if err := p.srv.Serve(ctx, drain); err != nil {
 		log.Error("serve", "err", err)
 		return 1

@@ -13,6 +13,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xpra-edge/xpra-edge/edge"
@@ -56,6 +57,9 @@ func startProxy(ctx context.Context, cfg *config.Config, f *proxyFlags, log *slo
 		tlsCfg = c.tlsConfig()
 	}
 	st, err := buildState(cfg, tlsCfg != nil)
+	if err == nil {
+		err = adoptActivatedSockets(&st, log)
+	}
 	if err != nil {
 		p.close()
 		return nil, err
@@ -131,6 +135,7 @@ func (p *proxy) startAdmin(a config.Admin) error {
 
 // reload re-reads the configuration; on any error the old one stays.
 func (p *proxy) reload(f *proxyFlags) {
+	notify(p.log, daemon.SdNotifyReloading)
 	cfg, err := effectiveConfig(f)
 	if err == nil {
 		err = cfg.Validate()
@@ -150,6 +155,7 @@ func (p *proxy) reload(f *proxyFlags) {
 		return
 	}
 	p.log.Info("configuration reloaded", "sessions", p.srv.SessionCount())
+	notify(p.log, daemon.SdNotifyReady)
 }
 
 func (p *proxy) close() {

@@ -53,19 +53,19 @@ type Config struct {
 	// xpra's syntax: "sqlite,filename=users.sdb".
 	Auth string `toml:"auth"`
 
-	Listeners []Listener  `toml:"listener"`
-	TLS       TLS         `toml:"tls"`
-	Backend   Backend     `toml:"backend"`
-	Users     []auth.User `toml:"user"`
-	Routing   Routing     `toml:"routing"`
+	Listeners []Listener     `toml:"listener"`
+	TLS       TLS            `toml:"tls"`
+	Backend   Backend        `toml:"backend"`
+	Users     []auth.User    `toml:"user"`
+	Routing   Routing        `toml:"routing"`
 	Routes    []router.Route `toml:"route"`
-	Limits    Limits      `toml:"limits"`
-	Bans      Bans        `toml:"bans"`
-	Log       Log         `toml:"log"`
-	Admin     Admin       `toml:"admin"`
-	Shutdown  Shutdown    `toml:"shutdown"`
-	PAM       PAM         `toml:"pam"`
-	Web       Web         `toml:"web"`
+	Limits    Limits         `toml:"limits"`
+	Bans      Bans           `toml:"bans"`
+	Log       Log            `toml:"log"`
+	Admin     Admin          `toml:"admin"`
+	Shutdown  Shutdown       `toml:"shutdown"`
+	PAM       PAM            `toml:"pam"`
+	Web       Web            `toml:"web"`
 }
 
 // Web configures what listeners serve over HTTP(S).
@@ -131,17 +131,17 @@ type Routing struct {
 
 // Limits, each with the default that applies when it is not set.
 type Limits struct {
-	MaxSessions         int      `toml:"max_sessions"`          // 0: unlimited
-	MaxSessionsPerIP    int      `toml:"max_sessions_per_ip"`   // 0: unlimited
-	MaxUnauthenticated  int      `toml:"max_unauthenticated"`   // default 1024
-	MaxHelloSize        int      `toml:"max_hello_size"`        // default 1 MiB
-	MaxPacketSize       int      `toml:"max_packet_size"`       // default 16 MiB
-	SniffTimeout        Duration `toml:"sniff_timeout"`         // default 3s
-	LoginTimeout        Duration `toml:"login_timeout"`         // default 31s
-	ChallengeTimeout    Duration `toml:"challenge_timeout"`     // default 120s
-	BackendTimeout      Duration `toml:"backend_timeout"`       // default 20s
-	IdleTimeout         Duration `toml:"idle_timeout"`          // default none
-	AuthFailDelay       Duration `toml:"auth_fail_delay"`       // default 1s
+	MaxSessions        int      `toml:"max_sessions"`        // 0: unlimited
+	MaxSessionsPerIP   int      `toml:"max_sessions_per_ip"` // 0: unlimited
+	MaxUnauthenticated int      `toml:"max_unauthenticated"` // default 1024
+	MaxHelloSize       int      `toml:"max_hello_size"`      // default 1 MiB
+	MaxPacketSize      int      `toml:"max_packet_size"`     // default 16 MiB
+	SniffTimeout       Duration `toml:"sniff_timeout"`       // default 3s
+	LoginTimeout       Duration `toml:"login_timeout"`       // default 31s
+	ChallengeTimeout   Duration `toml:"challenge_timeout"`   // default 120s
+	BackendTimeout     Duration `toml:"backend_timeout"`     // default 20s
+	IdleTimeout        Duration `toml:"idle_timeout"`        // default none
+	AuthFailDelay      Duration `toml:"auth_fail_delay"`     // default 1s
 }
 
 // Bans configure brute-force protection.
