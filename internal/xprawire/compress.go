@@ -239,6 +239,12 @@ func Decompress(dst []byte, l Level, src []byte, max int) ([]byte, error) {
 		if uint64(n) > 255*uint64(len(src)-4)+16 {
 			return dst, fmt.Errorf("%w: lz4 declares %d bytes from %d compressed", ErrSyntax, n, len(src)-4)
 		}
+		if n == 0 { // an empty block is one zero token (or nothing)
+			if len(src) > 5 || (len(src) == 5 && src[4] != 0) {
+				return dst, fmt.Errorf("%w: lz4 declares 0 bytes but has a %d-byte block", ErrSyntax, len(src)-4)
+			}
+			return dst, nil
+		}
 		start := len(dst)
 		dst = grow(dst, int(n))
 		got, err := lz4.UncompressBlock(src[4:], dst[start:])
