@@ -53,6 +53,9 @@ func (p *PAM) verify(ctx context.Context, username string, pr *proof) (Identity,
 	if pr.kind != modeXOR || len(pr.plain) == 0 || username == "" {
 		return Identity{}, failed(p.name)
 	}
+	if err := ctx.Err(); err != nil {
+		return Identity{}, fmt.Errorf("pam: %w", err)
+	}
 	// PAM may sleep seconds on a failure; give up waiting with ctx.
 	pw := append([]byte(nil), pr.plain...)
 	done := make(chan error, 1)
