@@ -95,10 +95,11 @@ func (l Level) Compressor() (Compressor, error) {
 func (l Level) Value() int { return int(l & levelValueMask) }
 
 var (
-	zlibWriters [10]sync.Pool // by level 1..9
-	zlibReaders sync.Pool
-	lz4Fast     = sync.Pool{New: func() any { return new(lz4.Compressor) }}
-	lz4HC       sync.Pool
+	zlibWriters   [10]sync.Pool // by level 1..9
+	zlibReaders   sync.Pool
+	brotliWriters [12]sync.Pool // by quality 1..11
+	lz4Fast       = sync.Pool{New: func() any { return new(lz4.Compressor) }}
+	lz4HC         sync.Pool
 )
 
 // Compress appends src compressed with c at level to dst and returns the
@@ -173,11 +174,18 @@ func Compress(dst []byte, c Compressor, level int, src []byte) ([]byte, Level, e
 			q = min(q, 9)
 		}
 		buf := bytes.NewBuffer(dst)
-		w := brotli.NewWriterLevel(buf, q)
+		w, _ := brotliWriters[q].Get().(*brotli.Writer)
+		if w == nil {
+			w = brotli.NewWriterLevel(buf, q)
+		} else {
+			w.Reset(buf)
+		}
 		_, err := w.Write(src)
 		if err == nil {
 			err = w.Close()
 		}
+		w.Reset(nil)
+		brotliWriters[q].Put(w)
 		if err != nil {
 			return dst, 0, fmt.Errorf("xprawire: brotli compress: %w", err)
 		}
@@ -306,10 +314,17 @@ func decompressPrefix(l Level, src []byte, n int) ([]byte, error) {
 	case Zlib, Brotli:
 		var r io.Reader
 		if c == Zlib {
-			zr, err := zlib.NewReader(bytes.NewReader(src))
+			zr, _ := zlibReaders.Get().(io.ReadCloser)
+			br := bytes.NewReader(src)
+			if zr == nil {
+				zr, err = zlib.NewReader(br)
+			} else {
+				err = zr.(zlib.Resetter).Reset(br, nil)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("%w: zlib header: %v", ErrSyntax, err)
 			}
+			defer zlibReaders.Put(zr)
 			r = zr
 		} else {
 			r = brotli.NewReader(bytes.NewReader(src))
