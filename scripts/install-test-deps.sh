@@ -12,6 +12,7 @@ set -euo pipefail
 PACKAGES=(
 	xpra            # the real server and client (3.1.3 on bookworm)
 	python3-pil     # only a Recommends of xpra, but the server fails every connection without it
+	python3-gi-cairo # also only a Recommends of xpra, but the GTK3 client cannot paint a window without it
 	python3-rencode # xpra's default packet encoder
 	xvfb            # virtual X servers: one per xpra server, one per test client
 	xauth           # xpra start creates an Xauthority for its Xvfb

@@ -2,10 +2,12 @@ package xpratest
 
 import (
 	"fmt"
+	"image"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -113,8 +115,15 @@ type Window struct {
 	Title         string
 	Instance      string // WM_CLASS instance, e.g. "xterm"
 	Class         string // WM_CLASS class, e.g. "XTerm"
+	X, Y          int    // absolute position of the upper-left corner
 	Width, Height int
 }
+
+// Rect is the window's area on the screen.
+func (w Window) Rect() image.Rectangle { return image.Rect(w.X, w.Y, w.X+w.Width, w.Y+w.Height) }
+
+var absX = regexp.MustCompile(`Absolute upper-left X:\s+(-?\d+)`)
+var absY = regexp.MustCompile(`Absolute upper-left Y:\s+(-?\d+)`)
 
 // xwininfo -root -tree line: `     0x200003 "title": ("xterm" "XTerm")  484x316+0+0  +0+0`
 var treeLine = regexp.MustCompile(`^\s*(0x[0-9a-f]+) (?:"(.*)"|\(has no name\)): \("([^"]*)" "([^"]*)"\)\s+(\d+)x(\d+)`)
@@ -142,7 +151,14 @@ func (x *Xvfb) Windows() ([]Window, error) {
 		if err != nil || !strings.Contains(info, "Map State: IsViewable") {
 			continue
 		}
-		ws = append(ws, Window{ID: m[1], Title: m[2], Instance: m[3], Class: m[4], Width: wd, Height: ht})
+		win := Window{ID: m[1], Title: m[2], Instance: m[3], Class: m[4], Width: wd, Height: ht}
+		if v := absX.FindStringSubmatch(info); v != nil {
+			win.X, _ = strconv.Atoi(v[1])
+		}
+		if v := absY.FindStringSubmatch(info); v != nil {
+			win.Y, _ = strconv.Atoi(v[1])
+		}
+		ws = append(ws, win)
 	}
 	return ws, nil
 }
@@ -186,7 +202,6 @@ func (x *Xvfb) tool(name string, args ...string) (string, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Env = []string{"PATH=" + harnessPath, "DISPLAY=" + x.Display, "LANG=C.UTF-8"}
 	cmd.WaitDelay = time.Second
-	done := make(chan struct{})
 	timer := time.AfterFunc(10*time.Second, func() {
 		if cmd.Process != nil {
 			_ = cmd.Process.Kill()
@@ -194,7 +209,6 @@ func (x *Xvfb) tool(name string, args ...string) (string, error) {
 	})
 	defer timer.Stop()
 	out, err := cmd.CombinedOutput()
-	close(done)
 	if err != nil {
 		return string(out), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
 	}

@@ -17,8 +17,15 @@ import (
 // and whatever else the process writes. It is removed in t.Cleanup after
 // the process is gone (cleanups run last-registered first).
 type workDir struct {
-	root, home, runtime string
+	root, home, runtime, xdg string
 }
+
+// harnessConf is read by xpra after /etc/xpra (it is found through
+// XDG_CONFIG_DIRS, and a later config file replaces a key of an earlier
+// one, while a command-line list option only appends to it). It empties
+// Debian's `start = /etc/X11/Xsession true`, which in a container only
+// shows an xmessage window ("true" not found) in every session.
+const harnessConf = "start =\n"
 
 // newWorkDir makes a short path under os.TempDir() (unix socket paths are
 // limited to 108 bytes, t.TempDir names are long) owned by uid/gid when
@@ -30,8 +37,14 @@ func newWorkDir(t testing.TB, prefix string, uid, gid int) workDir {
 		t.Fatalf("xpratest: work dir: %v", err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	w := workDir{root: root, home: filepath.Join(root, "home"), runtime: filepath.Join(root, "run")}
+	w := workDir{root: root, home: filepath.Join(root, "home"), runtime: filepath.Join(root, "run"), xdg: filepath.Join(root, "xdg")}
 	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatalf("xpratest: work dir: %v", err)
+	}
+	if err := os.MkdirAll(filepath.Join(w.xdg, "xpra"), 0o755); err != nil {
+		t.Fatalf("xpratest: work dir: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(w.xdg, "xpra", "xpra.conf"), []byte(harnessConf), 0o644); err != nil {
 		t.Fatalf("xpratest: work dir: %v", err)
 	}
 	for _, d := range []string{w.home, w.runtime} {
@@ -58,6 +71,7 @@ func (w workDir) env(extra ...string) []string {
 		"HOME=" + w.home,
 		"XDG_RUNTIME_DIR=" + w.runtime,
 		"XDG_CONFIG_HOME=" + filepath.Join(w.home, ".config"),
+		"XDG_CONFIG_DIRS=" + w.xdg,
 		"XAUTHORITY=" + filepath.Join(w.home, ".Xauthority"),
 		"LANG=C.UTF-8",
 		"TERM=xterm",

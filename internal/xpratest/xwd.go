@@ -8,6 +8,7 @@ import (
 	"image/color"
 	"image/png"
 	"os"
+	"time"
 )
 
 // ErrBadXWD: the Xvfb frame buffer file is not a ZPixmap XWD image the
@@ -126,4 +127,42 @@ func channel(px, mask uint32) uint8 {
 		return uint8(v >> (bits - 8))
 	}
 	return uint8(v << (8 - bits))
+}
+
+// WaitImage polls the screen until ok returns true for it, up to d; it
+// returns the last image read either way, and ErrTimeout when ok never held.
+func (x *Xvfb) WaitImage(ok func(*image.RGBA) bool, d time.Duration) (*image.RGBA, error) {
+	deadline := time.Now().Add(d)
+	for {
+		img, err := x.Image()
+		if err == nil && ok(img) {
+			return img, nil
+		}
+		if time.Now().After(deadline) {
+			if err != nil {
+				return img, err
+			}
+			return img, fmt.Errorf("screen %s: condition not met: %w after %s", x.Display, ErrTimeout, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// DistinctColors counts the distinct colours in r sampled every step
+// pixels, stopping at limit: a cheap "something was drawn here" test.
+func DistinctColors(img *image.RGBA, r image.Rectangle, step, limit int) int {
+	if step < 1 {
+		step = 1
+	}
+	r = r.Intersect(img.Bounds())
+	seen := map[color.RGBA]bool{}
+	for y := r.Min.Y; y < r.Max.Y; y += step {
+		for x := r.Min.X; x < r.Max.X; x += step {
+			seen[img.RGBAAt(x, y)] = true
+			if len(seen) >= limit {
+				return len(seen)
+			}
+		}
+	}
+	return len(seen)
 }
