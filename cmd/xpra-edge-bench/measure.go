@@ -224,8 +224,20 @@ func measureLatency(ctx context.Context, t *target, pool *benchpeer.Pool, n int)
 
 // measureSetup logs sessions in and closes them, conc at a time, until
 // maxN have been tried or d has passed.
-func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, maxN int, d time.Duration) Setup {
+func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, maxN int, d time.Duration, profileTo string) Setup {
 	r := Setup{Concurrency: conc}
+	profDone := make(chan struct{})
+	if profileTo != "" && t.profile != nil {
+		go func() {
+			defer close(profDone)
+			if b, err := t.profile(d); err == nil {
+				_ = os.WriteFile(profileTo, b, 0o644)
+			}
+		}()
+	} else {
+		close(profDone)
+	}
+	defer func() { <-profDone }()
 	var mu sync.Mutex
 	var next atomic.Int64
 	deadline := time.Now().Add(d)
@@ -261,7 +273,7 @@ func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, ma
 
 // measureIdle opens n idle sessions and reports the proxy's memory growth
 // per session.
-func measureIdle(ctx context.Context, t *target, pool *benchpeer.Pool, n int, budget time.Duration) Idle {
+func measureIdle(ctx context.Context, t *target, pool *benchpeer.Pool, n int, budget time.Duration, heapTo string) Idle {
 	r := Idle{Wanted: n}
 	if t.root == 0 {
 		return r
@@ -313,6 +325,11 @@ func measureIdle(ctx context.Context, t *target, pool *benchpeer.Pool, n int, bu
 	if t.heap != nil {
 		if h, ok := t.heap(); ok {
 			r.HeapAfter = h
+		}
+	}
+	if heapTo != "" && t.heapProfile != nil {
+		if b, err := t.heapProfile(); err == nil {
+			_ = os.WriteFile(heapTo, b, 0o644)
 		}
 	}
 	if r.Sessions > 0 {

@@ -15,6 +15,7 @@ type metric struct {
 }
 
 func metrics(rep *Report) []metric {
+	haveDirect := rep.result("direct") != nil && rep.result("direct").Latency.Pings > 0
 	return []metric{
 		{"throughput 1 session MB/s", func(r *Result) (float64, bool) { return r.Throughput1.MBps, r.Throughput1.Bytes > 0 }},
 		{"throughput 1 session packets/s", func(r *Result) (float64, bool) { return r.Throughput1.PacketsPerSec, r.Throughput1.Packets > 0 }},
@@ -28,10 +29,10 @@ func metrics(rep *Report) []metric {
 		{"ping round trip p50 us", func(r *Result) (float64, bool) { return r.Latency.P50us, r.Latency.Pings > 0 }},
 		{"ping round trip p99 us", func(r *Result) (float64, bool) { return r.Latency.P99us, r.Latency.Pings > 0 }},
 		{"added latency p50 us", func(r *Result) (float64, bool) {
-			return r.Latency.AddedP50us, r.Latency.Pings > 0 && r.Name != "direct"
+			return r.Latency.AddedP50us, r.Latency.Pings > 0 && r.Name != "direct" && haveDirect
 		}},
 		{"added latency p99 us", func(r *Result) (float64, bool) {
-			return r.Latency.AddedP99us, r.Latency.Pings > 0 && r.Name != "direct"
+			return r.Latency.AddedP99us, r.Latency.Pings > 0 && r.Name != "direct" && haveDirect
 		}},
 		{"session setups/s", func(r *Result) (float64, bool) { return r.Setup.PerSec, r.Setup.OK > 0 }},
 		{"idle sessions held", func(r *Result) (float64, bool) { return float64(r.Idle.Sessions), r.Idle.Sessions > 0 }},

@@ -94,6 +94,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Kernel = strings.TrimSpace(string(b))
 	}
 	rep.NoFile = raiseNoFile(uint64(3*max(cfg.Idle, cfg.XpraIdle) + 2048))
+	if cfg.Out != "" {
+		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+			return nil, err
+		}
+	}
 	tmp, err := os.MkdirTemp("", "xpra-edge-bench-")
 	if err != nil {
 		return nil, err
@@ -220,7 +225,11 @@ func measureAll(ctx context.Context, cfg Config, runs []*scenarioRun, pool *benc
 			n = cfg.XpraIdle
 		}
 		logf("%s: %d idle sessions", t.name, n)
-		r.res.Idle = measureIdle(ctx, t, pool, n, cfg.IdleTime)
+		heapTo := ""
+		if cfg.Profile && cfg.Out != "" {
+			heapTo = filepath.Join(cfg.Out, t.name+"-idle.heap.pprof")
+		}
+		r.res.Idle = measureIdle(ctx, t, pool, n, cfg.IdleTime, heapTo)
 		logf("%s: %d idle sessions, %.1f KiB RSS each, %.1f KiB heap each %s", t.name, r.res.Idle.Sessions,
 			r.res.Idle.RSSPerSession/1024, r.res.Idle.HeapPerSession/1024, r.res.Idle.FirstError)
 		if ctx.Err() != nil {
@@ -292,7 +301,7 @@ func measureAll(ctx context.Context, cfg Config, runs []*scenarioRun, pool *benc
 		t := r.t
 		settle(t)
 		logf("%s: session setup, %d at a time, up to %d or %s", t.name, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
-		r.res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime)
+		r.res.Setup = measureSetup(ctx, t, pool, cfg.SetupConc, cfg.SetupMax, cfg.SetupTime, prof(t, "setup"))
 		logf("%s: %.0f setups/s (%d ok, %d failed) %s", t.name, r.res.Setup.PerSec, r.res.Setup.OK, r.res.Setup.Failed, r.res.Setup.FirstError)
 	}
 	return ctx.Err()

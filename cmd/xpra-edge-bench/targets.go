@@ -44,7 +44,9 @@ type target struct {
 	heap func() (int64, bool)
 	// profile fetches a CPU profile of the proxy over d, when it can.
 	profile func(d time.Duration) ([]byte, error)
-	stop    func()
+	// heapProfile fetches a heap profile of the proxy, when it can.
+	heapProfile func() ([]byte, error)
+	stop        func()
 }
 
 func (t *target) dial(ctx context.Context) (net.Conn, error) {
@@ -153,7 +155,7 @@ func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, er
 
 func (e *edgeInstance) target(name string, useTLS bool) *target {
 	t := &target{name: name, addr: e.addr, user: benchUser, pass: benchPass, root: e.p.pid(),
-		baseProcs: len(tree(e.p.pid())), heap: e.heap, profile: e.profile, stop: func() {}}
+		baseProcs: len(tree(e.p.pid())), heap: e.heap, profile: e.profile, heapProfile: e.heapProfile, stop: func() {}}
 	if useTLS {
 		t.tls = e.tlsConfig
 		t.allowXOR = true
@@ -169,6 +171,20 @@ func (e *edgeInstance) profile(d time.Duration) ([]byte, error) {
 	secs := max(1, int(d.Round(time.Second)/time.Second))
 	c := http.Client{Timeout: d + 30*time.Second}
 	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", e.adminAddr, secs))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("pprof: %s", resp.Status)
+	}
+	return io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+}
+
+// heapProfile fetches the heap profile (after a GC) from the admin listener.
+func (e *edgeInstance) heapProfile() ([]byte, error) {
+	c := http.Client{Timeout: 30 * time.Second}
+	resp, err := c.Get("http://" + e.adminAddr + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		return nil, err
 	}
