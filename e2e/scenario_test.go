@@ -187,14 +187,16 @@ func TestScenario1LocalSessionsAllow(t *testing.T) {
 	user := fmt.Sprintf("xe%d", os.Getpid()%100000)
 	xpratest.CreateUser(t, user, "irrelevant")
 	dir := t.TempDir()
-	sessDir := filepath.Join(dir, "user-sockets")
-	if err := os.MkdirAll(sessDir, 0o1777); err != nil {
+	// The user's sessions put their sockets where the user can write and
+	// the proxy can look: a sticky world-writable directory, like /tmp.
+	sessDir, err := os.MkdirTemp("", "xpra-edge-e2e-user-")
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { os.RemoveAll(sessDir) })
 	if err := os.Chmod(sessDir, 0o1777); err != nil {
 		t.Fatal(err)
 	}
-	_ = os.Chmod(dir, 0o755)
 	a := xpratest.StartServer(t, xpratest.ServerOptions{User: user, SocketDir: sessDir})
 
 	addr := xpratest.FreeTCPAddr(t)

@@ -118,7 +118,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		return nil, tell(reasonServerError, err, "invalid session options")
 	}
 	sess := s.newSession(h, t, b)
-	info := sess.helloInfo()
+	info := sess.helloInfo(h.client)
 	hello := clientHelloForBackend(h.client, false, encrypted, info, opts)
 	deadline := time.Now().Add(lim.BackendHandshakeTimeout)
 	_ = bc.SetWriteDeadline(deadline)

@@ -126,9 +126,10 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn, sess *session) {
 }
 
 // compatVersion is the xpra version we present: the peer's own when it
-// sent one, so its version check passes; our build is in "xpra-edge.*".
+// is a numeric xpra version, so its version check passes; our build is in
+// "xpra-edge.version".
 func compatVersion(p *peer) string {
-	if p != nil && p.version != "" {
+	if p != nil && p.version != "" && strings.Trim(p.version, "0123456789.") == "" {
 		return p.version
 	}
 	return "3.1.3"

@@ -185,8 +185,11 @@ func TestRelayDeliversEveryByte(t *testing.T) {
 	if !s.Challenged {
 		t.Fatal("the proxy did not challenge")
 	}
-	if v, _ := s.ServerCaps.Str("proxy.version"); v != Version {
-		t.Fatalf("forwarded hello lacks proxy.version: %q", v)
+	if v, _ := s.ServerCaps.Str("proxy.edge-version"); v != Version {
+		t.Fatalf("forwarded hello lacks proxy.edge-version: %q", v)
+	}
+	if v, _ := s.ServerCaps.Str("proxy.version"); v == "" || strings.Trim(v, "0123456789.") != "" {
+		t.Fatalf("proxy.version %q is not a numeric xpra version", v)
 	}
 	if s.ServerCaps.Has("aliases") {
 		t.Fatal("forwarded hello still carries aliases")

@@ -63,10 +63,13 @@ func (s *Server) newSession(h *handshake, t router.Target, b *xconn) *session {
 	return sess
 }
 
-// helloInfo is the proxy.* data added to the hellos each way.
-func (sess *session) helloInfo() map[string]any {
+// helloInfo is the proxy.* data added to the hellos each way. xpra
+// servers check proxy.version as a numeric xpra version, so it carries the
+// client's (protocol-compatible) version; ours is proxy.edge-version.
+func (sess *session) helloInfo(client *peer) map[string]any {
 	return map[string]any{
-		"version":  Version,
+		"version":      compatVersion(client),
+		"edge-version": Version,
 		"hostname": hostname(),
 		"session":  int64(sess.id),
 		"uuid":     sess.uuid,
