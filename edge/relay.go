@@ -70,9 +70,9 @@ func (sess *session) helloInfo(client *peer) map[string]any {
 	return map[string]any{
 		"version":      compatVersion(client),
 		"edge-version": Version,
-		"hostname": hostname(),
-		"session":  int64(sess.id),
-		"uuid":     sess.uuid,
+		"hostname":     hostname(),
+		"session":      int64(sess.id),
+		"uuid":         sess.uuid,
 	}
 }
 
