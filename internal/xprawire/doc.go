@@ -15,4 +15,17 @@
 // whose keys may be of any decoded type). rencode and bencode decode every
 // string to []byte, as python does; rencodeplus keeps str (string) and bytes
 // ([]byte) apart.
+//
+// Known, deliberate differences from the python implementations (everything
+// else is byte-identical, checked against python-rencode 1.0.6 and xpra
+// 3.1.3's bencode by the differential test):
+//   - python-rencode 1.0.6 byte-swaps float32 values through a float
+//     variable, so a value whose swapped bits form a signalling NaN gets its
+//     quiet bit set (bit 14 of the value changes). We write the correct IEEE
+//     bytes; python decodes them correctly.
+//   - rencode 1.0.6 decodes unknown typecodes as None; we return ErrSyntax.
+//   - Duplicate dict keys are kept in order (python keeps the last value);
+//     Dict.Get returns the first.
+//   - Unmarshal requires the whole input to be consumed; python's
+//     rencode.loads ignores trailing bytes (xpra's bencode path checks).
 package xprawire
