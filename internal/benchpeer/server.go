@@ -133,7 +133,6 @@ type sconn struct {
 	acond    *sync.Cond
 	acked    int // draws acknowledged
 	gone     bool
-	pingSent int
 }
 
 func (s *Server) serveConn(c net.Conn) error {
