@@ -129,10 +129,10 @@ type sconn struct {
 	w    Workload
 
 	// acknowledgement window
-	amu      sync.Mutex
-	acond    *sync.Cond
-	acked    int // draws acknowledged
-	gone     bool
+	amu   sync.Mutex
+	acond *sync.Cond
+	acked int // draws acknowledged
+	gone  bool
 }
 
 func (s *Server) serveConn(c net.Conn) error {
