@@ -2,7 +2,6 @@ package xprawire
 
 import (
 	"math"
-	"math/big"
 	"strconv"
 	"strings"
 )
@@ -164,12 +163,9 @@ func (c Caps) Int(key string) (int64, bool) {
 		}
 		return 0, true
 	case float64:
-		if x == math.Trunc(x) && x >= math.MinInt64 && x < math.MaxInt64 {
-			return int64(x), true
-		}
-		return 0, false
+		return floatInt(x)
 	case float32:
-		return c.floatInt(float64(x))
+		return floatInt(float64(x))
 	case string:
 		n, err := strconv.ParseInt(strings.TrimSpace(x), 10, 64)
 		return n, err == nil
@@ -183,7 +179,7 @@ func (c Caps) Int(key string) (int64, bool) {
 	return 0, false
 }
 
-func (c Caps) floatInt(x float64) (int64, bool) {
+func floatInt(x float64) (int64, bool) {
 	if x == math.Trunc(x) && x >= math.MinInt64 && x < math.MaxInt64 {
 		return int64(x), true
 	}
@@ -229,5 +225,3 @@ func splitList(s string) []string {
 	}
 	return out
 }
-
-var _ = big.NewInt

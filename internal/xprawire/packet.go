@@ -371,7 +371,8 @@ func (pw *PacketWriter) EncodePacket(p Packet) ([]Frame, error) {
 		frames = append(frames, f)
 	}
 	for i := MaxChunkIndex + 1; i < len(p); i++ {
-		if _, ok := p[i].(RawChunk); ok {
+		switch p[i].(type) {
+		case RawChunk, *RawChunk:
 			return nil, fmt.Errorf("%w: raw chunk argument at index %d", ErrChunkIndex, i)
 		}
 	}

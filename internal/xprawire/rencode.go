@@ -3,7 +3,6 @@ package xprawire
 import (
 	"encoding/binary"
 	"math"
-	"math/big"
 	"strconv"
 	"unicode/utf8"
 )
@@ -51,7 +50,7 @@ func rencodeInt(dst []byte, x int64) []byte {
 	return binary.BigEndian.AppendUint64(append(dst, rcInt64), uint64(x))
 }
 
-func rencodeStr(dst []byte, s string, plus bool) []byte {
+func rencodeStr(dst []byte, s string) []byte {
 	if len(s) < rcStrFixedCount {
 		dst = append(dst, byte(rcStrFixedStart+len(s)))
 		return append(dst, s...)
@@ -90,7 +89,7 @@ func rencodeAppend(dst []byte, v any, plus bool, depth int) ([]byte, error) {
 	var err error
 	switch x := v.(type) {
 	case string:
-		return rencodeStr(dst, x, plus), nil
+		return rencodeStr(dst, x), nil
 	case []byte:
 		return rencodeBytes(dst, x, plus), nil
 	case int64:
@@ -380,5 +379,3 @@ func (d *decoder) rpair(depth int) (KV, error) {
 	}
 	return KV{k, v}, nil
 }
-
-var _ = big.NewInt
