@@ -167,13 +167,16 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 		mode = ModeStart
 	}
 	fail := func(stage string, out string, err error) (Started, error) {
+		if tail := daemonLogTail(out, u.UID); tail != "" {
+			out += "\n--- xpra log tail ---\n" + tail
+		}
 		return Started{}, &StartError{UID: u.UID, Mode: printable(mode, 32), Stage: stage, Output: out, Err: err}
-	}
-	if os.Geteuid() != 0 {
-		return fail("prepare", "", errors.New("the proxy is not running as root"))
 	}
 	if err := checkUser(u); err != nil {
 		return fail("prepare", "", err)
+	}
+	if os.Geteuid() != 0 {
+		return fail("prepare", "", errors.New("the proxy is not running as root"))
 	}
 	r, err := validate(r, s.allowed())
 	if err != nil {
@@ -637,4 +640,43 @@ func lastLine(s string) string {
 		}
 	}
 	return ""
+}
+
+// daemonLogTail returns the end of the log file the daemon announced in
+// its output ("... reported to:\n  PATH" or "Actual log file name is now:
+// PATH"), if that is a regular file owned by uid (never follow a path the
+// user controls to a file the user could not read). At most 4 KiB.
+func daemonLogTail(out string, uid int) string {
+	var path string
+	for _, l := range strings.Split(out, "\n") {
+		l = strings.TrimSpace(l)
+		if _, after, ok := strings.Cut(l, "Actual log file name is now: "); ok {
+			path = strings.TrimSpace(after)
+		} else if strings.HasPrefix(l, "/") && strings.HasSuffix(l, ".log") && path == "" {
+			path = l
+		}
+	}
+	if !filepath.IsAbs(path) {
+		return ""
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || int(st.Uid) != uid {
+		return ""
+	}
+	const max = 4 << 10
+	off := fi.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b := make([]byte, max)
+	n, _ := f.ReadAt(b, off)
+	return string(b[:n])
 }
