@@ -94,13 +94,22 @@ func (d *BackendDialer) tlsConfig(addr string) *tls.Config {
 func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*session, error) {
 	s := h.s
 	lim := s.limits()
+	release, err := s.reserve(h.meta.remote)
+	if err != nil {
+		return nil, tell(reasonServerError, err, "session limit reached, try again later")
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			release()
+		}
+	}()
 	dialStart := time.Now()
 	bc, encrypted, err := s.dialer().Dial(ctx, t)
 	s.metrics.observeDial(time.Since(dialStart), err)
 	if err != nil {
 		return nil, tell(reasonSessionMissing, fmt.Errorf("dial %s: %w", t, err), "failed to connect to display")
 	}
-	ok := false
 	defer func() {
 		if !ok {
 			bc.Close()
@@ -118,6 +127,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		return nil, tell(reasonServerError, err, "invalid session options")
 	}
 	sess := s.newSession(h, t, b)
+	sess.release = release
 	info := sess.helloInfo(h.client)
 	hello := clientHelloForBackend(h.client, false, encrypted, info, opts)
 	deadline := time.Now().Add(lim.BackendHandshakeTimeout)

@@ -32,6 +32,7 @@ type session struct {
 	client, server *peer
 
 	stopOnce sync.Once
+	release  func() // the session's slot under the limits
 	stopped  chan struct{}
 	reason   atomic.Value // string: why it ended
 	done     chan struct{}
@@ -115,6 +116,7 @@ func (sess *session) endedBy(reason string) {
 
 func (s *Server) runSession(ctx context.Context, sess *session) {
 	defer close(sess.done)
+	defer sess.release()
 	if err := s.register(sess); err != nil {
 		sess.log.Warn("control socket", "err", err)
 	}

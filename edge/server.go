@@ -145,6 +145,8 @@ type Server struct {
 
 	mu        sync.Mutex
 	sessions  map[int]*session
+	slots     int            // reserved or live sessions
+	slotsByIP map[string]int // the same, per client address
 	controls  map[int]net.Listener
 	listeners []net.Listener
 	conns     sync.WaitGroup
@@ -180,16 +182,17 @@ func New(cfg Config) (*Server, error) {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	s := &Server{
-		log:      cfg.Logger,
-		cfg:      cfg,
-		uuid:     hex.EncodeToString(u[:]),
-		started:  time.Now(),
-		metrics:  newMetrics(),
-		sessions: map[int]*session{},
-		controls: map[int]net.Listener{},
-		stopReq:  make(chan string, 1),
-		isRoot:   os.Geteuid() == 0,
-		bans:     newBanList(),
+		log:       cfg.Logger,
+		cfg:       cfg,
+		uuid:      hex.EncodeToString(u[:]),
+		started:   time.Now(),
+		metrics:   newMetrics(),
+		sessions:  map[int]*session{},
+		slotsByIP: map[string]int{},
+		controls:  map[int]net.Listener{},
+		stopReq:   make(chan string, 1),
+		isRoot:    os.Geteuid() == 0,
+		bans:      newBanList(),
 	}
 	st := cfg.State
 	st.Limits = st.Limits.withDefaults()
@@ -431,6 +434,36 @@ func hostOf(addr string) string {
 func (s *Server) noteAuthFailure(meta connMeta) {
 	s.metrics.authFailed(meta)
 	s.bans.failure(hostOf(meta.remote))
+}
+
+var errTooManySessions = errors.New("too many sessions")
+
+// reserve takes a session slot for a client address before its backend
+// is dialled; release gives it back when the session ends or fails.
+func (s *Server) reserve(remote string) (release func(), err error) {
+	lim := s.limits()
+	ip := hostOf(remote)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if lim.MaxSessions > 0 && s.slots >= lim.MaxSessions {
+		return nil, fmt.Errorf("%w: the proxy's limit of %d is reached", errTooManySessions, lim.MaxSessions)
+	}
+	if lim.MaxSessionsPerIP > 0 && s.slotsByIP[ip] >= lim.MaxSessionsPerIP {
+		return nil, fmt.Errorf("%w: the limit of %d per address is reached", errTooManySessions, lim.MaxSessionsPerIP)
+	}
+	s.slots++
+	s.slotsByIP[ip]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			s.slots--
+			if s.slotsByIP[ip]--; s.slotsByIP[ip] <= 0 {
+				delete(s.slotsByIP, ip)
+			}
+		})
+	}, nil
 }
 
 // register adds a live session and its control socket.
