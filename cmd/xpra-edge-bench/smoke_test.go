@@ -13,9 +13,13 @@ import (
 
 func requirePeers() bool { return os.Getenv("XPRA_EDGE_REQUIRE_PEERS") == "1" }
 
-// buildEdge builds the real xpra-edge binary for the smoke run.
+// buildEdge builds the real xpra-edge binary for the smoke run, unless
+// XPRA_EDGE_BIN names one already built.
 func buildEdge(t *testing.T) string {
 	t.Helper()
+	if bin := os.Getenv("XPRA_EDGE_BIN"); bin != "" {
+		return bin
+	}
 	bin := filepath.Join(t.TempDir(), "xpra-edge")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/xpra-edge")
 	cmd.Dir = filepath.Join("..", "..")
