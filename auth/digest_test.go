@@ -193,7 +193,10 @@ for c in json.load(sys.stdin):
     elif c["op"] == "client":
         cs = u(c["client_salt"])
         salt = gendigest(c["salt_digest"], cs, u(c["server_salt"]))
-        r = gendigest(c["digest"], u(c["key"]), salt)
+        key = u(c["key"])
+        if c.get("as_str"):
+            key = key.decode("utf8")
+        r = gendigest(c["digest"], key, salt)
         if isinstance(r, str):
             r = r.encode("latin1")
         out.append(binascii.hexlify(r).decode())
@@ -216,6 +219,7 @@ print(json.dumps(out))
 		ServerSalt string `json:"server_salt,omitempty"`
 		ClientSalt string `json:"client_salt,omitempty"`
 		Response   string `json:"response,omitempty"`
+		AsStr      bool   `json:"as_str,omitempty"`
 	}
 	var cases []kase
 	var want []string
@@ -269,6 +273,21 @@ print(json.dumps(out))
 			want = append(want, "no")
 		}
 	}
+	// A 3.1 client holding a non-ASCII password as a str keys with latin1;
+	// one reading a password file keys with its bytes (UTF-8).
+	pu := mustNew(t, "password,value=pässwörd", Options{})
+	for _, asStr := range []bool{true, false} {
+		l := pu.Begin("u", plainTCP).(*login)
+		ch, err := l.Challenge(xpraDigests, xpraSaltDigests)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs := randomBytes(32)
+		cases = append(cases, kase{Op: "client", Digest: ch.Digest, SaltDigest: ch.SaltDigest, Key: hex.EncodeToString([]byte("pässwörd")),
+			ServerSalt: hex.EncodeToString(ch.Salt), ClientSalt: hex.EncodeToString(cs), Msg: hex.EncodeToString(cs), AsStr: asStr})
+		want = append(want, "")
+		logins = append(logins, pending{l, len(cases) - 1})
+	}
 	in, _ := json.Marshal(cases)
 	out, err := runPython(t, script, in)
 	if err != nil {
@@ -291,7 +310,7 @@ print(json.dumps(out))
 			t.Errorf("xpra client response for %s/%s rejected: %v", cases[p.idx].Digest, cases[p.idx].SaltDigest, err)
 		}
 	}
-	if len(logins) != 49 {
+	if len(logins) != 51 {
 		t.Fatalf("ran %d client cases", len(logins))
 	}
 }

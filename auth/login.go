@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"unicode/utf8"
 )
 
 // mode is how a Login checks its user.
@@ -51,12 +52,42 @@ func (p *proof) check(password []byte) bool {
 // both hmac and xor, a hash only with xor (the plain password).
 func (p *proof) checkStored(c credential) bool {
 	if c.hash == "" {
-		return p.check([]byte(c.plain))
+		for _, form := range passwordForms(c.plain) {
+			if p.check(form) {
+				return true
+			}
+		}
+		return false
 	}
 	if p.kind != modeXOR || len(p.plain) == 0 {
 		return false
 	}
 	return verifyHash(c.hash, p.plain)
+}
+
+// passwordForms are the byte forms a client may key its digest with for
+// a stored password: UTF-8 (xpra 6, password files), and latin1 when the
+// password is not ASCII but fits latin1 (xpra 3.1 encodes a str password
+// as latin1).
+func passwordForms(s string) [][]byte {
+	forms := [][]byte{[]byte(s)}
+	ascii, latin := true, true
+	for _, r := range s {
+		if r >= 0x80 {
+			ascii = false
+		}
+		if r > 0xff {
+			latin = false
+		}
+	}
+	if ascii || !latin || !utf8.ValidString(s) {
+		return forms
+	}
+	l := make([]byte, 0, len(s))
+	for _, r := range s {
+		l = append(l, byte(r))
+	}
+	return append(forms, l)
 }
 
 // dummyCheck spends about the time of one real check, for users that do

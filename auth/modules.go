@@ -113,7 +113,7 @@ func (p *Password) Begin(username string, t Transport) Login { return newLogin(p
 func (p *Password) mode(string, Transport) (mode, error) { return modeHMAC, nil }
 
 func (p *Password) verify(_ context.Context, username string, pr *proof) (Identity, error) {
-	if !pr.check([]byte(p.password)) {
+	if !pr.checkStored(credential{plain: p.password}) {
 		return Identity{}, failed(p.name)
 	}
 	return p.local(username), nil

@@ -57,7 +57,7 @@ func (m *Multifile) verify(_ context.Context, username string, p *proof) (Identi
 		p.dummyCheck()
 		return Identity{}, failed(m.name)
 	}
-	if !p.check([]byte(e.Password)) {
+	if !p.checkStored(credential{plain: e.Password}) {
 		return Identity{}, failed(m.name)
 	}
 	return e.Identity, nil
