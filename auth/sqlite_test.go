@@ -3,6 +3,7 @@ package auth
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"os"
 	"os/exec"
@@ -295,5 +296,46 @@ func TestPyRepr(t *testing.T) {
 	}
 	if got := pyDict("A=1;B=2;A=3;bad;;C=x=y"); got != "{'A': '3', 'B': '2', 'C': 'x=y'}" {
 		t.Errorf("pyDict = %s", got)
+	}
+}
+
+// xpra's own sqlite authenticator (server side) accepts our client answer
+// for a database written by our CLI, and picks the same row.
+func TestSQLiteXpraAuthenticatorReadsOurDatabase(t *testing.T) {
+	needXpraPython(t)
+	file := filepath.Join(t.TempDir(), "ours.sdb")
+	g := goTool()
+	mustRun(t, g, file, "create")
+	mustRun(t, g, file, "add", "foo", "one", "65534", "65534", ":1")
+	mustRun(t, g, file, "add", "foo", "two", "65534", "65534", ":2,tcp://h:1/", "K=V", "compression=1")
+	const script = `
+import sys, binascii
+from xpra.server.auth.sqlite_auth import Authenticator
+u = binascii.unhexlify
+a = Authenticator("foo", filename=sys.argv[1])
+a.get_challenge(["hmac+sha512"])
+a.salt = u(sys.argv[2])
+a.choose_salt_digest(["hmac+sha512"])
+ok = a.authenticate(u(sys.argv[3]).decode("latin1"), u(sys.argv[4]))
+print(ok, a.get_sessions() if ok else None)
+`
+	for pw, want := range map[string]string{
+		"two":   "True (65534, 65534, [':2', 'tcp://h:1/'], {'K': 'V'}, {'compression': '1'})",
+		"one":   "True (65534, 65534, [':1'], {}, {})",
+		"three": "False None",
+	} {
+		ch := Challenge{Salt: randomBytes(64), Digest: "hmac+sha512", SaltDigest: "hmac+sha512"}
+		resp, cs, err := Respond([]byte(pw), ch, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := runPython(t, script, nil, file, hex.EncodeToString(ch.Salt), hex.EncodeToString(resp), hex.EncodeToString(cs))
+		if err != nil {
+			t.Fatalf("python: %v\n%s", err, out)
+		}
+		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+		if got := lines[len(lines)-1]; got != want {
+			t.Errorf("password %s: xpra says %q, want %q", pw, got, want)
+		}
 	}
 }
