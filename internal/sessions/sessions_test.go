@@ -525,3 +525,85 @@ func contains(l []string, s string) bool {
 	}
 	return false
 }
+
+// Two clients of the same user asking at once get two sessions.
+func TestStartConcurrent(t *testing.T) {
+	requirePeers(t, true)
+	u := newTestUser(t)
+	s := &Starter{Timeout: 30 * time.Second}
+	type res struct {
+		st  Started
+		err error
+	}
+	ch := make(chan res, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			st, err := s.StartUser(context.Background(), u.Name, map[string]any{"mode": "start", "chdir": "/x"})
+			ch <- res{st, err}
+		}()
+	}
+	var got []Started
+	for i := 0; i < 2; i++ {
+		r := <-ch
+		if r.err != nil {
+			t.Errorf("StartUser: %v", r.err)
+			continue
+		}
+		st := r.st
+		t.Cleanup(func() { stopSession(t, st) })
+		got = append(got, st)
+	}
+	if len(got) == 2 && (got[0].Display == got[1].Display || got[0].PID == got[1].PID) {
+		t.Errorf("two starts gave the same session: %+v", got)
+	}
+	for _, st := range got {
+		if id := xpraID(t, st.Socket); id["display"] != st.Display {
+			t.Errorf("xpra id on %s: display %q, want %s", st.Socket, id["display"], st.Display)
+		}
+	}
+	if _, err := s.StartUser(context.Background(), "root", nil); !errors.Is(err, ErrRoot) {
+		t.Errorf("StartUser(root) = %v", err)
+	}
+	if _, err := s.StartUser(context.Background(), u.Name, map[string]any{"xvfb": "x"}); !errors.Is(err, ErrOptionNotAllowed) {
+		t.Errorf("StartUser with xvfb = %v", err)
+	}
+}
+
+// Shadow mode attaches to an X server the user already runs.
+func TestStartShadow(t *testing.T) {
+	requirePeers(t, true)
+	xvfb, err := exec.LookPath("Xvfb")
+	if err != nil {
+		if os.Getenv("XPRA_EDGE_REQUIRE_PEERS") == "1" {
+			t.Fatal("XPRA_EDGE_REQUIRE_PEERS=1 but Xvfb is missing")
+		}
+		t.Skip("needs Xvfb")
+	}
+	u := newTestUser(t)
+	n := 20000 + os.Getpid()%20000
+	display := fmt.Sprintf(":%d", n)
+	x := exec.Command(xvfb, display, "-nolisten", "tcp", "-screen", "0", "640x480x24")
+	x.Env = []string{"HOME=" + u.Home}
+	x.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: &syscall.Credential{Uid: uint32(u.UID), Gid: uint32(u.GID)}}
+	if err := x.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = x.Process.Kill(); _ = x.Wait() })
+	xsock := fmt.Sprintf("/tmp/.X11-unix/X%d", n)
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(xsock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s := &Starter{Timeout: 30 * time.Second}
+	st, err := s.Start(context.Background(), u, Request{Mode: ModeShadow, Display: display})
+	if err != nil {
+		t.Fatalf("Start shadow: %v", err)
+	}
+	t.Cleanup(func() { stopSession(t, st) })
+	id := xpraID(t, st.Socket)
+	if id["display"] != display || !strings.Contains(id["session-type"], "shadow") {
+		t.Errorf("xpra id = %v, want a shadow of %s", id, display)
+	}
+}

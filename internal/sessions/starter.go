@@ -680,3 +680,20 @@ func daemonLogTail(out string, uid int) string {
 	n, _ := f.ReadAt(b, off)
 	return string(b[:n])
 }
+
+// StartUser is what the edge calls for an authenticated user: it looks up
+// nameOrUID (root and unknown users refused), parses the client's
+// start-new-session dict (nil: a default "start" request) against
+// s.AllowedOptions, and starts the session. It fits edge.SessionStarter
+// with a two-line adapter to router.Session.
+func (s *Starter) StartUser(ctx context.Context, nameOrUID string, sns map[string]any) (Started, error) {
+	u, err := LookupUser(nameOrUID)
+	if err != nil {
+		return Started{}, err
+	}
+	r, err := s.RequestFromCaps(sns)
+	if err != nil {
+		return Started{}, err
+	}
+	return s.Start(ctx, u, r)
+}
