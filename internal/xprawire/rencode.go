@@ -89,6 +89,10 @@ func rencodeAppend(dst []byte, v any, plus bool, depth int) ([]byte, error) {
 	var err error
 	switch x := v.(type) {
 	case string:
+		if plus && !utf8.ValidString(x) {
+			// the peer decodes str with .decode("utf8") and would drop the connection
+			return dst, unencodable("rencodeplus str must be valid utf-8 (%s); send []byte", x)
+		}
 		return rencodeStr(dst, x), nil
 	case []byte:
 		return rencodeBytes(dst, x, plus), nil

@@ -245,6 +245,7 @@ func TestEncodeRefusals(t *testing.T) {
 		{"channel", Bencode, make(chan int)},
 		{"compressed raw chunk", Rencode, RawChunk{Data: []byte{1}, Level: 0x11}},
 		{"too deep", RencodePlus, deepList(300)},
+		{"rencodeplus invalid utf-8 str", RencodePlus, []any{"ok", "\xff"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, err := AppendMarshal([]byte("keep"), tc.e, tc.v)
