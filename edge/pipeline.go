@@ -235,7 +235,7 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 		return nil, nil
 	}
 
-	target, err := h.route(caps)
+	target, err := h.route(ctx, caps)
 	if err != nil {
 		return nil, err
 	}
@@ -403,7 +403,7 @@ func (h *handshake) clientDisplay(caps xprawire.Caps) string {
 	return h.meta.display
 }
 
-func (h *handshake) route(caps xprawire.Caps) (router.Target, error) {
+func (h *handshake) route(ctx context.Context, caps xprawire.Caps) (router.Target, error) {
 	id := h.identity
 	req := router.Request{
 		SNI:      h.meta.sni,
@@ -427,15 +427,57 @@ func (h *handshake) route(caps xprawire.Caps) (router.Target, error) {
 		}
 		req.UID = uid
 	}
+	starter := h.s.starter()
+	sns, asked := startRequest(caps)
+	if req.Local && starter != nil && asked {
+		return h.startSession(ctx, starter, sns, req)
+	}
 	t, err := h.s.router().Route(req)
 	if err != nil {
 		var rf *router.Refusal
 		if errors.As(err, &rf) {
+			if req.Local && starter != nil && rf.Detail == "no displays found" {
+				return h.startSession(ctx, starter, nil, req)
+			}
 			return router.Target{}, tell(rf.Reason, err, rf.Detail)
 		}
 		return router.Target{}, tell(reasonServerError, err)
 	}
 	return t, nil
+}
+
+// startRequest reads the client's start-new-session dict.
+func startRequest(caps xprawire.Caps) (map[string]any, bool) {
+	v, ok := caps.Dict.Get("start-new-session")
+	if !ok {
+		return nil, false
+	}
+	d, ok := v.(xprawire.Dict)
+	if !ok {
+		return nil, false
+	}
+	m := make(map[string]any, len(d))
+	for _, kv := range d {
+		if k := keyString(kv.Key); k != "" {
+			m[k] = kv.Value
+		}
+	}
+	return m, true
+}
+
+// startSession starts a new session as the user and targets it.
+func (h *handshake) startSession(ctx context.Context, starter SessionStarter, sns map[string]any, req router.Request) (router.Target, error) {
+	name := h.identity.UID
+	if name == "" {
+		name = h.identity.Username
+	}
+	started := time.Now()
+	sess, err := starter.StartSession(ctx, name, sns)
+	if err != nil {
+		return router.Target{}, tell(reasonServerError, fmt.Errorf("start a session for %s: %w", name, err), "failed to start a new session")
+	}
+	h.log.Info("started a new session", "display", sess.Display, "took", time.Since(started).Round(time.Millisecond))
+	return router.Target{Scheme: "unix", Address: sess.Socket, Display: sess.Display, Options: req.Options}, nil
 }
 
 // resolveUID finds the system uid whose local sessions an identity may

@@ -108,8 +108,18 @@ type Listener struct {
 	Listener net.Listener
 }
 
+// SessionStarter starts a new xpra session as a system user (system-wide
+// mode). request is the client's start-new-session dict, nil when the
+// proxy starts one because the user has none.
+type SessionStarter interface {
+	StartSession(ctx context.Context, user string, request map[string]any) (router.Session, error)
+}
+
 // State is the part of the configuration that a reload swaps atomically.
 type State struct {
+	// Starter, when set, starts sessions for users of local-session
+	// modules who ask for one or have none.
+	Starter   SessionStarter
 	Router    *router.Router
 	Dialer    *BackendDialer
 	Limits    Limits
@@ -232,6 +242,7 @@ func (s *Server) Reload(st State) error {
 func (s *Server) limits() Limits               { return s.state.Load().Limits }
 func (s *Server) router() *router.Router       { return s.state.Load().Router }
 func (s *Server) dialer() *BackendDialer       { return s.state.Load().Dialer }
+func (s *Server) starter() SessionStarter      { return s.state.Load().Starter }
 func (s *Server) runningAsRoot() bool          { return s.isRoot }
 func (s *Server) authFailDelay() time.Duration { return s.limits().AuthFailDelay }
 func (s *Server) nextID() int                  { return int(s.idSeq.Add(1)) }

@@ -37,6 +37,7 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
   --config=FILE                          TOML configuration (see config.example.toml)
   --admin-bind=ADDR                      Prometheus /metrics (and pprof if enabled)
   --drain=DURATION                       on SIGTERM, let sessions run this long (default 10s)
+  --proxy-start-sessions=yes|no         start a session as the user when they have none (needs root)
   --log-level=LEVEL --log-format=text|json
   --dev                                  embedded development defaults (what "make run" uses)
 

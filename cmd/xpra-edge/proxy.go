@@ -43,6 +43,7 @@ type proxyFlags struct {
 	logLevel   string
 	logFormat  string
 	dev        bool
+	startSess  string
 }
 
 // xpra options that make no sense for xpra-edge but appear in existing
@@ -51,7 +52,7 @@ var ignoredXpraFlags = map[string]bool{
 	"daemon": true, "mdns": true, "pulseaudio": true, "notifications": true, "dbus-launch": true,
 	"dbus-proxy": true, "webcam": true, "speaker": true, "microphone": true, "printing": true,
 	"file-transfer": true, "systemd-run": true, "start-via-proxy": true, "html": true, "log-file": true,
-	"pidfile": true, "uid": true, "gid": true, "chdir": true, "proxy-start-sessions": false,
+	"pidfile": true, "uid": true, "gid": true, "chdir": true,
 }
 
 func parseProxyArgs(args []string) (*proxyFlags, []string, error) {
@@ -120,6 +121,8 @@ func parseProxyArgs(args []string) (*proxyFlags, []string, error) {
 			f.logLevel, err = takeValue()
 		case "log-format":
 			f.logFormat, err = takeValue()
+		case "proxy-start-sessions":
+			f.startSess, err = takeValue()
 		default:
 			if _, ok := ignoredXpraFlags[name]; ok {
 				if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && !strings.HasPrefix(args[i+1], ":") {
@@ -230,6 +233,15 @@ func effectiveConfig(f *proxyFlags) (*config.Config, error) {
 	if f.logFormat != "" {
 		cfg.Log.Format = f.logFormat
 	}
+	switch strings.ToLower(f.startSess) {
+	case "":
+	case "yes", "true", "on", "1":
+		cfg.Sessions.Start = true
+	case "no", "false", "off", "0":
+		cfg.Sessions.Start = false
+	default:
+		return nil, fmt.Errorf("--proxy-start-sessions=%s: want yes or no", f.startSess)
+	}
 	if cfg.Display == "" {
 		cfg.Display = ":14500"
 	}
@@ -285,6 +297,9 @@ func buildState(cfg *config.Config, tlsOn bool) (edge.State, error) {
 		Routes:   &router.Table{Routes: cfg.Routes, Strict: cfg.Routing.Strict},
 		Sessions: sessionLister{&sockdir.Lister{Dirs: cfg.SocketDirs, UserDirs: true}},
 		Exclude:  exclude,
+	}
+	if cfg.Sessions.Start {
+		st.Starter = newStarter(cfg.Sessions)
 	}
 	dialer, err := newBackendDialer(cfg.Backend)
 	if err != nil {

@@ -66,6 +66,25 @@ type Config struct {
 	Shutdown  Shutdown       `toml:"shutdown"`
 	PAM       PAM            `toml:"pam"`
 	Web       Web            `toml:"web"`
+	Sessions  Sessions       `toml:"sessions"`
+}
+
+// Sessions configures starting new sessions for users of local-session
+// modules (allow, none, password, pam): system-wide mode.
+type Sessions struct {
+	// Start starts a session as the user when they have none or ask for
+	// one (xpra's --proxy-start-sessions). It needs the proxy to run as root.
+	Start bool `toml:"start"`
+	// Xpra is the xpra program used to start sessions.
+	Xpra string `toml:"xpra"`
+	// Timeout bounds the wait for a started session's socket.
+	Timeout Duration `toml:"timeout"`
+	// AllowedOptions are the start options a client may set in its
+	// start-new-session request; empty: the built-in safe list.
+	AllowedOptions []string `toml:"allowed_options"`
+	// Env names variables passed from the proxy's environment to started
+	// sessions ("LC_*" is a prefix); empty: LANG, LANGUAGE, LC_*, TZ.
+	Env []string `toml:"env"`
 }
 
 // Web configures what listeners serve over HTTP(S).

@@ -1,0 +1,60 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/xpratest"
+)
+
+// TestStartsSessionForUserWithoutOne: a user with no session logs in; the
+// proxy, running as root, starts one as that user and the client attaches.
+func TestStartsSessionForUserWithoutOne(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
+	name := fmt.Sprintf("xs%d", os.Getpid()%100000)
+	xpratest.CreateUser(t, name, "irrelevant")
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	t.Cleanup(func() {
+		// Stop whatever the proxy started for the user.
+		_ = exec.Command("pkill", "-KILL", "-u", name).Run()
+	})
+	dir := t.TempDir()
+	addr := xpratest.FreeTCPAddr(t)
+	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr, "--tcp-auth=allow",
+		"--proxy-start-sessions=yes", "--socket-dir="+filepath.Join(dir, "ctl"))
+
+	c := xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{})
+	if err := c.WaitOutput("Attached to", 90*time.Second); err != nil {
+		t.Fatalf("%v\n%s\nproxy:\n%s", err, c.Output(), p.log.String())
+	}
+	if !p.waitLog("started a new session", 5*time.Second) {
+		t.Fatal("the proxy did not log a started session")
+	}
+	// The started server runs as the user, never as root.
+	out, err := exec.Command("pgrep", "-u", strconv.Itoa(uid), "-f", "xpra start").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("no xpra server running as %s (uid %d): %v %s", name, uid, err, out)
+	}
+	c.Stop()
+
+	// The next login finds that session instead of starting another.
+	c = xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{})
+	if err := c.WaitOutput("Attached to", 60*time.Second); err != nil {
+		t.Fatalf("second login: %v\n%s", err, c.Output())
+	}
+	c.Stop()
+	if n := strings.Count(p.log.String(), "started a new session"); n != 1 {
+		t.Fatalf("started %d sessions, want 1", n)
+	}
+}
