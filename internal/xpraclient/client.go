@@ -53,7 +53,7 @@ func BaseCaps(username string) xprawire.Dict {
 	d.Set("lz4", true)
 	d.Set("zlib", true)
 	d.Set("brotli", true)
-	d.Set("digest", []any{"hmac+sha512", "hmac+sha384", "hmac+sha256", "hmac"})
+	d.Set("digest", []any{"hmac+sha512", "hmac+sha384", "hmac+sha256", "hmac", "xor"})
 	d.Set("salt-digest", []any{"hmac+sha512", "hmac+sha384", "hmac+sha256"})
 	if username != "" {
 		d.Set("username", username)
