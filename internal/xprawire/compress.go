@@ -311,24 +311,10 @@ func decompressPrefix(l Level, src []byte, n int) ([]byte, error) {
 		}
 		declared := binary.LittleEndian.Uint32(src)
 		return lz4Prefix(src[4:], int(min(uint32(n), declared)))
-	case Zlib, Brotli:
-		var r io.Reader
-		if c == Zlib {
-			zr, _ := zlibReaders.Get().(io.ReadCloser)
-			br := bytes.NewReader(src)
-			if zr == nil {
-				zr, err = zlib.NewReader(br)
-			} else {
-				err = zr.(zlib.Resetter).Reset(br, nil)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%w: zlib header: %v", ErrSyntax, err)
-			}
-			defer zlibReaders.Put(zr)
-			r = zr
-		} else {
-			r = brotli.NewReader(bytes.NewReader(src))
-		}
+	case Zlib:
+		return zlibPrefix(src, n)
+	case Brotli:
+		r := brotli.NewReader(bytes.NewReader(src))
 		buf := make([]byte, n)
 		got, err := io.ReadFull(r, buf)
 		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {

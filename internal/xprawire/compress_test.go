@@ -2,6 +2,7 @@ package xprawire
 
 import (
 	"bytes"
+	"compress/zlib"
 	"errors"
 	"math/rand/v2"
 	"strings"
@@ -167,6 +168,10 @@ func TestDifferentialZlib(t *testing.T) {
 		if err != nil || !bytes.Equal(got, in) {
 			t.Fatalf("value %d: decompressing python's zlib: %v", i, err)
 		}
+		pre, err := zlibPrefix(theirs, 64)
+		if err != nil || !bytes.Equal(pre, in[:min(64, len(in))]) {
+			t.Fatalf("value %d: prefix of python's zlib: %v", i, err)
+		}
 		ours, _, err := Compress(nil, Zlib, level, in)
 		if err != nil {
 			t.Fatal(err)
@@ -174,6 +179,60 @@ func TestDifferentialZlib(t *testing.T) {
 		back, ok, err := p.callRaw('u', 0, ours)
 		if err != nil || !ok || !bytes.Equal(back, in) {
 			t.Fatalf("value %d: python could not decompress our zlib: %v %s", i, err, clip(back))
+		}
+	}
+}
+
+// TestZlibPrefix: the prefix inflater agrees with compress/zlib on every block
+// type (stored, fixed, dynamic) and every prefix length.
+func TestZlibPrefix(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 11))
+	var inputs [][]byte
+	inputs = append(inputs, nil, []byte("a"), []byte("hello hello hello hello"), bytes.Repeat([]byte{0}, 100000))
+	for range 20 {
+		b := make([]byte, r.IntN(3000))
+		for i := range b {
+			if r.IntN(3) == 0 {
+				b[i] = byte(r.UintN(256))
+			} else {
+				b[i] = "xpra window "[i%12]
+			}
+		}
+		inputs = append(inputs, b)
+	}
+	for _, level := range []int{zlib.HuffmanOnly, zlib.NoCompression, zlib.BestSpeed, 5, zlib.BestCompression} {
+		for _, in := range inputs {
+			var buf bytes.Buffer
+			w, _ := zlib.NewWriterLevel(&buf, level)
+			_, _ = w.Write(in)
+			_ = w.Close()
+			for _, n := range []int{0, 1, 7, 64, 1000, len(in), len(in) + 10} {
+				got, err := zlibPrefix(buf.Bytes(), n)
+				if err != nil {
+					t.Fatalf("level %d, %d bytes, prefix %d: %v", level, len(in), n, err)
+				}
+				want := in[:min(n, len(in))]
+				if !bytes.Equal(got, want) {
+					t.Fatalf("level %d, %d bytes, prefix %d: got %x", level, len(in), n, clip(got))
+				}
+			}
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		in   string
+		err  error
+	}{
+		{"empty", "", ErrTruncated},
+		{"bad header check", "\x78\x02", ErrSyntax},
+		{"not deflate", "\x79\x9c", ErrSyntax},
+		{"preset dictionary", "\x78\xbb", ErrSyntax},
+		{"block type 3", "\x78\x9c\x07", ErrSyntax},
+		{"truncated block", "\x78\x9c\x05", ErrTruncated},
+		{"stored length check", "\x78\x9c\x01\x05\x00\x00\x00", ErrSyntax},
+	} {
+		if _, err := zlibPrefix([]byte(tc.in), 64); !errors.Is(err, tc.err) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.err)
 		}
 	}
 }
