@@ -98,6 +98,7 @@ var (
 	zlibWriters   [10]sync.Pool // by level 1..9
 	zlibReaders   sync.Pool
 	brotliWriters [12]sync.Pool // by quality 1..11
+	brotliReaders sync.Pool
 	lz4Fast       = sync.Pool{New: func() any { return new(lz4.Compressor) }}
 	lz4HC         sync.Pool
 )
@@ -194,6 +195,15 @@ func Compress(dst []byte, c Compressor, level int, src []byte) ([]byte, Level, e
 	return dst, 0, fmt.Errorf("%w: %v", ErrUnsupportedCompression, c)
 }
 
+func getBrotliReader(src []byte) *brotli.Reader {
+	if r, _ := brotliReaders.Get().(*brotli.Reader); r != nil {
+		if r.Reset(bytes.NewReader(src)) == nil {
+			return r
+		}
+	}
+	return brotli.NewReader(bytes.NewReader(src))
+}
+
 // grow extends dst by n bytes (contents of the new bytes unspecified).
 func grow(dst []byte, n int) []byte {
 	if cap(dst)-len(dst) < n {
@@ -264,7 +274,9 @@ func Decompress(dst []byte, l Level, src []byte, max int) ([]byte, error) {
 		}
 		return dst, nil
 	case Brotli:
-		return readAllLimit(dst, brotli.NewReader(bytes.NewReader(src)), max, "brotli")
+		r := getBrotliReader(src)
+		defer brotliReaders.Put(r)
+		return readAllLimit(dst, r, max, "brotli")
 	}
 	return dst, fmt.Errorf("%w: %v", ErrUnsupportedCompression, c)
 }
@@ -314,7 +326,8 @@ func decompressPrefix(l Level, src []byte, n int) ([]byte, error) {
 	case Zlib:
 		return zlibPrefix(src, n)
 	case Brotli:
-		r := brotli.NewReader(bytes.NewReader(src))
+		r := getBrotliReader(src)
+		defer brotliReaders.Put(r)
 		buf := make([]byte, n)
 		got, err := io.ReadFull(r, buf)
 		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {

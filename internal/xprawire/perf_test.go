@@ -204,7 +204,7 @@ func BenchmarkDecodeMainHello(b *testing.B) {
 
 func BenchmarkPeekType(b *testing.B) {
 	p, bodies := helloBodies(b)
-	for _, c := range []Compressor{NoCompression, LZ4, Zlib} {
+	for _, c := range []Compressor{NoCompression, LZ4, Zlib, Brotli} {
 		payload, lvl, err := Compress(nil, c, 1, bodies[Rencode])
 		if err != nil {
 			b.Fatal(err)
