@@ -30,11 +30,15 @@ type ClientOptions struct {
 // headless-friendly (no OpenGL, sound, tray, notifications, printing, file
 // transfers, mDNS) and --mmap=no, so that every pixel crosses the network
 // connection under test instead of a shared memory file (a client on the
-// same machine as the server would otherwise negotiate mmap).
+// same machine as the server would otherwise negotiate mmap), and only the
+// uri, file and env challenge handlers (see below).
 var ClientQuietArgs = []string{
 	"--opengl=no", "--speaker=off", "--microphone=off", "--webcam=no", "--notifications=no",
 	"--tray=no", "--system-tray=no", "--printing=no", "--file-transfer=no", "--open-files=no",
 	"--open-url=no", "--mdns=no", "--mmap=no", "--dbus-proxy=no", "--bell=no",
+	// no "prompt" handler: a client that lacks a password must fail (exit 3)
+	// instead of waiting forever on a dialog on its headless display
+	"--challenge-handlers=uri", "--challenge-handlers=file", "--challenge-handlers=env",
 }
 
 // AttachedLine is what `xpra attach` prints once the server accepted it

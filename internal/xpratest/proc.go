@@ -54,6 +54,7 @@ func startProc(name string, cmd *exec.Cmd, logPath string, lifetime time.Duratio
 	}
 	defer f.Close()
 	p := &proc{name: name, marker: newMarker(), cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	registry.add(p.marker)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(cmd.Env, markerVar+"="+p.marker)
 	if cmd.SysProcAttr == nil {
@@ -146,12 +147,14 @@ func (p *proc) waitOutput(substr string, d time.Duration) error {
 	}
 }
 
-// signal sends sig to the root's process group.
+// signal sends sig to the root process only: xpra shuts down its own Xvfb
+// and session commands in order (signalling the whole group at once makes
+// the server trip over its dying X server and exit 1).
 func (p *proc) signal(sig syscall.Signal) {
-	_ = syscall.Kill(-p.pid(), sig)
+	_ = syscall.Kill(p.pid(), sig)
 }
 
-// stop asks the tree to end with sig, waits up to grace for the root, then
+// stop asks the root to end with sig, waits up to grace for it, then
 // kills every process of the tree. Safe to call more than once.
 func (p *proc) stop(sig syscall.Signal, grace time.Duration) {
 	p.stopOnce.Do(func() {
@@ -253,3 +256,33 @@ var (
 	// ErrNoWindow: no mapped window of the requested class.
 	ErrNoWindow = errors.New("no such window")
 )
+
+// registry remembers the marker of every process tree this test binary
+// started, for LeftoverProcesses.
+var registry = &procRegistry{markers: map[string]bool{}}
+
+type procRegistry struct {
+	mu      sync.Mutex
+	markers map[string]bool
+}
+
+func (r *procRegistry) add(marker string) {
+	r.mu.Lock()
+	r.markers[marker] = true
+	r.mu.Unlock()
+}
+
+// LeftoverProcesses lists the processes still running from every process
+// tree the harness started in this test binary (servers, clients, Xvfbs,
+// commands run with Run, and all their descendants: they carry the tree's
+// marker in their environment). After the tests' cleanups it must be empty;
+// call it from TestMain to prove it.
+func LeftoverProcesses() []int {
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	var out []int
+	for marker := range registry.markers {
+		out = append(out, findMarked(marker, -2)...)
+	}
+	return out
+}

@@ -239,12 +239,15 @@ func (s *Server) Wait(d time.Duration) (int, error) { return s.p.wait(d) }
 
 // Kill SIGKILLs the server and everything it started (its Xvfb and session
 // commands): the backend dies mid-session without saying goodbye. The
-// socket file stays behind, so `xpra list` then reports it DEAD.
+// socket file stays behind: `xpra list` then reports it "UNKNOWN", spends
+// about 10 s re-probing it and removes it ("(cleaned up)").
 func (s *Server) Kill() { s.p.killAll() }
 
-// Stop ends the server: SIGTERM (xpra's clean shutdown: clients get a
-// "server shutdown" disconnect), up to 10 s grace, then SIGKILL of every
-// remaining process. Idempotent; also run by t.Cleanup.
+// Stop ends the server: SIGTERM to the xpra process (its clean shutdown:
+// clients get a "server shutdown" disconnect, it removes its socket, kills
+// its Xvfb, and exits 143 = 128+SIGTERM), up to 10 s grace, then SIGKILL of
+// every remaining process. `xpra stop` instead makes it exit 0.
+// Idempotent; also run by t.Cleanup.
 func (s *Server) Stop() { s.p.stop(syscall.SIGTERM, 10*time.Second) }
 
 // Processes lists the live processes the server started (xpra, Xvfb,
