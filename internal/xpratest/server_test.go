@@ -87,4 +87,3 @@ func TestAttachTCP(t *testing.T) {
 		t.Errorf("processes left running: %v", p)
 	}
 }
-
