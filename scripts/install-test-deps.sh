@@ -27,9 +27,11 @@ PACKAGES=(
 	ca-certificates
 )
 
+# One dpkg-query for all packages: prints "NAME STATUS" for the known ones.
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${PACKAGES[@]}" 2>/dev/null | awk '$NF == "installed" {print $1}' || true)
 missing=()
 for p in "${PACKAGES[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
+	if ! grep -qx "$p" <<<"$installed"; then
 		missing+=("$p")
 	fi
 done

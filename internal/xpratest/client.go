@@ -50,6 +50,9 @@ type Client struct {
 	URL  string
 	Xvfb *Xvfb // the client's display; remote windows are mapped here
 	PID  int
+	// Home, RuntimeDir and SocketDir are the client's private HOME,
+	// XDG_RUNTIME_DIR and --socket-dir(s).
+	Home, RuntimeDir, SocketDir string
 
 	p *proc
 }
@@ -86,7 +89,7 @@ func Attach(t testing.TB, url string, o ClientOptions) *Client {
 	if err != nil {
 		t.Fatalf("xpratest: %v", err)
 	}
-	c := &Client{URL: url, Xvfb: x, PID: p.pid(), p: p}
+	c := &Client{URL: url, Xvfb: x, PID: p.pid(), Home: w.home, RuntimeDir: w.runtime, SocketDir: sock, p: p}
 	t.Cleanup(c.Stop)
 	return c
 }

@@ -19,30 +19,50 @@
 // by `make test` and CI) a missing peer fails the test, otherwise it skips.
 // scripts/install-test-deps.sh installs every peer on Debian 12.
 //
-// # Facts about xpra 3.1.3 learnt with this harness
+// # Facts about xpra 3.1.3 learnt with this harness (2 cores, loaded)
 //
-// Start-up: `xpra start :N --daemon=no` with the quiet options of
-// StartServer prints "xpra is ready." about 1.0–1.5 s after exec on 2 cores
-// (its unix socket exists ~0.4 s before that); `xpra attach` prints
-// "Attached to URL" about 1.2 s after exec. The server needs python3-pil
-// (only a Recommends of the Debian package): without it every connection
-// fails after the hello with "server error (error accepting new
-// connection)".
+// Start-up: `xpra start :N --daemon=no` with ServerQuietArgs prints
+// ReadyLine ("xpra is ready.") 0.7–2.5 s after exec (its unix socket exists
+// ~0.5 s before that); `xpra attach` prints "Attached to URL" 0.6–3 s after
+// exec and the remote xterm is mapped and painted on the client's Xvfb
+// within 0.2 s more. Debian's xpra package only Recommends two modules that
+// a working session needs: python3-pil (without it the server drops every
+// client right after the hello with "server error (error accepting new
+// connection)") and python3-gi-cairo (without it the GTK3 client maps
+// windows but never paints them: "Couldn't find foreign struct converter
+// for 'cairo.Context'"). Debian's /etc/xpra sets `start = /etc/X11/Xsession
+// true`, which in a container only pops an xmessage window; the harness
+// empties it (see harnessConf).
 //
-// Exit codes (xpra/exit_codes.py): 0 ok, 1 connection lost, 2 timeout,
-// 3 password required, 4 password file error, 7 failure, 18 connection
-// failed, 20 no display. See the ExitCode constants and the tests of this
-// package for which one each authentication failure produces.
+// Exit codes (xpra/exit_codes.py, constants Exit* here), measured against
+// `--tcp-auth=password:value=SECRET`:
+//   - xpra attach, right password (URL tcp://user:SECRET@host:port/ or
+//     --password-file): attaches; a later SIGINT detaches with exit 130.
+//   - xpra attach, wrong password (URL or file): 18 (ExitConnectionFailed),
+//     "Connection Failed: disconnected before the session could be
+//     established" / "authentication failed"; the server waits ~1 s before
+//     it disconnects a failed client.
+//   - xpra attach, no password or an unreadable --password-file: 3
+//     (ExitPasswordRequired), "failed to connect, authentication required",
+//     but only because the harness leaves out the "prompt" challenge
+//     handler: with xpra's default handlers the client opens a password
+//     dialog on its display and waits forever.
+//   - xpra info: right password 0, wrong password 7 (ExitFailure), none 3.
+//   - `xpra stop`: the server exits 0; an attached client prints "server
+//     shutdown" and exits 0. SIGTERM: the server exits 143 (128+15).
+//   - server SIGKILLed mid-session (Server.Kill): the client prints
+//     "Connection lost" and exits 1 (ExitConnectionLost) about 1 s later.
 //
 // Sockets: a server started with --socket-dir=DIR creates DIR/HOSTNAME-N
-// (mode 0600, group "xpra" when that group exists) owned by the uid the
+// (mode 0600; group "xpra" for root, else the user's group) owned by the uid the
 // server runs as; `xpra list --socket-dirs=DIR` prints
 //
 //	Found the following xpra sessions:
 //	DIR:
 //		LIVE session at :N
 //
-// (DEAD for a socket nobody answers on, UNKNOWN when it cannot tell).
+// (exit 0). For the socket of a SIGKILLed server it prints "UNKNOWN session
+// at :N", re-probes for ~10 s and deletes the socket ("(cleaned up)").
 // Without --socket-dirs xpra looks in $XDG_RUNTIME_DIR/xpra, /run/xpra and
 // ~/.xpra; when XDG_RUNTIME_DIR is unset it uses /run/user/$UID/xpra, which
 // runuser, setpriv and su do not create (only a pam_systemd login does), so a

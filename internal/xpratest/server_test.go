@@ -2,6 +2,7 @@ package xpratest
 
 import (
 	"image"
+	"io/fs"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -46,6 +47,16 @@ func TestAttachTCP(t *testing.T) {
 		if err := c.Screenshot(filepath.Join(t.TempDir(), "client.png")); err != nil {
 			t.Errorf("screenshot: %v", err)
 		}
+	}
+
+	// the client listens nowhere: no socket in its socket dir, home or runtime dir
+	for _, dir := range []string{c.SocketDir, c.Home, c.RuntimeDir} {
+		_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err == nil && d.Type()&fs.ModeSocket != 0 {
+				t.Errorf("client created a socket: %s", path)
+			}
+			return nil
+		})
 	}
 
 	out, code := s.Xpra(t, 20*time.Second, "id")
