@@ -155,6 +155,8 @@ func readEnviron(t *testing.T, pid int) map[string]string {
 // server's process group.
 func stopSession(t *testing.T, st Started) {
 	t.Helper()
+	t0 := time.Now()
+	defer func() { t.Logf("stopped %s in %s", st.Display, time.Since(t0).Round(time.Millisecond)) }()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = exec.CommandContext(ctx, xpraBin, "stop", "socket://"+st.Socket).Run()
@@ -347,10 +349,12 @@ func TestStartDesktopOnGivenDisplay(t *testing.T) {
 	dir := userDir(t)
 	sdir := filepath.Join(dir, "sock")
 	s := &Starter{SocketDir: func(User) string { return sdir }, Timeout: 30 * time.Second}
+	t0 := time.Now()
 	st, err := s.Start(context.Background(), u, Request{Mode: ModeStartDesktop, Display: display})
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
+	t.Logf("started %+v in %s", st, time.Since(t0).Round(time.Millisecond))
 	t.Cleanup(func() { stopSession(t, st) })
 	if st.Display != display || st.Socket != filepath.Join(sdir, sockdir.SocketName(display)) {
 		t.Errorf("started %+v, want display %s in %s", st, display, sdir)
@@ -597,10 +601,12 @@ func TestStartShadow(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	s := &Starter{Timeout: 30 * time.Second}
+	t0 := time.Now()
 	st, err := s.Start(context.Background(), u, Request{Mode: ModeShadow, Display: display})
 	if err != nil {
 		t.Fatalf("Start shadow: %v", err)
 	}
+	t.Logf("started %+v in %s", st, time.Since(t0).Round(time.Millisecond))
 	t.Cleanup(func() { stopSession(t, st) })
 	id := xpraID(t, st.Socket)
 	if id["display"] != display || !strings.Contains(id["session-type"], "shadow") {

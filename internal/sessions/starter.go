@@ -189,6 +189,13 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 	if !filepath.IsAbs(xpra) {
 		return fail("prepare", "", fmt.Errorf("xpra path %q is not absolute", xpra))
 	}
+	// One start at a time per user: xpra's own start (Xauthority, log
+	// files) is not safe against itself, and the new socket must be ours.
+	unlock, err := lockUID(ctx, u.UID)
+	if err != nil {
+		return fail("prepare", "", err)
+	}
+	defer unlock()
 	rundir := runtimeDir(u)
 	if err := ensureDir(rundir, u, true); err != nil {
 		return fail("prepare", "", err)
@@ -329,7 +336,7 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 			}
 		case <-ticker.C:
 		}
-		if st, ok := s.found(sdir, u.UID, want, before); ok {
+		if st, ok := found(sdir, u.UID, want, before, marker); ok {
 			log.Info("xpra session started", "display", st.Display, "socket", st.Socket,
 				"pid", st.PID, "duration", time.Since(t0).Round(time.Millisecond))
 			return st, nil
@@ -350,12 +357,13 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 	}
 }
 
-// found reports the session socket once it is live and owned by uid: the
-// one for display want, or, when want is empty, any new one.
-func (s *Starter) found(dir string, uid int, want string, before map[string]bool) (Started, bool) {
+// found reports the session socket once it is live, owned by uid and
+// served by a process of this start (its marker): the one for display
+// want, or, when want is empty, any new one.
+func found(dir string, uid int, want string, before map[string]bool, marker string) (Started, bool) {
 	if want != "" {
 		p := filepath.Join(dir, sockdir.SocketName(want))
-		if pid, ok := liveOwned(p, uid); ok {
+		if pid, ok := liveOwned(p, uid); ok && ours(pid, marker) {
 			return Started{Display: want, Socket: p, PID: pid}, true
 		}
 		return Started{}, false
@@ -364,7 +372,7 @@ func (s *Starter) found(dir string, uid int, want string, before map[string]bool
 		if before[p] {
 			continue
 		}
-		if pid, ok := liveOwned(p, uid); ok {
+		if pid, ok := liveOwned(p, uid); ok && ours(pid, marker) {
 			return Started{Display: displayOf(p), Socket: p, PID: pid}, true
 		}
 	}
@@ -438,6 +446,8 @@ func checkUser(u User) error {
 // by root). When strict, an existing dir must be owned by u, else it only
 // has to be a directory. Symbolic links are refused.
 func ensureDir(dir string, u User, strict bool) error {
+	dirMu.Lock() // create-then-chown must not be seen half done
+	defer dirMu.Unlock()
 	fi, err := os.Lstat(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
@@ -550,6 +560,40 @@ func readDisplayFD(r io.Reader, out chan<- string) {
 		d = ""
 	}
 	out <- d
+}
+
+var dirMu sync.Mutex
+
+var (
+	uidMu    sync.Mutex
+	uidLocks = map[int]chan struct{}{}
+)
+
+// lockUID takes the start lock of uid, giving up when ctx ends.
+func lockUID(ctx context.Context, uid int) (func(), error) {
+	uidMu.Lock()
+	ch, ok := uidLocks[uid]
+	if !ok {
+		ch = make(chan struct{}, 1)
+		uidLocks[uid] = ch
+	}
+	uidMu.Unlock()
+	select {
+	case ch <- struct{}{}:
+		return func() { <-ch }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for another start of the same user: %w", ctx.Err())
+	}
+}
+
+// ours reports whether pid carries the marker of this start. Without a
+// pid (no SO_PEERCRED) it cannot tell and trusts the socket.
+func ours(pid int, marker string) bool {
+	if pid <= 0 {
+		return true
+	}
+	env, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/environ")
+	return err == nil && bytes.Contains(env, []byte(markerVar+"="+marker+"\x00"))
 }
 
 // markedPIDs lists the processes of uid whose initial environment holds
