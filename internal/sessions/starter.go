@@ -75,6 +75,12 @@ const DefaultPath = "/usr/local/bin:/usr/bin:/bin"
 //   - --printing=no: no cups/lpadmin probing (slow, needs cupsd, and adds
 //     printers system-wide).
 //
+// Not changed: Debian's /etc/xpra/conf.d/60_server.conf has
+// start=/etc/X11/Xsession true, which in a container without a session
+// bus pops up an xmessage about dbus in every new session. A command-line
+// --start only appends to the configured list, it cannot remove an entry,
+// so an operator who does not want it edits that file.
+//
 // Start always adds, after the client's options so they cannot be
 // overridden: --daemon=yes, --systemd-run=no (no systemd user scope; there
 // is no user bus for a session started by a service), --start-via-proxy=no
@@ -175,12 +181,12 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 	if err := checkUser(u); err != nil {
 		return fail("prepare", "", err)
 	}
-	if os.Geteuid() != 0 {
-		return fail("prepare", "", errors.New("the proxy is not running as root"))
-	}
 	r, err := validate(r, s.allowed())
 	if err != nil {
 		return fail("prepare", "", err)
+	}
+	if os.Geteuid() != 0 {
+		return fail("prepare", "", errors.New("the proxy is not running as root"))
 	}
 	xpra := s.XpraPath
 	if xpra == "" {
