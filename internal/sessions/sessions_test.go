@@ -350,7 +350,8 @@ func TestStartDesktopOnGivenDisplay(t *testing.T) {
 	sdir := filepath.Join(dir, "sock")
 	s := &Starter{SocketDir: func(User) string { return sdir }, Timeout: 30 * time.Second}
 	t0 := time.Now()
-	st, err := s.Start(context.Background(), u, Request{Mode: ModeStartDesktop, Display: display})
+	req := Request{Mode: ModeStartDesktop, Display: display, Options: map[string]string{"start-child": "sleep 4321"}}
+	st, err := s.Start(context.Background(), u, req)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -369,6 +370,24 @@ func TestStartDesktopOnGivenDisplay(t *testing.T) {
 	}
 	if !strings.Contains(id["session-type"], "desktop") {
 		t.Errorf("xpra id session-type=%q, want a desktop session", id["session-type"])
+	}
+	// The client's start-child runs inside the session, as the user.
+	var child int
+	for i := 0; i < 100 && child == 0; i++ {
+		for _, p := range pidsOfUID(u.UID) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", p)); string(b) == "sleep\x004321\x00" {
+				child = p
+			}
+		}
+		if child == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if child == 0 {
+		t.Fatalf("start-child 'sleep 4321' not running as uid %d", u.UID)
+	}
+	if env := readEnviron(t, child); env["DISPLAY"] != display {
+		t.Errorf("start-child DISPLAY=%q, want %s", env["DISPLAY"], display)
 	}
 }
 
