@@ -286,3 +286,12 @@ func LeftoverProcesses() []int {
 	}
 	return out
 }
+
+// cmdline is a process's command line, for messages.
+func cmdline(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(strings.ReplaceAll(string(b), "\x00", " "))
+}
