@@ -63,11 +63,18 @@
 //
 // (exit 0). For the socket of a SIGKILLed server it prints "UNKNOWN session
 // at :N", re-probes for ~10 s and deletes the socket ("(cleaned up)").
+//
 // Without --socket-dirs xpra looks in $XDG_RUNTIME_DIR/xpra, /run/xpra and
-// ~/.xpra; when XDG_RUNTIME_DIR is unset it uses /run/user/$UID/xpra, which
-// runuser, setpriv and su do not create (only a pam_systemd login does), so a
-// server run as another user must be given XDG_RUNTIME_DIR (the harness
-// makes a private one) or an explicit --socket-dir. A client (xpra attach)
-// creates no listening socket; it puts its mmap file in
-// $XDG_RUNTIME_DIR/xpra, which is why Attach gives it a private one.
+// ~/.xpra. runuser, setpriv and su set HOME and USER but not
+// XDG_RUNTIME_DIR (only a pam_systemd login does); xpra then falls back to
+// /run/user/$UID/xpra (measured: `runuser -u U -- xpra showconfig` lists
+// socket-dirs '/run/user/$UID/xpra', '/run/xpra', '~/.xpra'), a directory
+// nobody created for U. So a server run as another user must be given an
+// XDG_RUNTIME_DIR it owns (StartServer makes a private 0700 one) or an
+// explicit --socket-dir.
+//
+// A client (xpra attach) creates no listening socket (TestAttachTCP checks
+// its socket dir, HOME and XDG_RUNTIME_DIR); it would put an mmap file in
+// $XDG_RUNTIME_DIR/xpra, which is why Attach gives it a private one (and
+// --mmap=no).
 package xpratest

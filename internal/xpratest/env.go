@@ -1,6 +1,7 @@
 package xpratest
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,6 +101,7 @@ func FreeDisplay(t testing.TB) int {
 		lock := displayLockPrefix + strconv.Itoa(n)
 		f, err := os.OpenFile(lock, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 		if err != nil {
+			reclaimStaleLock(lock)
 			continue
 		}
 		_, _ = fmt.Fprintf(f, "%d\n", os.Getpid())
@@ -174,4 +177,21 @@ func StartXvfb(t testing.TB, width, height int) *Xvfb {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return x
+}
+
+// reclaimStaleLock removes a display reservation whose owner process is
+// gone (a test binary that was killed before its cleanups ran), so the
+// number can be used again later.
+func reclaimStaleLock(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return
+	}
+	if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+		_ = os.Remove(path)
+	}
 }
