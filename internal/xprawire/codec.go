@@ -47,6 +47,39 @@ func AppendMarshal(dst []byte, e Encoding, v any) ([]byte, error) {
 	return out, nil
 }
 
+// appendList encodes a top-level list (a packet) without boxing it in an interface.
+func appendList(dst []byte, e Encoding, l []any) ([]byte, error) {
+	start := len(dst)
+	var err error
+	switch e {
+	case Bencode:
+		dst = append(dst, 'l')
+		for _, v := range l {
+			if dst, err = bencodeAppend(dst, v, 1); err != nil {
+				return dst[:start], err
+			}
+		}
+		return append(dst, 'e'), nil
+	case Rencode, RencodePlus:
+		plus := e == RencodePlus
+		if len(l) < rcListFixedCount {
+			dst = append(dst, byte(rcListFixedStart+len(l)))
+		} else {
+			dst = append(dst, rcList)
+		}
+		for _, v := range l {
+			if dst, err = rencodeAppend(dst, v, plus, 1); err != nil {
+				return dst[:start], err
+			}
+		}
+		if len(l) >= rcListFixedCount {
+			dst = append(dst, rcTerm)
+		}
+		return dst, nil
+	}
+	return dst, fmt.Errorf("%w: %v", ErrUnsupportedEncoding, e)
+}
+
 // Unmarshal decodes exactly one value from b with e; trailing bytes are an
 // error. The returned value does not alias b.
 func Unmarshal(e Encoding, b []byte) (any, error) {

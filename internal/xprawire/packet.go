@@ -309,7 +309,8 @@ type PacketWriter struct {
 	Flush            bool       // set FlagFlush on main records (only for peers that advertised "flush")
 	LargeArgSize     int        // []byte arguments (index>=1) larger than this go as raw chunks when level>0; 0 never
 
-	buf []byte
+	buf, zbuf []byte  // reused encode and compress buffers
+	frames    []Frame // reused by WritePacket
 }
 
 // NewPacketWriter returns an uncompressed writer with encoder e.
@@ -317,9 +318,11 @@ func NewPacketWriter(fw *FrameWriter, e Encoding) *PacketWriter {
 	return &PacketWriter{Frames: fw, Encoding: e}
 }
 
-// WritePacket encodes p and writes its records in one vectored write.
+// WritePacket encodes p and writes its records in one vectored write. The
+// writer's buffers are reused, so steady-state writes of plain packets
+// allocate little; a PacketWriter is not safe for concurrent use.
 func (pw *PacketWriter) WritePacket(p Packet) error {
-	frames, err := pw.EncodePacket(p)
+	frames, err := pw.encode(p, false)
 	if err != nil {
 		return err
 	}
@@ -332,10 +335,19 @@ func (pw *PacketWriter) WritePacket(p Packet) error {
 // EncodePacket returns the records WritePacket would write (raw chunks first,
 // then the main record) without writing them.
 func (pw *PacketWriter) EncodePacket(p Packet) ([]Frame, error) {
+	return pw.encode(p, true)
+}
+
+// encode builds the records; with own=false the main payload lives in the
+// writer's reused buffers and is valid only until the next call.
+func (pw *PacketWriter) encode(p Packet, own bool) ([]Frame, error) {
 	if len(p) == 0 {
 		return nil, fmt.Errorf("%w: empty packet", ErrUnencodable)
 	}
 	var frames []Frame
+	if !own {
+		frames = pw.frames[:0]
+	}
 	main := p
 	copied := false
 	for i := 1; i < len(p) && i <= MaxChunkIndex; i++ {
@@ -376,7 +388,7 @@ func (pw *PacketWriter) EncodePacket(p Packet) ([]Frame, error) {
 			return nil, fmt.Errorf("%w: raw chunk argument at index %d", ErrChunkIndex, i)
 		}
 	}
-	body, err := AppendMarshal(pw.buf[:0], pw.Encoding, []any(main))
+	body, err := appendList(pw.buf[:0], pw.Encoding, main)
 	if err != nil {
 		return nil, fmt.Errorf("encode %q packet: %w", p.Type(), err)
 	}
@@ -384,18 +396,28 @@ func (pw *PacketWriter) EncodePacket(p Packet) ([]Frame, error) {
 	if pw.Flush {
 		h.Flags |= FlagFlush
 	}
+	pw.buf = body[:0]
 	payload := body
 	if pw.CompressionLevel > 0 && pw.Compressor != NoCompression && len(body) > MinCompressSize {
-		out, lvl, err := Compress(nil, pw.Compressor, pw.CompressionLevel, body)
+		var zdst []byte
+		if !own {
+			zdst = pw.zbuf[:0]
+		}
+		out, lvl, err := Compress(zdst, pw.Compressor, pw.CompressionLevel, body)
 		if err != nil {
 			return nil, fmt.Errorf("compress %q packet: %w", p.Type(), err)
 		}
+		if !own {
+			pw.zbuf = out[:0]
+		}
 		payload, h.Level = out, lvl
-		pw.buf = body[:0]
-	} else {
+	} else if own {
 		payload = bytes.Clone(body)
-		pw.buf = body[:0]
 	}
 	h.Size = uint32(len(payload))
-	return append(frames, Frame{Header: h, Payload: payload}), nil
+	frames = append(frames, Frame{Header: h, Payload: payload})
+	if !own {
+		pw.frames = frames
+	}
+	return frames, nil
 }

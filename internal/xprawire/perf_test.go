@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -246,4 +247,50 @@ func BenchmarkCompressHello(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestWritePacketAllocs: writing small packets through a PacketWriter reuses
+// its buffers; compressing large ones costs only the compressor's own state.
+func TestWritePacketAllocs(t *testing.T) {
+	pw := NewPacketWriter(NewFrameWriter(io.Discard), Rencode)
+	ping := Packet{"ping", int64(5)}
+	_ = pw.WritePacket(ping)
+	if n := testing.AllocsPerRun(100, func() { _ = pw.WritePacket(ping) }); n != 0 {
+		t.Errorf("small packet: %.1f allocations", n)
+	}
+	pw.Compressor, pw.CompressionLevel = LZ4, 1
+	big := Packet{"info-response", Dict{{"k", strings.Repeat("v", 2000)}}}
+	_ = pw.WritePacket(big)
+	if n := testing.AllocsPerRun(100, func() { _ = pw.WritePacket(big) }); n != 0 {
+		t.Errorf("lz4 packet: %.1f allocations", n)
+	}
+}
+
+func BenchmarkWritePacket(b *testing.B) {
+	_, bodies := helloBodies(b)
+	hd, payload := realHello(b)
+	hello, _ := DecodeMain(hd, payload)
+	for _, c := range []Compressor{NoCompression, LZ4, Zlib} {
+		b.Run("hello/"+c.String(), func(b *testing.B) {
+			pw := NewPacketWriter(NewFrameWriter(io.Discard), Rencode)
+			pw.Compressor, pw.CompressionLevel = c, 1
+			b.SetBytes(int64(len(bodies[Rencode])))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := pw.WritePacket(hello); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	b.Run("ping", func(b *testing.B) {
+		pw := NewPacketWriter(NewFrameWriter(io.Discard), Rencode)
+		ping := Packet{"ping", int64(123456)}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := pw.WritePacket(ping); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
