@@ -74,6 +74,15 @@ func TestServerAsUser(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "display="+s.Display) {
 		t.Errorf("xpra id as root against %s's server: exit %d\n%s", u.Name, code, out)
 	}
+	// a client reaches the user's session through its unix socket alone
+	c := Attach(t, s.SocketURL(), ClientOptions{})
+	if err := c.WaitWindow("xterm", 30*time.Second); err != nil {
+		t.Fatalf("attach %s: %v\n%s", s.SocketURL(), err, tail(c.Output(), 20))
+	}
+	if !strings.Contains(s.Log(), "uid="+itoa(u.UID)) {
+		t.Errorf("server log does not show uid=%d", u.UID)
+	}
+	c.Stop()
 	s.Stop()
 	// SIGTERM: xpra removes its socket, kills its Xvfb, and exits 128+15
 	if code, err := s.Wait(time.Second); err != nil || code != 143 {

@@ -85,7 +85,7 @@ func Attach(t testing.TB, url string, o ClientOptions) *Client {
 	cmd.Env = append(w.env("DISPLAY="+x.Display), o.Env...)
 	cmd.Dir = w.home
 	cmd.Stdin = nil
-	p, err := startProc("xpra attach "+url, cmd, filepath.Join(w.root, "client.log"), o.Lifetime)
+	p, err := startProc("xpra attach "+redactURL(url), cmd, filepath.Join(w.root, "client.log"), o.Lifetime)
 	if err != nil {
 		t.Fatalf("xpratest: %v", err)
 	}
