@@ -17,6 +17,7 @@ import (
 
 // startRealServer starts a real xpra 3.1.3 server (its own Xvfb, nothing
 // else) listening on a loopback TCP port, and stops it when the test ends.
+// A display number taken concurrently by another test is retried.
 func startRealServer(t *testing.T) string {
 	t.Helper()
 	requireXpra(t)
@@ -26,24 +27,40 @@ func startRealServer(t *testing.T) string {
 		}
 		t.Skip("Xvfb not installed")
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	display := -1
-	for d := 300 + os.Getpid()%200; d < 700; d++ {
-		if _, err := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", d)); os.IsNotExist(err) {
-			if _, err := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", d)); os.IsNotExist(err) {
+	next := 300 + os.Getpid()%200
+	var lastErr error
+	for range 3 {
+		display := -1
+		for d := next; d < 800; d++ {
+			_, err1 := os.Stat(fmt.Sprintf("/tmp/.X11-unix/X%d", d))
+			_, err2 := os.Stat(fmt.Sprintf("/tmp/.X%d-lock", d))
+			if os.IsNotExist(err1) && os.IsNotExist(err2) {
 				display = d
 				break
 			}
 		}
+		if display < 0 {
+			t.Fatal("no free X display number")
+		}
+		next = display + 7
+		addr, err := tryStartServer(t, display)
+		if err == nil {
+			return addr
+		}
+		lastErr = err
+		t.Logf("display :%d: %v; retrying", display, err)
 	}
-	if display < 0 {
-		t.Fatal("no free X display number")
+	t.Fatal(lastErr)
+	return ""
+}
+
+func tryStartServer(t *testing.T, display int) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
 	}
+	addr := ln.Addr().String()
+	ln.Close()
 	dir := t.TempDir()
 	cmd := exec.Command("xpra", "start", fmt.Sprintf(":%d", display), "--daemon=no",
 		"--bind-tcp="+addr, "--socket-dirs="+dir, "--log-dir="+dir, "--html=off", "--mdns=no",
@@ -53,15 +70,16 @@ func startRealServer(t *testing.T) string {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.Create(filepath.Join(dir, "server.log"))
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+		logf.Close()
+		return "", err
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
+	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -70,25 +88,31 @@ func startRealServer(t *testing.T) string {
 			<-exited
 		}
 		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("server log:\n%s", b)
-		}
-	})
+	}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			c.Close()
-			return addr
+			t.Cleanup(func() {
+				stop()
+				if t.Failed() {
+					b, _ := os.ReadFile(logf.Name())
+					t.Logf("server log:\n%s", b)
+				}
+			})
+			return addr, nil
 		}
 		select {
 		case <-exited:
-			t.Fatal("xpra server exited during startup")
+			stop()
+			b, _ := os.ReadFile(logf.Name())
+			return "", fmt.Errorf("xpra server exited during startup:\n%s", b)
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("xpra server not listening on %s after 30s", addr)
+			stop()
+			return "", fmt.Errorf("xpra server not listening on %s after 30s", addr)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
