@@ -1,0 +1,197 @@
+package tlsconf
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestACMETLSALPN01(t *testing.T) {
+	edge := listenEdge(t)
+	p := startPebble(t, 1 /* HTTP-01 never used */, edge.port())
+	name := testName("alpn")
+	cfg := Config{
+		Mode:     ModeACME,
+		Domains:  []string{name},
+		CA:       p.dirURL,
+		CARoot:   p.caRootPEM,
+		StateDir: t.TempDir(),
+		TLSPort:  edge.port(),
+	}
+	m, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := m.TLSConfig()
+	if !slices.Contains(tc.NextProtos, ACMETLS1) || !slices.Contains(tc.NextProtos, "http/1.1") {
+		t.Fatalf("NextProtos = %v", tc.NextProtos)
+	}
+	edge.serve(tc)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Start took %v; it must return quickly", d)
+	}
+	defer m.Stop()
+	leaf := waitCert(t, edge.ln.Addr().String(), name, p.root(t), 60*time.Second)
+	t.Logf("obtained through TLS-ALPN-01 in %v", time.Since(start))
+	if !slices.Contains(leaf.DNSNames, name) {
+		t.Fatalf("leaf names %v", leaf.DNSNames)
+	}
+	if _, ok := leaf.PublicKey.(*ecdsa.PublicKey); !ok {
+		t.Fatalf("leaf key %T, want ECDSA", leaf.PublicKey)
+	}
+	if edge.challenges.Load() == 0 {
+		t.Fatal("Pebble's VA made no TLS-ALPN-01 handshake on our listener")
+	}
+	if exp := m.Expiry()[name]; !exp.Equal(leaf.NotAfter) {
+		t.Fatalf("Expiry()[%s] = %v, want %v", name, exp, leaf.NotAfter)
+	}
+	// A name outside the configured domains is refused.
+	if _, err := handshake(edge.ln.Addr().String(), testName("other"), nil, 5*time.Second); err == nil {
+		t.Fatal("handshake for an unconfigured name succeeded")
+	}
+}
+
+func TestACMEHTTP01(t *testing.T) {
+	edge := listenEdge(t)
+	httpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpPort := httpLn.Addr().(*net.TCPAddr).Port
+	p := startPebble(t, httpPort, 1 /* TLS-ALPN-01 disabled */)
+	name := testName("http")
+	cfg := Config{
+		Mode:           ModeACME,
+		Domains:        []string{name},
+		CA:             p.dirURL,
+		CARoot:         p.caRootPEM,
+		StateDir:       t.TempDir(),
+		HTTPBind:       httpLn.Addr().String(),
+		DisableTLSALPN: true,
+	}
+	m, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answered atomic.Int32
+	h := m.HTTPHandler(nil)
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.Path, "/.well-known/acme-challenge/") {
+			answered.Add(1)
+		}
+		h.ServeHTTP(w, r)
+	})}
+	go func() { _ = srv.Serve(httpLn) }()
+	defer srv.Close()
+	edge.serve(m.TLSConfig())
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	start := time.Now()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	leaf := waitCert(t, edge.ln.Addr().String(), name, p.root(t), 60*time.Second)
+	t.Logf("obtained through HTTP-01 in %v", time.Since(start))
+	if !slices.Contains(leaf.DNSNames, name) {
+		t.Fatalf("leaf names %v", leaf.DNSNames)
+	}
+	if answered.Load() == 0 {
+		t.Fatal("Pebble's VA made no HTTP-01 request to our handler")
+	}
+	if n := edge.challenges.Load(); n != 0 {
+		t.Fatalf("%d TLS-ALPN-01 handshakes with the challenge disabled", n)
+	}
+
+	// Everything else on the port-80 listener redirects to https.
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	req, _ := http.NewRequest(http.MethodGet, "http://"+httpLn.Addr().String()+"/a/b?c=d", nil)
+	req.Host = name + ":80"
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got, want := resp.Header.Get("Location"), "https://"+name+"/a/b?c=d"; resp.StatusCode != http.StatusMovedPermanently || got != want {
+		t.Fatalf("redirect %d %q, want 301 %q", resp.StatusCode, got, want)
+	}
+}
+
+func TestACMEOnDemandAllowList(t *testing.T) {
+	edge := listenEdge(t)
+	p := startPebble(t, 1, edge.port())
+	storage := filepath.Join(t.TempDir(), "acme")
+	cfg := Config{
+		Mode:          ModeACME,
+		OnDemand:      true,
+		OnDemandAllow: []string{"*.desk.xpra-edge.test", testName("exact")},
+		CA:            p.dirURL,
+		CARoot:        p.caRootPEM,
+		Storage:       storage,
+		TLSPort:       edge.port(),
+	}
+	m, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edge.serve(m.TLSConfig())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	roots := p.root(t)
+	addr := edge.ln.Addr().String()
+
+	// Refused names fail the handshake and reach no CA.
+	for _, name := range []string{testName("evil"), "desk.xpra-edge.test", "a.desk.xpra-edge.test.evil.test", "example.com"} {
+		if _, err := handshake(addr, name, nil, 10*time.Second); err == nil {
+			t.Fatalf("handshake for refused %s succeeded", name)
+		}
+	}
+	if n := p.newOrders.Load(); n != 0 {
+		t.Fatalf("%d ACME orders placed for refused names", n)
+	}
+
+	// Allowed names are obtained during the first handshake.
+	for _, name := range []string{"a.desk.xpra-edge.test", "b.c.desk.xpra-edge.test", testName("exact")} {
+		start := time.Now()
+		leaf, err := handshake(addr, name, roots, 60*time.Second)
+		if err != nil {
+			t.Fatalf("on-demand %s: %v", name, err)
+		}
+		t.Logf("on-demand %s issued during the handshake in %v", name, time.Since(start))
+		if !slices.Contains(leaf.DNSNames, name) {
+			t.Fatalf("leaf names %v for %s", leaf.DNSNames, name)
+		}
+		if m.Expiry()[name].IsZero() {
+			t.Fatalf("no expiry for %s: %v", name, m.Expiry())
+		}
+	}
+	orders := p.newOrders.Load()
+	if orders != 3 {
+		t.Fatalf("%d orders for 3 allowed names", orders)
+	}
+	// Refused again after issuance elsewhere; still no orders.
+	if _, err := handshake(addr, testName("evil2"), nil, 10*time.Second); err == nil {
+		t.Fatal("refused name succeeded")
+	}
+	if p.newOrders.Load() != orders {
+		t.Fatal("an order was placed for a refused name")
+	}
+}
