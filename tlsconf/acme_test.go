@@ -3,6 +3,7 @@ package tlsconf
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/tls"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -193,5 +194,73 @@ func TestACMEOnDemandAllowList(t *testing.T) {
 	}
 	if p.newOrders.Load() != orders {
 		t.Fatal("an order was placed for a refused name")
+	}
+}
+
+func TestACMEKeptAcrossRestartAndReload(t *testing.T) {
+	edge := listenEdge(t)
+	var current atomic.Pointer[tls.Config]
+	edge.serve(&tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return current.Load(), nil
+	}})
+	p := startPebble(t, 1, edge.port())
+	roots := p.root(t)
+	addr := edge.ln.Addr().String()
+	a, b := testName("keep-a"), testName("keep-b")
+	cfg := Config{Mode: ModeACME, Domains: []string{a}, CA: p.dirURL, CARoot: p.caRootPEM,
+		StateDir: t.TempDir(), TLSPort: edge.port(), Email: "admin@xpra-edge.test"}
+
+	m1, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	current.Store(m1.TLSConfig())
+	if err := m1.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	first := waitCert(t, addr, a, roots, 60*time.Second)
+	m1.Stop()
+	orders := p.newOrders.Load()
+
+	// A new Manager on the same storage serves the kept certificate: no new order.
+	m2, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	current.Store(m2.TLSConfig())
+	if _, err := handshake(addr, a, roots, 5*time.Second); err == nil {
+		t.Fatal("handshake before Start succeeded")
+	}
+	if err := m2.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Stop()
+	again := waitCert(t, addr, a, roots, 30*time.Second)
+	if again.SerialNumber.Cmp(first.SerialNumber) != 0 {
+		t.Fatalf("restart served serial %s, want the kept %s", again.SerialNumber, first.SerialNumber)
+	}
+	if p.newOrders.Load() != orders {
+		t.Fatal("restart placed a new order")
+	}
+
+	// Reload adds a domain: obtained in the background.
+	cfg.Domains = []string{a, b}
+	if err := m2.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitCert(t, addr, b, roots, 60*time.Second)
+	if exp := m2.Expiry(); exp[a].IsZero() || exp[b].IsZero() {
+		t.Fatalf("Expiry %v", exp)
+	}
+	// Reload drops a domain: refused from then on.
+	cfg.Domains = []string{b}
+	if err := m2.Reload(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := handshake(addr, a, roots, 5*time.Second); err == nil {
+		t.Fatal("dropped domain still served")
+	}
+	if _, ok := m2.Expiry()[a]; ok {
+		t.Fatal("dropped domain still in Expiry")
 	}
 }

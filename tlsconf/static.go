@@ -12,10 +12,10 @@ import (
 // staticCheckEvery bounds how often the files are stat'ed for changes.
 var staticCheckEvery = time.Second
 
-// fileStamp identifies one version of a file.
+// fileStamp identifies one version of a file: the file itself (a rename
+// over it is a new file), its modification time and size.
 type fileStamp struct {
-	mod  time.Time
-	size int64
+	fi os.FileInfo
 }
 
 func stamp(path string) (fileStamp, error) {
@@ -23,7 +23,14 @@ func stamp(path string) (fileStamp, error) {
 	if err != nil {
 		return fileStamp{}, err
 	}
-	return fileStamp{fi.ModTime(), fi.Size()}, nil
+	return fileStamp{fi}, nil
+}
+
+func (a fileStamp) same(b fileStamp) bool {
+	if a.fi == nil || b.fi == nil {
+		return a.fi == b.fi
+	}
+	return os.SameFile(a.fi, b.fi) && a.fi.ModTime().Equal(b.fi.ModTime()) && a.fi.Size() == b.fi.Size()
 }
 
 // staticSource serves a cert/key pair from files and re-reads them when
@@ -60,12 +67,20 @@ func (s *staticSource) load() error {
 	if err != nil {
 		return fmt.Errorf("tls.key_file: %w", err)
 	}
-	c, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
+	c, err := s.loadPair()
 	if err != nil {
 		return fmt.Errorf("tls.cert_file/key_file: %w", err)
 	}
-	s.cert, s.certStamp, s.keyStamp, s.checked = &c, cs, ks, time.Now()
+	s.cert, s.certStamp, s.keyStamp, s.checked = c, cs, ks, time.Now()
 	return nil
+}
+
+func (s *staticSource) loadPair() (*tls.Certificate, error) {
+	c, err := tls.LoadX509KeyPair(s.certFile, s.keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return &c, nil
 }
 
 func (s *staticSource) current() *tls.Certificate {
@@ -77,7 +92,7 @@ func (s *staticSource) current() *tls.Certificate {
 	s.checked = time.Now()
 	cs, err1 := stamp(s.certFile)
 	ks, err2 := stamp(s.keyFile)
-	if err1 != nil || err2 != nil || (cs == s.certStamp && ks == s.keyStamp) {
+	if err1 != nil || err2 != nil || (cs.same(s.certStamp) && ks.same(s.keyStamp)) {
 		return s.cert
 	}
 	if err := s.load(); err != nil {
