@@ -3,7 +3,11 @@ package xprawire
 import (
 	"bufio"
 	"bytes"
+	"compress/flate"
+	"compress/zlib"
 	"errors"
+	"io"
+	"strings"
 	"testing"
 )
 
@@ -104,6 +108,49 @@ func fuzzDecompress(f *testing.F, c Compressor) {
 		pre, err := decompressPrefix(lvl, b, 64)
 		if err == nil && !bytes.HasPrefix(out, pre) {
 			t.Fatalf("prefix decoder disagrees: %x vs %x", pre, out[:min(len(out), 64)])
+		}
+	})
+}
+
+// FuzzZlibPrefix compares the bounded inflater with compress/flate on raw
+// DEFLATE data behind a valid zlib header (no checksum involved).
+func FuzzZlibPrefix(f *testing.F) {
+	for _, in := range [][]byte{nil, []byte("hello"), bytes.Repeat([]byte("xpra window "), 300)} {
+		for _, level := range []int{zlib.HuffmanOnly, zlib.NoCompression, 1, 9} {
+			var buf bytes.Buffer
+			w, _ := zlib.NewWriterLevel(&buf, level)
+			_, _ = w.Write(in)
+			_ = w.Close()
+			f.Add(buf.Bytes()[2:], uint8(64))
+		}
+	}
+	f.Fuzz(func(t *testing.T, deflate []byte, n uint8) {
+		ours, err := zlibPrefix(append([]byte{0x78, 0x9c}, deflate...), int(n))
+		theirs := make([]byte, n)
+		got, ferr := io.ReadFull(flate.NewReader(bytes.NewReader(deflate)), theirs)
+		if ferr != nil && ferr != io.ErrUnexpectedEOF && ferr != io.EOF {
+			return // flate saw an error within the first n bytes' blocks
+		}
+		if err != nil {
+			if !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrSyntax) {
+				t.Fatalf("untyped error %v", err)
+			}
+			// zlib (and so python) requires an end-of-block code up front;
+			// compress/flate only fails when it needs it, so the whole
+			// packet fails to decode there anyway.
+			if ferr == nil && n > 0 && !strings.Contains(err.Error(), "end-of-block") {
+				t.Fatalf("inflater refused what compress/flate decoded (%x): %v", theirs, err)
+			}
+			return
+		}
+		// flate may stop short at truncated input; the shorter output must
+		// be a prefix of the longer, and equal when flate filled n bytes.
+		short, long := ours, theirs[:got]
+		if len(short) > len(long) {
+			short, long = long, short
+		}
+		if !bytes.HasPrefix(long, short) || (ferr == nil && !bytes.Equal(ours, theirs)) {
+			t.Fatalf("inflater %x, compress/flate %x (%v)", ours, theirs[:got], ferr)
 		}
 	})
 }

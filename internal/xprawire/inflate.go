@@ -55,7 +55,7 @@ func (h *huffman) build(lengths []uint8) (complete bool, err error) {
 		h.count[l]++
 	}
 	if int(h.count[0]) == len(lengths) {
-		return false, nil // no codes
+		return true, nil // no codes: fine unless one is decoded (decode then fails)
 	}
 	left := 1
 	for l := 1; l <= maxCodeBits; l++ {
@@ -270,12 +270,13 @@ func (f *inflater) dynamic() error {
 	if lengths[256] == 0 {
 		return fmt.Errorf("%w: zlib: no end-of-block code", ErrSyntax)
 	}
+	// an incomplete code is allowed only as a single code of length 1 (RFC 1951 3.2.7)
 	complete, err := lencode.build(lengths[:nlen])
-	if err != nil || (!complete && nlen-int(lencode.count[0]) != 1) {
+	if err != nil || (!complete && nlen != int(lencode.count[0])+int(lencode.count[1])) {
 		return fmt.Errorf("%w: zlib: incomplete literal/length code", ErrSyntax)
 	}
 	complete, err = distcode.build(lengths[nlen : nlen+ndist])
-	if err != nil || (!complete && ndist-int(distcode.count[0]) != 1) {
+	if err != nil || (!complete && ndist != int(distcode.count[0])+int(distcode.count[1])) {
 		return fmt.Errorf("%w: zlib: incomplete distance code", ErrSyntax)
 	}
 	return f.codes(&lencode, &distcode)
