@@ -34,8 +34,39 @@ type acmeSource struct {
 	cancel context.CancelFunc
 	done   bool
 
-	state atomic.Pointer[acmeState]
-	seen  sync.Map // on-demand names served so far (string -> struct{})
+	state   atomic.Pointer[acmeState]
+	seen    sync.Map // on-demand names served so far (string -> struct{})
+	stopped atomic.Bool
+	limiter rateWindow // new on-demand certificates
+}
+
+// ErrOnDemandLimit is returned (wrapped) when on_demand_limit new
+// on-demand certificates were obtained in the last hour.
+var ErrOnDemandLimit = errors.New("on-demand certificate limit reached")
+
+// errStopped aborts obtaining after Stop.
+var errStopped = errors.New("tlsconf: stopped")
+
+// rateWindow admits at most n events in any hour.
+type rateWindow struct {
+	mu    sync.Mutex
+	times []time.Time
+}
+
+func (w *rateWindow) allow(now time.Time, n int) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cut := now.Add(-time.Hour)
+	i := 0
+	for i < len(w.times) && !w.times[i].After(cut) {
+		i++
+	}
+	w.times = w.times[i:]
+	if len(w.times) >= n {
+		return false
+	}
+	w.times = append(w.times, now)
+	return true
 }
 
 // acmeState is one configuration's certmagic objects and allow-lists.
@@ -111,12 +142,47 @@ func (a *acmeSource) build(cfg Config, roots *x509.CertPool) *acmeState {
 	}
 	if cfg.OnDemand {
 		st.onDemand = newAllowList(cfg.OnDemandAllow)
-		cmCfg.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: func(_ context.Context, name string) error {
+		limit := cfg.onDemandLimit()
+		cmCfg.OnDemand = &certmagic.OnDemandConfig{DecisionFunc: func(ctx context.Context, name string) error {
+			if a.stopped.Load() {
+				return errStopped
+			}
 			if !st.allowed(name) {
 				return fmt.Errorf("%w: %q", ErrNotAllowed, name)
 			}
+			// Loading a kept certificate or renewing one is not counted:
+			// only names with nothing in storage would be new orders.
+			if st.managed.allowed(name) || st.cm.Storage.Exists(ctx, certmagic.StorageKeys.SiteCert(st.issuer.IssuerKey(), name)) {
+				return nil
+			}
+			if !a.limiter.allow(time.Now(), limit) {
+				a.log.Warn("on-demand certificate refused: limit reached", "name", name, "per_hour", limit)
+				return fmt.Errorf("%w (%d per hour): %q", ErrOnDemandLimit, limit, name)
+			}
 			return nil
 		}}
+	}
+	cmCfg.ShouldEmitFunc = func(event string) bool {
+		return event == "cert_obtaining" || event == "cert_obtained"
+	}
+	cmCfg.OnEvent = func(_ context.Context, event string, data map[string]any) error {
+		name, _ := data["identifier"].(string)
+		renewal, _ := data["renewal"].(bool)
+		switch event {
+		case "cert_obtaining":
+			if a.stopped.Load() {
+				return errStopped
+			}
+			// A second guard behind the handshake check and DecisionFunc.
+			if !st.allowed(name) {
+				return fmt.Errorf("%w: %q", ErrNotAllowed, name)
+			}
+		case "cert_obtained":
+			// certmagic logs failures itself (at warn/error); success is
+			// worth an info line (its own is at debug here).
+			a.log.Info("certificate obtained", "name", name, "renewal", renewal)
+		}
+		return nil
 	}
 	cm := certmagic.New(a.cache, cmCfg)
 	ca := cfg.CA
@@ -223,6 +289,7 @@ func (a *acmeSource) stop() {
 		return
 	}
 	a.done = true
+	a.stopped.Store(true)
 	if a.cancel != nil {
 		a.cancel()
 	}

@@ -140,6 +140,7 @@ func TestACMEOnDemandAllowList(t *testing.T) {
 		Mode:          ModeACME,
 		OnDemand:      true,
 		OnDemandAllow: []string{"*.desk.xpra-edge.test", testName("exact")},
+		OnDemandLimit: 3,
 		CA:            p.dirURL,
 		CARoot:        p.caRootPEM,
 		Storage:       storage,
@@ -149,7 +150,11 @@ func TestACMEOnDemandAllowList(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	edge.serve(m.TLSConfig())
+	var current atomic.Pointer[tls.Config]
+	current.Store(m.TLSConfig())
+	edge.serve(&tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		return current.Load(), nil
+	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if err := m.Start(ctx); err != nil {
@@ -187,6 +192,43 @@ func TestACMEOnDemandAllowList(t *testing.T) {
 	orders := p.newOrders.Load()
 	if orders != 3 {
 		t.Fatalf("%d orders for 3 allowed names", orders)
+	}
+	// on_demand_limit = 3: a fourth allowed name within the hour is
+	// refused before any order.
+	if _, err := handshake(addr, "d.desk.xpra-edge.test", nil, 30*time.Second); err == nil {
+		t.Fatal("fourth on-demand name within the limit's hour succeeded")
+	}
+	if p.newOrders.Load() != orders {
+		t.Fatal("an order was placed over on_demand_limit")
+	}
+	// Names already issued are still served.
+	if _, err := handshake(addr, "a.desk.xpra-edge.test", roots, 10*time.Second); err != nil {
+		t.Fatalf("issued name after the limit: %v", err)
+	}
+
+	// After a restart, names kept in storage are loaded at their first
+	// handshake without counting against the limit and without orders.
+	m.Stop()
+	cfg.OnDemandLimit = 1
+	m2, err := New(cfg, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	current.Store(m2.TLSConfig())
+	if err := m2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Stop()
+	for _, name := range []string{"a.desk.xpra-edge.test", "b.c.desk.xpra-edge.test", testName("exact")} {
+		if _, err := handshake(addr, name, roots, 10*time.Second); err != nil {
+			t.Fatalf("kept %s after restart: %v", name, err)
+		}
+	}
+	if p.newOrders.Load() != orders {
+		t.Fatal("restart placed orders for kept on-demand names")
+	}
+	if n := len(m2.Expiry()); n != 3 {
+		t.Fatalf("Expiry after restart has %d names: %v", n, m2.Expiry())
 	}
 	// Refused again after issuance elsewhere; still no orders.
 	if _, err := handshake(addr, testName("evil2"), nil, 10*time.Second); err == nil {

@@ -60,6 +60,10 @@ type Config struct {
 	// Every other name is refused without contacting the CA.
 	OnDemand      bool     `toml:"on_demand"`
 	OnDemandAllow []string `toml:"on_demand_allow"`
+	// OnDemandLimit caps new on-demand certificates per hour (renewals
+	// and configured domains are not counted), so a wildcard allow-list
+	// cannot be used to exhaust the CA's rate limits; default 20.
+	OnDemandLimit int `toml:"on_demand_limit"`
 
 	// HTTPBind is the optional port-80 listener ("host:port") that serves
 	// HTTPHandler: HTTP-01 answers, everything else redirected to https.
@@ -177,6 +181,9 @@ func (c *Config) Validate() error {
 	default:
 		add("key_type", "%q is not one of p256, p384, rsa2048, rsa4096, ed25519", c.KeyType)
 	}
+	if c.OnDemandLimit < 0 {
+		add("on_demand_limit", "%d is negative", c.OnDemandLimit)
+	}
 	for _, p := range []struct {
 		name string
 		v    int
@@ -243,6 +250,16 @@ func (c *Config) httpPort() int {
 		}
 	}
 	return 80
+}
+
+// DefaultOnDemandLimit is OnDemandLimit when it is 0.
+const DefaultOnDemandLimit = 20
+
+func (c *Config) onDemandLimit() int {
+	if c.OnDemandLimit > 0 {
+		return c.OnDemandLimit
+	}
+	return DefaultOnDemandLimit
 }
 
 func (c *Config) tlsPort() int {

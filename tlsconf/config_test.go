@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValidateNamesTheField(t *testing.T) {
@@ -148,5 +149,21 @@ func TestHTTPHandlerRedirects(t *testing.T) {
 	m2.HTTPHandler(nil).ServeHTTP(w, r)
 	if got := w.Header().Get("Location"); got != "https://desk.example.com:8443/p" {
 		t.Fatalf("Location %q", got)
+	}
+}
+
+func TestRateWindow(t *testing.T) {
+	var w rateWindow
+	t0 := time.Unix(1_000_000, 0)
+	for i := 0; i < 3; i++ {
+		if !w.allow(t0.Add(time.Duration(i)*time.Minute), 3) {
+			t.Fatalf("event %d refused", i)
+		}
+	}
+	if w.allow(t0.Add(59*time.Minute), 3) {
+		t.Fatal("fourth event within the hour allowed")
+	}
+	if !w.allow(t0.Add(61*time.Minute), 3) {
+		t.Fatal("event after the first left the window refused")
 	}
 }

@@ -2,6 +2,7 @@ package tlsconf
 
 import (
 	"log/slog"
+	"os"
 	"testing"
 )
 
@@ -12,7 +13,12 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// testLogger logs through t (shown with -v or on failure).
+// testLogger logs through t (shown with -v or on failure); certmagic's
+// debug chatter only with TLSCONF_DEBUG=1.
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	level := slog.LevelInfo
+	if os.Getenv("TLSCONF_DEBUG") != "" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: level}))
 }
