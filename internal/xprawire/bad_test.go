@@ -1,6 +1,7 @@
 package xprawire
 
 import (
+	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -99,5 +100,28 @@ func TestUnmarshalDoesNotAlias(t *testing.T) {
 	copy(in, "\x00\x00\x00\x00\x00")
 	if got := string(v.([]any)[0].([]byte)); got != "abc" {
 		t.Fatalf("decoded value aliases the input: %q", got)
+	}
+}
+
+// TestDecodeValueBudget: a packet of millions of tiny values is refused
+// before it turns into gigabytes of Go values.
+func TestDecodeValueBudget(t *testing.T) {
+	n := MaxDecodedValues + 10
+	for _, tc := range []struct {
+		e  Encoding
+		in []byte
+	}{
+		{Rencode, append(append([]byte{rcList}, bytes.Repeat([]byte{0xc0}, n)...), rcTerm)},
+		{RencodePlus, append(append([]byte{rcList}, bytes.Repeat([]byte{0x66}, n)...), rcTerm)},
+		{Bencode, append(append([]byte{'l'}, bytes.Repeat([]byte("le"), n)...), 'e')},
+	} {
+		if _, err := Unmarshal(tc.e, tc.in); !errors.Is(err, ErrTooLarge) {
+			t.Errorf("%v: err = %v, want ErrTooLarge", tc.e, err)
+		}
+	}
+	// just under the budget decodes
+	ok := append(append([]byte{rcList}, bytes.Repeat([]byte{0x01}, MaxDecodedValues-1)...), rcTerm)
+	if _, err := Unmarshal(Rencode, ok); err != nil {
+		t.Fatal(err)
 	}
 }

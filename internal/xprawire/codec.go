@@ -14,6 +14,12 @@ import (
 // recursion limit is 1000; xpra packets nest a handful of levels).
 const maxDepth = 256
 
+// MaxDecodedValues bounds how many values one Unmarshal or DecodeMain may
+// produce. Each encoded byte can become a 16-40 byte Go value, so without a
+// bound a 16 MiB packet of empty lists would cost hundreds of MiB; a real
+// 3.1.3 client hello has about 5,000 values.
+const MaxDecodedValues = 1 << 20
+
 // Marshal encodes v with e.
 //
 // Accepted Go types: nil, bool, int, int8..int64, uint..uint64, *big.Int,
@@ -81,7 +87,8 @@ func appendList(dst []byte, e Encoding, l []any) ([]byte, error) {
 }
 
 // Unmarshal decodes exactly one value from b with e; trailing bytes are an
-// error. The returned value does not alias b.
+// error (ErrSyntax), so is nesting deeper than 256; more than
+// MaxDecodedValues values is ErrTooLarge. The returned value does not alias b.
 func Unmarshal(e Encoding, b []byte) (any, error) {
 	return unmarshalOwned(e, bytes.Clone(b))
 }
@@ -114,9 +121,19 @@ func unmarshalOwned(e Encoding, b []byte) (any, error) {
 }
 
 type decoder struct {
-	b    []byte
-	pos  int
-	plus bool // rencodeplus rules
+	b      []byte
+	pos    int
+	plus   bool // rencodeplus rules
+	values int  // decoded so far, bounded by MaxDecodedValues
+}
+
+// count charges one decoded value against the budget.
+func (d *decoder) count() error {
+	d.values++
+	if d.values > MaxDecodedValues {
+		return d.errf(ErrTooLarge, "more than %d values", MaxDecodedValues)
+	}
+	return nil
 }
 
 func (d *decoder) errf(sentinel error, format string, args ...any) error {

@@ -181,6 +181,9 @@ func (d *decoder) rdecode(depth int) (any, error) {
 	if depth > maxDepth {
 		return nil, d.errf(ErrSyntax, "nesting deeper than %d", maxDepth)
 	}
+	if err := d.count(); err != nil {
+		return nil, err
+	}
 	c := d.b[d.pos]
 	switch {
 	case c <= rcIntPosFixedMax:
