@@ -139,13 +139,13 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	switch m.cfg.Mode {
 	case ModeSelfSigned:
-		if m.src.Load() == nil {
-			s, err := loadOrMakeDev(m.cfg.StateDir, m.cfg.Domains, m.log)
-			if err != nil {
-				return err
-			}
-			m.src.Store(&sourceBox{s})
+		// Loads the kept pair again (a Reload before Start may have
+		// changed the names) and makes what is missing.
+		s, err := loadOrMakeDev(m.cfg.StateDir, m.cfg.Domains, m.log)
+		if err != nil {
+			return err
 		}
+		m.src.Store(&sourceBox{s})
 	case ModeACME:
 		if err := m.acme.start(ctx); err != nil {
 			return err

@@ -127,6 +127,16 @@ func loadOrMakeDev(dir string, domains []string, log *slog.Logger) (*devSource, 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("tls.state_dir: %w", err)
 	}
+	// Two processes starting at once must not pair one's CA certificate
+	// with the other's key: make under a lock, and look again inside it.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("tls.state_dir: lock: %w", err)
+	}
+	defer unlock()
+	if s, err := loadDev(dir, domains); err == nil {
+		return s, nil
+	}
 	caCert, caKey, err := loadDevCA(dir)
 	if err != nil {
 		if !errors.Is(err, os.ErrNotExist) {

@@ -130,3 +130,38 @@ func TestSelfSignedMadeOnceAndReused(t *testing.T) {
 		t.Fatal("leaf not remade for the new name")
 	}
 }
+
+func TestSelfSignedConcurrentFirstStart(t *testing.T) {
+	dir := t.TempDir()
+	const n = 8
+	serials := make(chan string, n)
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			s, err := loadOrMakeDev(dir, []string{"desk.test"}, testLogger(t))
+			if err != nil {
+				errs <- err
+				return
+			}
+			serials <- s.cert.Leaf.SerialNumber.String()
+		}()
+	}
+	var first string
+	for i := 0; i < n; i++ {
+		select {
+		case err := <-errs:
+			t.Fatal(err)
+		case s := <-serials:
+			if first == "" {
+				first = s
+			} else if s != first {
+				t.Fatalf("concurrent starts made different leaves: %s and %s", first, s)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("timeout")
+		}
+	}
+	if _, err := loadDev(dir, []string{"desk.test"}); err != nil {
+		t.Fatalf("kept files inconsistent: %v", err)
+	}
+}
