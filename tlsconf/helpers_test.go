@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(string(p))
@@ -15,7 +15,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 // testLogger logs through t (shown with -v or on failure); certmagic's
 // debug chatter only with TLSCONF_DEBUG=1.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	level := slog.LevelInfo
 	if os.Getenv("TLSCONF_DEBUG") != "" {
 		level = slog.LevelDebug

@@ -38,7 +38,7 @@ type pebbleCA struct {
 
 // startDNS answers A queries for names under testZone with 127.0.0.1 (TCP,
 // which is what Pebble's VA uses with a custom resolver).
-func startDNS(t *testing.T) string {
+func startDNS(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -64,7 +64,7 @@ func startDNS(t *testing.T) string {
 
 // startPebble runs Pebble with its VA validating HTTP-01 on httpPort and
 // TLS-ALPN-01 on tlsPort of 127.0.0.1.
-func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
+func startPebble(t testing.TB, httpPort, tlsPort int) *pebbleCA {
 	t.Helper()
 	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
 	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
@@ -125,7 +125,7 @@ func startPebble(t *testing.T, httpPort, tlsPort int) *pebbleCA {
 }
 
 // root fetches Pebble's issuing root from its management API.
-func (p *pebbleCA) root(t *testing.T) *x509.CertPool {
+func (p *pebbleCA) root(t testing.TB) *x509.CertPool {
 	t.Helper()
 	resp, err := p.client.Get(p.mgmt + wfe.RootCertPath + "0")
 	if err != nil {
@@ -151,7 +151,7 @@ type edgeListener struct {
 	challenges atomic.Int32
 }
 
-func listenEdge(t *testing.T) *edgeListener {
+func listenEdge(t testing.TB) *edgeListener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -208,7 +208,7 @@ func handshake(addr, name string, roots *x509.CertPool, timeout time.Duration) (
 
 // waitCert retries a verified handshake until it succeeds or the deadline
 // passes (bounded by count and time).
-func waitCert(t *testing.T, addr, name string, roots *x509.CertPool, within time.Duration) *x509.Certificate {
+func waitCert(t testing.TB, addr, name string, roots *x509.CertPool, within time.Duration) *x509.Certificate {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	var lastErr error
