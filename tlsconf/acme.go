@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -219,6 +220,9 @@ func (a *acmeSource) start(ctx context.Context) error {
 	if a.done {
 		return errors.New("tlsconf: start after stop")
 	}
+	if err := checkWritableDir(a.cfg.acmeStorage()); err != nil {
+		return fmt.Errorf("tls.storage: %w", err)
+	}
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {
 			if st := a.state.Load(); st != nil {
@@ -233,6 +237,11 @@ func (a *acmeSource) start(ctx context.Context) error {
 	a.state.Store(st)
 	if len(st.domains) > 0 {
 		if err := st.cm.ManageAsync(a.ctx, st.domains); err != nil {
+			// Leave nothing running; Start may be called again.
+			a.cancel()
+			a.cache.Stop()
+			a.state.Store(nil)
+			a.cache, a.ctx, a.cancel = nil, nil, nil
 			return fmt.Errorf("tls.domains: %w", err)
 		}
 	}
@@ -357,4 +366,19 @@ func (a *acmeSource) handleHTTPChallenge(w http.ResponseWriter, r *http.Request)
 		return false
 	}
 	return st.issuer.HandleHTTPChallenge(w, r)
+}
+
+// checkWritableDir makes dir (0700) and proves a file can be written in
+// it, so an unusable storage fails Start instead of every later obtain.
+func checkWritableDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".probe*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
 }

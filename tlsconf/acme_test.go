@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -304,5 +305,27 @@ func TestACMEKeptAcrossRestartAndReload(t *testing.T) {
 	}
 	if _, ok := m2.Expiry()[a]; ok {
 		t.Fatal("dropped domain still in Expiry")
+	}
+}
+
+func TestACMEStartFailsOnUnusableStorage(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m, err := New(Config{Mode: ModeACME, Domains: []string{"a.example.com"}, Storage: filepath.Join(file, "acme"),
+		CA: "https://127.0.0.1:1/dir"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err == nil {
+		t.Fatal("Start succeeded with storage under a regular file")
+	} else {
+		t.Logf("Start: %v", err)
+	}
+	m.Stop()
+	if _, err := m.GetCertificate(&tls.ClientHelloInfo{ServerName: "a.example.com"}); err == nil {
+		t.Fatal("certificate served after a failed Start")
 	}
 }
