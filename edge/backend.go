@@ -162,8 +162,14 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			sess.server = server
 			sess.client = h.client
 			b.setPeer(server)
+			// Registered before the client learns of it, so that a
+			// session the client sees is always listed and stoppable.
+			if err := s.register(sess); err != nil {
+				sess.log.Warn("control socket", "err", err)
+			}
 			fwd := serverHelloForClient(server, h.client, info)
 			if err := h.x.sendDeadline(xprawire.Packet{"hello", fwd}, lim.WriteTimeout); err != nil {
+				s.unregister(sess)
 				return nil, &clientError{err: fmt.Errorf("forward hello: %w", err)}
 			}
 			// The client now sends what the backend decodes; raise the

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the proxy's Prometheus collectors, on a registry of their
@@ -18,10 +19,9 @@ type metrics struct {
 	dialSeconds    *prometheus.HistogramVec
 	handshake      prometheus.Histogram
 	bans           prometheus.Counter
-	banned         prometheus.Gauge
 }
 
-func newMetrics() *metrics {
+func newMetrics(bannedNow func() int) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -42,12 +42,12 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
 		bans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xpra_edge_bans_total", Help: "Addresses banned after repeated failed logins."}),
-		banned: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "xpra_edge_banned_addresses", Help: "Addresses banned now."}),
 	}
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.loginsOK, m.loginsFailed, m.bytes,
-		m.dialSeconds, m.handshake, m.bans, m.banned,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		m.dialSeconds, m.handshake, m.bans,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xpra_edge_banned_addresses", Help: "Addresses banned now."},
+			func() float64 { return float64(bannedNow()) }),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -309,6 +309,7 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 		}
 		h.identity = id
 		h.authed = true
+		h.s.metrics.loginOK(id.Module)
 		return nil
 	}
 	if err := h.sendChallenge(ch); err != nil {
@@ -332,6 +333,7 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 	}
 	h.identity = id
 	h.authed = true
+	h.s.metrics.loginOK(id.Module)
 	h.log.Debug("authenticated", "module", id.Module)
 	return nil
 }

@@ -116,11 +116,7 @@ func (sess *session) endedBy(reason string) {
 
 func (s *Server) runSession(ctx context.Context, sess *session) {
 	defer close(sess.done)
-	defer sess.release()
-	if err := s.register(sess); err != nil {
-		sess.log.Warn("control socket", "err", err)
-	}
-	defer s.unregister(sess)
+	defer s.unregister(sess) // registered by connectBackend before the client saw the hello
 	s.metrics.sessionStarted(sess.module)
 	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String())
 

@@ -163,7 +163,6 @@ type Server struct {
 
 	unauth    atomic.Int64
 	stopReq   chan string
-	stopOnce  sync.Once
 	isRoot    bool
 	bans      *banList
 	closeOnce sync.Once
@@ -196,7 +195,6 @@ func New(cfg Config) (*Server, error) {
 		cfg:       cfg,
 		uuid:      hex.EncodeToString(u[:]),
 		started:   time.Now(),
-		metrics:   newMetrics(),
 		sessions:  map[int]*session{},
 		slotsByIP: map[string]int{},
 		controls:  map[int]net.Listener{},
@@ -204,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 		isRoot:    os.Geteuid() == 0,
 		bans:      newBanList(),
 	}
+	s.metrics = newMetrics(s.bans.count)
 	st := cfg.State
 	st.Limits = st.Limits.withDefaults()
 	s.state.Store(&st)
@@ -501,6 +500,9 @@ func (s *Server) register(sess *session) error {
 }
 
 func (s *Server) unregister(sess *session) {
+	if sess.release != nil {
+		sess.release()
+	}
 	s.mu.Lock()
 	delete(s.sessions, sess.id)
 	ln := s.controls[sess.id]

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"errors"
-	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -145,7 +143,3 @@ func looksLikeHTTP(br *bufio.Reader) bool {
 	}
 	return false
 }
-
-var errNotHTTP = errors.New("not an http request")
-
-func describe(b byte) string { return fmt.Sprintf("%#x", b) }

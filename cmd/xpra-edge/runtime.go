@@ -88,7 +88,7 @@ func startProxy(ctx context.Context, cfg *config.Config, f *proxyFlags, log *slo
 		}
 	}
 	if p.certs != nil {
-		if err := p.certs.start(ctx, srv.Registry()); err != nil {
+		if err := p.certs.start(ctx, srv.Registry(), cfg.TLS.HTTPBind); err != nil {
 			p.close()
 			return nil, err
 		}

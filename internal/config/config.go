@@ -18,6 +18,7 @@ import (
 
 	"github.com/xpra-edge/xpra-edge/auth"
 	"github.com/xpra-edge/xpra-edge/router"
+	"github.com/xpra-edge/xpra-edge/tlsconf"
 )
 
 // Duration is a time.Duration written as "30s", "5m".
@@ -106,32 +107,10 @@ type Listener struct {
 	Plain *bool `toml:"plain"`
 }
 
-// TLS selects certificates for listeners that accept TLS.
-type TLS struct {
-	// Mode is "" (no TLS), "self-signed", "static" or "acme".
-	Mode string `toml:"mode"`
-	// CertFile and KeyFile are used by "static".
-	CertFile string `toml:"cert_file"`
-	KeyFile  string `toml:"key_file"`
-	// StateDir keeps the self-signed development CA and certificate, and
-	// ACME account and certificates.
-	StateDir string `toml:"state_dir"`
-	// Domains are managed by ACME ("acme"); also the names of the
-	// self-signed certificate.
-	Domains []string `toml:"domains"`
-	Email   string   `toml:"email"`
-	// CA is the ACME directory URL (default: Let's Encrypt production).
-	CA string `toml:"ca"`
-	// CARoot is a PEM file of roots to trust for the ACME directory.
-	CARoot string `toml:"ca_root"`
-	// OnDemand obtains certificates at the first handshake for names
-	// matching OnDemandAllow (exact names or "*.example.com").
-	OnDemand      bool     `toml:"on_demand"`
-	OnDemandAllow []string `toml:"on_demand_allow"`
-	// HTTPBind is an optional port-80 listener answering HTTP-01 and
-	// redirecting everything else to https.
-	HTTPBind string `toml:"http_bind"`
-}
+// TLS selects certificates for listeners that accept TLS: tlsconf's own
+// configuration (mode "self-signed", "static" or "acme"); an empty mode
+// means no TLS.
+type TLS = tlsconf.Config
 
 // Backend configures connections to sessions over ssl and wss.
 type Backend struct {
@@ -263,24 +242,10 @@ func (c *Config) Problems() []error {
 			add("%s.plain: false needs [tls] (the port would accept nothing)", name)
 		}
 	}
-	switch c.TLS.Mode {
-	case "", "self-signed":
-	case "static":
-		if c.TLS.CertFile == "" || c.TLS.KeyFile == "" {
-			add("tls: mode \"static\" needs cert_file and key_file")
+	if c.TLS.Mode != "" {
+		if err := c.TLS.Validate(); err != nil {
+			errs = append(errs, err)
 		}
-	case "acme":
-		if len(c.TLS.Domains) == 0 && !c.TLS.OnDemand {
-			add("tls: mode \"acme\" needs domains or on_demand")
-		}
-		if c.TLS.OnDemand && len(c.TLS.OnDemandAllow) == 0 {
-			add("tls.on_demand_allow: on_demand needs an allow-list")
-		}
-	default:
-		add("tls.mode: %q is not one of self-signed, static, acme", c.TLS.Mode)
-	}
-	if c.TLS.HTTPBind != "" && c.TLS.Mode != "acme" {
-		add("tls.http_bind: only used with mode \"acme\"")
 	}
 	for i, u := range c.Users {
 		name := fmt.Sprintf("user[%d]", i)
