@@ -60,6 +60,10 @@ func TestACMETLSALPN01(t *testing.T) {
 	if exp := m.Expiry()[name]; !exp.Equal(leaf.NotAfter) {
 		t.Fatalf("Expiry()[%s] = %v, want %v", name, exp, leaf.NotAfter)
 	}
+	// A client without SNI (xpra dialling an address) gets the first domain.
+	if noSNI, err := handshake(edge.ln.Addr().String(), "", nil, 5*time.Second); err != nil || !slices.Contains(noSNI.DNSNames, name) {
+		t.Fatalf("handshake without SNI: %v", err)
+	}
 	// A name outside the configured domains is refused.
 	if _, err := handshake(edge.ln.Addr().String(), testName("other"), nil, 5*time.Second); err == nil {
 		t.Fatal("handshake for an unconfigured name succeeded")
