@@ -193,8 +193,12 @@ func (m *Manager) Reload(cfg Config) error {
 	return nil
 }
 
-// Stop ends the goroutines Start began and waits for them. Handshakes
-// after Stop still get cached certificates but nothing new is obtained.
+// Stop ends the goroutines Start began: it cancels background obtaining
+// and waits for certmagic's maintenance loop. certmagic keeps two kinds of
+// its own package-level goroutines that Stop cannot end: a rate limiter per
+// ACME account (for the life of the process) and a storage-lock refresher
+// that exits within seconds of its lock's release. Handshakes after Stop
+// still get cached certificates but nothing new is obtained.
 func (m *Manager) Stop() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
