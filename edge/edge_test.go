@@ -423,3 +423,13 @@ func TestBanAfterRepeatedFailures(t *testing.T) {
 	}
 	s.Close()
 }
+
+func TestShutdownTellsClients(t *testing.T) {
+	f := newFixture(t, fooUser, nil)
+	c := f.rawLogin("foo", "bar")
+	f.cancel()
+	reasons := waitDisconnect(t, c, 10*time.Second)
+	if len(reasons) < 2 || reasons[0] != "server shutdown" {
+		t.Fatalf("told %q", reasons)
+	}
+}

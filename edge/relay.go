@@ -89,12 +89,14 @@ func (sess *session) stop(reason string, detail ...string) {
 			p = append(p, d)
 		}
 		var wg sync.WaitGroup
-		for _, x := range []*xconn{sess.c, sess.b} {
+		for i, x := range []*xconn{sess.c, sess.b} {
 			wg.Add(1)
-			go func(x *xconn) {
+			go func(x *xconn, l leg) {
 				defer wg.Done()
-				_ = x.sendDeadline(p, time.Second)
-			}(x)
+				if err := x.sendDeadline(p, time.Second); err != nil {
+					sess.log.Debug("could not send disconnect", "to", l.String(), "err", err)
+				}
+			}(x, leg(i))
 		}
 		wg.Wait()
 		close(sess.stopped)
