@@ -314,3 +314,65 @@ func TestDevDefaults(t *testing.T) {
 		t.Fatalf("version over plain xpra: %v %v", caps, err)
 	}
 }
+
+// TestEdgeControlCommands: xpra-edge's own list, info, stop and reload
+// work against the proxy and its sessions, without xpra installed.
+func TestEdgeControlCommands(t *testing.T) {
+	dir := t.TempDir()
+	backend, pool := startSyntheticBackend(t)
+	sqlAddr, tomlAddr, adminAddr := xpratest.FreeTCPAddr(t), xpratest.FreeTCPAddr(t), xpratest.FreeTCPAddr(t)
+	if out, code := edgeCmd(t, "sqlite", filepath.Join(dir, "users.sdb"), "create"); code != 0 {
+		t.Fatal(out)
+	}
+	cfgPath := writeFile(t, filepath.Join(dir, "config.toml"), opsConfig(dir, backend, sqlAddr, tomlAddr, adminAddr))
+	p := startProxy(t, sqlAddr, "--config="+cfgPath)
+	display := fmt.Sprintf(":%d", 30000+os.Getpid()%20000)
+	ctl := "--socket-dir=" + filepath.Join(dir, "ctl")
+
+	s, err := benchLogin(t, tomlAddr, "alice", "alice-pw", pool, benchpeer.Workload{Mode: benchpeer.ModeIdle})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	out, _ := edgeCmd(t, "list", ctl)
+	for _, want := range []string{"LIVE session at " + display, "LIVE session at :proxy-1"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("list lacks %q:\n%s", want, out)
+		}
+	}
+	out, code := edgeCmd(t, "info", ctl, ":proxy-1")
+	if code != 0 || !strings.Contains(out, "proxy.user=alice") || !strings.Contains(out, "proxy.target=tcp://"+backend) {
+		t.Fatalf("info :proxy-1: %d\n%s", code, out)
+	}
+	out, code = edgeCmd(t, "info", ctl, display)
+	if code != 0 || !strings.Contains(out, "instances.count=1") || !strings.Contains(out, "server.mode=proxy") {
+		t.Fatalf("info %s: %d\n%s", display, code, out)
+	}
+	out, code = edgeCmd(t, "reload", ctl, display)
+	if code != 0 || !p.waitLog("configuration reloaded", 10*time.Second) {
+		t.Fatalf("reload: %d\n%s", code, out)
+	}
+	out, code = edgeCmd(t, "stop", ctl, ":proxy-1")
+	if code != 0 || !strings.Contains(out, "server shutdown") {
+		t.Fatalf("stop :proxy-1: %d\n%s", code, out)
+	}
+	if _, err := s.Ping(1, 5*time.Second); err == nil {
+		t.Fatal("the stopped session still answers")
+	}
+	out, code = edgeCmd(t, "stop", ctl, display)
+	if code != 0 {
+		t.Fatalf("stop %s: %d\n%s", display, code, out)
+	}
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("proxy did not stop")
+	}
+	if out, code := edgeCmd(t, "info", ctl, ":proxy-9"); code == 0 {
+		t.Fatalf("info of a missing session succeeded:\n%s", out)
+	}
+}
