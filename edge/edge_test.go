@@ -416,6 +416,21 @@ func TestBanAfterRepeatedFailures(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "too many failed logins") {
 		t.Fatalf("banned address: %v", err)
 	}
+	// Another address logs in meanwhile.
+	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	other, err := d.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	s2, err := benchpeer.Login(other, f.pool, benchpeer.LoginOptions{Username: "foo", Password: "bar", Workload: benchpeer.Workload{Mode: benchpeer.ModeIdle}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("another address while one is banned: %v", err)
+	}
+	s2.Close()
+	if !strings.Contains(f.log.String(), "address banned") {
+		t.Fatal("the ban was not logged")
+	}
 	time.Sleep(600 * time.Millisecond)
 	s, err := f.login("foo", "bar", benchpeer.Workload{Mode: benchpeer.ModeIdle})
 	if err != nil {

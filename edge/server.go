@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -102,6 +103,14 @@ type Listener struct {
 	AllowPlain bool
 	// AllowTLS accepts TLS (xpra over TLS, wss, https) with Config.TLS.
 	AllowTLS bool
+	// Accept, when not empty, lists exactly what the port takes, among
+	// "xpra" (plain), "ssl" (xpra over TLS), "ws", "wss", "http" and
+	// "https" (files); it replaces AllowPlain and AllowTLS.
+	Accept []string
+	// ProxyFrom are the networks whose connections may begin with a
+	// PROXY protocol (v1 or v2) header naming the real client; a header
+	// from anywhere else is refused.
+	ProxyFrom []netip.Prefix
 
 	// Listener, when set, is used instead of binding Address (tests,
 	// systemd socket activation).
@@ -113,6 +122,49 @@ type Listener struct {
 // proxy starts one because the user has none.
 type SessionStarter interface {
 	StartSession(ctx context.Context, user string, request map[string]any) (router.Session, error)
+}
+
+// Protocols a listener can take.
+var Protocols = []string{"xpra", "ssl", "ws", "wss", "http", "https"}
+
+// accepts reports whether the listener takes protocol p.
+func (l *Listener) accepts(p string) bool {
+	if len(l.Accept) > 0 {
+		for _, a := range l.Accept {
+			if a == p {
+				return true
+			}
+		}
+		return false
+	}
+	switch p {
+	case "xpra", "ws", "http":
+		return l.AllowPlain || l.Network == "unix"
+	default:
+		return l.AllowTLS
+	}
+}
+
+func (l *Listener) acceptsTLS() bool {
+	return l.accepts("ssl") || l.accepts("wss") || l.accepts("https")
+}
+
+func (l *Listener) trustsProxy(remote net.Addr) bool {
+	ta, ok := remote.(*net.TCPAddr)
+	if !ok || len(l.ProxyFrom) == 0 {
+		return false
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return false
+	}
+	ip = ip.Unmap()
+	for _, p := range l.ProxyFrom {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
 }
 
 // State is the part of the configuration that a reload swaps atomically.

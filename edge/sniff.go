@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pires/go-proxyproto"
+
 	"github.com/xpra-edge/xpra-edge/auth"
 )
 
@@ -71,9 +73,31 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		c.Close()
 		return
 	}
+	if hasProxyHeader(br) {
+		if !l.trustsProxy(c.RemoteAddr()) {
+			s.refuse(c, meta, "PROXY protocol header from an untrusted address")
+			return
+		}
+		real, err := readProxyHeader(br)
+		if err != nil {
+			s.refuse(c, meta, "invalid PROXY protocol header")
+			return
+		}
+		if real != "" {
+			meta.remote = real
+			if s.bans.banned(hostOf(meta.remote)) {
+				s.refuse(c, meta, "too many failed logins from this address, try again later")
+				return
+			}
+		}
+		if first, err = br.Peek(1); err != nil {
+			c.Close()
+			return
+		}
+	}
 	var conn net.Conn = c
 	if first[0] == 0x16 { // a TLS handshake record
-		if !l.AllowTLS || s.cfg.TLS == nil {
+		if !l.acceptsTLS() || s.cfg.TLS == nil {
 			s.refuse(c, meta, "TLS is not enabled on this port")
 			return
 		}
@@ -97,13 +121,14 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			tc.Close()
 			return
 		}
-	} else if !l.AllowPlain && l.Network != "unix" {
-		s.refuse(c, meta, "this port requires TLS")
-		return
 	}
 	_ = c.SetDeadline(time.Time{})
 	switch {
 	case first[0] == 'P' && !looksLikePOST(br):
+		if !l.accepts(pick(meta.tls, "xpra", "ssl")) {
+			s.refuse(conn, meta, pick(meta.tls, "this port requires TLS", "this port does not take xpra over TLS"))
+			return
+		}
 		meta.transport = auth.Transport{Kind: "tcp", Remote: meta.remote}
 		switch {
 		case meta.tls:
@@ -113,6 +138,10 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		}
 		s.serveXpra(ctx, conn, br, meta)
 	case looksLikeHTTP(br):
+		if !meta.tls && !l.accepts("ws") && !l.accepts("http") {
+			s.refuse(conn, meta, "this port requires TLS")
+			return
+		}
 		s.serveHTTP(&bufConn{Conn: conn, r: br}, meta)
 	default:
 		s.refuse(conn, meta, "invalid protocol for this port")
@@ -142,4 +171,33 @@ func looksLikeHTTP(br *bufio.Reader) bool {
 		}
 	}
 	return false
+}
+
+// proxyV2Sig starts a PROXY protocol v2 header.
+const proxyV2Sig = "\r\n\r\n\x00\r\nQUIT\n"
+
+func hasProxyHeader(br *bufio.Reader) bool {
+	b, _ := br.Peek(len(proxyV2Sig))
+	return strings.HasPrefix(string(b), "PROXY ") || string(b) == proxyV2Sig
+}
+
+// readProxyHeader consumes a PROXY header and returns the client address
+// it names ("" for a LOCAL/UNKNOWN header, which keeps the peer's own).
+func readProxyHeader(br *bufio.Reader) (string, error) {
+	h, err := proxyproto.Read(br)
+	if err != nil {
+		return "", err
+	}
+	if h.Command.IsLocal() || h.SourceAddr == nil {
+		return "", nil
+	}
+	return h.SourceAddr.String(), nil
+}
+
+// pick returns plain or secure by whether the connection is over TLS.
+func pick(tls bool, plain, secure string) string {
+	if tls {
+		return secure
+	}
+	return plain
 }

@@ -165,3 +165,22 @@ func TestSlowTLSHandshakeIsCut(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// newTLSOnly serves on ln with TLS and an explicit accept list.
+func newTLSOnly(t *testing.T, ln net.Listener, a auth.Authenticator, cert tls.Certificate, accept []string) (*Server, error) {
+	t.Helper()
+	srv, err := New(Config{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		State: State{Router: &router.Router{}, Limits: Limits{AuthFailDelay: -1},
+			Listeners: []*Listener{{Name: "t", Listener: ln, Auth: a, Accept: accept}}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, 0); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv, nil
+}

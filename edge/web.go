@@ -85,7 +85,15 @@ func (s *Server) startWeb(ctx context.Context) {
 		meta, _ := r.Context().Value(metaKey{}).(connMeta)
 		securityHeaders(w.Header(), meta.tls)
 		if isWebSocket(r) {
+			if meta.listener != nil && !meta.listener.accepts(pick(meta.tls, "ws", "wss")) {
+				http.Error(w, "websocket connections are not accepted on this port", http.StatusForbidden)
+				return
+			}
 			s.serveWebSocket(ctx, w, r, meta)
+			return
+		}
+		if scheme := pick(meta.tls, "http", "https"); meta.listener != nil && r.URL.Path != "/healthz" && !meta.listener.accepts(scheme) {
+			http.Error(w, "this port serves no files over "+scheme, http.StatusForbidden)
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {

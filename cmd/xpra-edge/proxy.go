@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -286,7 +287,14 @@ func buildState(cfg *config.Config, tlsOn bool) (edge.State, error) {
 		if l.Plain != nil {
 			plain = *l.Plain
 		}
-		el := &edge.Listener{Name: l.Bind, Address: l.Bind, Auth: a, AllowPlain: plain, AllowTLS: tlsOn}
+		el := &edge.Listener{Name: l.Bind, Address: l.Bind, Auth: a, AllowPlain: plain, AllowTLS: tlsOn, Accept: l.Accept}
+		for _, p := range l.ProxyProtocolFrom {
+			pfx, err := netip.ParsePrefix(p)
+			if err != nil {
+				return st, fmt.Errorf("listener %s: proxy_protocol_from: %w", l.Bind, err)
+			}
+			el.ProxyFrom = append(el.ProxyFrom, pfx)
+		}
 		if strings.HasPrefix(l.Bind, "/") {
 			el.Network = "unix"
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -105,6 +106,12 @@ type Listener struct {
 	Auth string `toml:"auth"`
 	// Plain accepts unencrypted xpra and ws; false makes the port TLS-only.
 	Plain *bool `toml:"plain"`
+	// Accept lists exactly what the port takes, among xpra, ssl, ws, wss,
+	// http, https; it overrides plain.
+	Accept []string `toml:"accept"`
+	// ProxyProtocolFrom are the networks (CIDR) of load balancers whose
+	// connections may start with a PROXY protocol v1/v2 header.
+	ProxyProtocolFrom []string `toml:"proxy_protocol_from"`
 }
 
 // TLS selects certificates for listeners that accept TLS: tlsconf's own
@@ -237,6 +244,22 @@ func (c *Config) Problems() []error {
 			add("%s.auth: no authentication module (set auth here or at the top level; use \"none\" to disable authentication)", name)
 		} else if _, err := auth.ParseSpec(spec); err != nil {
 			add("%s.auth: %v", name, err)
+		}
+		for _, a := range l.Accept {
+			switch a {
+			case "xpra", "ws", "http":
+			case "ssl", "wss", "https":
+				if c.TLS.Mode == "" {
+					add("%s.accept: %q needs [tls]", name, a)
+				}
+			default:
+				add("%s.accept: %q is not one of xpra, ssl, ws, wss, http, https", name, a)
+			}
+		}
+		for _, p := range l.ProxyProtocolFrom {
+			if _, err := netip.ParsePrefix(p); err != nil {
+				add("%s.proxy_protocol_from: %q is not a CIDR network", name, p)
+			}
 		}
 		if l.Plain != nil && !*l.Plain && c.TLS.Mode == "" && !strings.HasPrefix(l.Bind, "/") {
 			add("%s.plain: false needs [tls] (the port would accept nothing)", name)
