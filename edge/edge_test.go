@@ -173,6 +173,8 @@ func waitDisconnect(t *testing.T, c *xpraclient.Conn, d time.Duration) []string 
 	}
 }
 
+var benchpeerIdle = benchpeer.Workload{Mode: benchpeer.ModeIdle}
+
 var fooUser = []auth.User{{Name: "foo", Password: "bar", Displays: []string{"tcp://BACKEND/"}}}
 
 func TestRelayDeliversEveryByte(t *testing.T) {
