@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/xpra-edge/xpra-edge/auth"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/sockdir"
 	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
@@ -245,6 +247,13 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	problems := cfg.Problems()
+	if len(problems) == 0 {
+		// Build what a start would build (auth modules, routes), binding
+		// nothing, so module options are checked too.
+		if _, err := buildState(cfg, cfg.TLS.Mode != ""); err != nil {
+			problems = append(problems, err)
+		}
+	}
 	for _, p := range problems {
 		fmt.Fprintf(stderr, "%s: %v\n", args[0], p)
 	}
@@ -252,5 +261,26 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "%s: ok\n", args[0])
+	return 0
+}
+
+// runHashPassword prints an argon2id hash of the password read from in
+// (one line; the terminal echo is the caller's business, e.g. `read -s`).
+func runHashPassword(args []string, in io.Reader, stdout, stderr io.Writer) int {
+	if len(args) != 0 {
+		fmt.Fprintln(stderr, "usage: xpra-edge hash-password < password-file")
+		return 2
+	}
+	line, err := bufio.NewReader(io.LimitReader(in, 4096)).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintf(stderr, "xpra-edge hash-password: %v\n", err)
+		return 1
+	}
+	pw := strings.TrimRight(line, "\r\n")
+	if pw == "" {
+		fmt.Fprintln(stderr, "xpra-edge hash-password: empty password")
+		return 1
+	}
+	fmt.Fprintln(stdout, auth.HashPassword([]byte(pw)))
 	return 0
 }

@@ -23,6 +23,8 @@ Usage:
   xpra-edge stop TARGET                     stop the proxy (:DISPLAY) or one session (:proxy-ID)
   xpra-edge reload [TARGET]                 reload the configuration (same as SIGHUP)
   xpra-edge check-config FILE               validate a configuration file, printing every problem
+  xpra-edge hash-password                   read a password on stdin, print an argon2id hash
+                                            for password_hash in [[user]]
   xpra-edge version                         print the version
 
 Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
@@ -72,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runReload(args[1:], stdout, stderr)
 	case "check-config":
 		return runCheckConfig(args[1:], stdout, stderr)
+	case "hash-password":
+		return runHashPassword(args[1:], os.Stdin, stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "xpra-edge", edge.Version)
 		return 0

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/xpra-edge/xpra-edge/auth"
+)
+
+func TestParseBindForms(t *testing.T) {
+	cases := map[string]struct{ bind, auth string }{
+		"0.0.0.0:14501,auth=sqlite,filename=./xpra-auth.sdb": {"0.0.0.0:14501", "sqlite,filename=./xpra-auth.sdb"},
+		"127.0.0.1:443":              {"127.0.0.1:443", ""},
+		":443,auth=password,value=x": {"0.0.0.0:443", "password,value=x"},
+		"[::1]:14500,auth=allow":     {"[::1]:14500", "allow"},
+		"/run/xe.sock,auth=none":     {"/run/xe.sock", "none"},
+	}
+	for in, want := range cases {
+		l, err := parseBind(in)
+		if err != nil || l.Bind != want.bind || l.Auth != want.auth {
+			t.Errorf("parseBind(%q) = %+v, %v", in, l, err)
+		}
+	}
+	if _, err := parseBind("0.0.0.0:1,ssl=on"); err == nil {
+		t.Error("unknown socket option accepted")
+	}
+}
+
+func TestSeedCommandLinesParse(t *testing.T) {
+	// The seed's xpra proxy lines with xpra replaced by xpra-edge.
+	for _, line := range []string{
+		":20 --tcp-auth=allow --bind-tcp=0.0.0.0:14501",
+		":100 --bind-tcp=0.0.0.0:14501,auth=sqlite,filename=./xpra-auth.sdb --socket-dir=/tmp",
+		":100 --bind-tcp 0.0.0.0:14501 --tcp-auth sqlite:filename=x.sdb --daemon=no",
+	} {
+		f, _, err := parseProxyArgs(strings.Fields(line))
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		cfg, err := effectiveConfig(f)
+		if err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if len(cfg.Listeners) != 1 || cfg.Listeners[0].Auth == "" || cfg.Display == "" {
+			t.Fatalf("%q: %+v", line, cfg)
+		}
+	}
+	if _, _, err := parseProxyArgs([]string{"--no-such-option"}); err == nil {
+		t.Fatal("unknown option accepted")
+	}
+	if _, _, err := parseProxyArgs([]string{"100"}); err == nil {
+		t.Fatal("a display without a colon accepted")
+	}
+}
+
+func TestFlagsOverrideFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(path, []byte("display = \":5\"\nauth = \"allow\"\n[[listener]]\nbind = \"127.0.0.1:1\"\n[log]\nlevel = \"warn\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, _, err := parseProxyArgs([]string{":7", "--config=" + path, "--bind-tcp=127.0.0.1:2", "--log-level=debug", "--proxy-start-sessions=yes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := effectiveConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Display != ":7" || len(cfg.Listeners) != 2 || cfg.Log.Level != "debug" || !cfg.Sessions.Start {
+		t.Fatalf("%+v", cfg)
+	}
+}
+
+func TestHashPasswordRoundTrip(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := runHashPassword(nil, strings.NewReader("s3cret\n"), &out, &errb); code != 0 {
+		t.Fatal(errb.String())
+	}
+	hash := strings.TrimSpace(out.String())
+	if strings.Contains(hash, "s3cret") || !strings.HasPrefix(hash, "$argon2id$") {
+		t.Fatalf("hash %q", hash)
+	}
+	a, err := auth.New(auth.Spec{Name: "toml"}, auth.Options{Users: []auth.User{{Name: "u", PasswordHash: hash}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := a.Begin("u", auth.Transport{Kind: "ssl", Encrypted: true})
+	ch, err := l.Challenge([]string{"xor", "hmac+sha256"}, []string{"hmac+sha256"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, salt, err := auth.Respond([]byte("s3cret"), *ch, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Verify(context.Background(), resp, salt); err != nil {
+		t.Fatalf("the printed hash does not verify: %v", err)
+	}
+	if code := runHashPassword(nil, strings.NewReader("\n"), &out, &errb); code == 0 {
+		t.Fatal("empty password hashed")
+	}
+}
+
+func TestHelpListsEveryCommand(t *testing.T) {
+	var out bytes.Buffer
+	if code := run([]string{"--help"}, &out, &out); code != 0 {
+		t.Fatal(out.String())
+	}
+	for _, cmd := range []string{"proxy", "sqlite", "list", "info", "stop", "reload", "check-config", "hash-password", "version"} {
+		if !strings.Contains(out.String(), "xpra-edge "+cmd) {
+			t.Errorf("--help does not list %s", cmd)
+		}
+	}
+	for _, flag := range []string{"--bind-tcp", "--tcp-auth", "--socket-dir", "--socket-dirs", "--ssl-cert", "--config", "--admin-bind", "--drain", "--proxy-start-sessions", "--dev"} {
+		if !strings.Contains(out.String(), flag) {
+			t.Errorf("--help does not list %s", flag)
+		}
+	}
+}
