@@ -1,6 +1,3 @@
-// Package e2e proves xpra-edge against the real Debian xpra 3.1.3 server
-// and client: the xpra-edge binary is built once and run as a subprocess,
-// exactly as an admin runs it.
 package e2e
 
 import (

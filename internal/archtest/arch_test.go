@@ -1,0 +1,95 @@
+package archtest
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/xpra-edge/xpra-edge"
+
+type pkg struct {
+	ImportPath string
+	Doc        string
+	Imports    []string
+	Deps       []string
+	Standard   bool
+	Name       string
+}
+
+func list(t *testing.T) []pkg {
+	t.Helper()
+	out, err := exec.Command("go", "list", "-deps=false", "-json", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	var pkgs []pkg
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for dec.More() {
+		var p pkg
+		if err := dec.Decode(&p); err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	if len(pkgs) < 10 {
+		t.Fatalf("only %d packages listed", len(pkgs))
+	}
+	return pkgs
+}
+
+// isStd reports whether an import path is the standard library.
+func isStd(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".")
+}
+
+// allowed lists, per package, the non-standard imports it may have
+// (prefixes). Packages not listed are unconstrained (cmd, tests' helpers).
+var allowed = map[string][]string{
+	"router":            {},
+	"internal/xprawire": {"github.com/pierrec/lz4/v4", "github.com/andybalholm/brotli"},
+	"internal/sockdir":  {},
+	"internal/wsconn":   {"github.com/gobwas/ws", "github.com/gobwas/httphead", "github.com/gobwas/pool"},
+	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3"},
+	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
+	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
+		"github.com/pires/go-proxyproto"},
+	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
+}
+
+func TestImportArrows(t *testing.T) {
+	for _, p := range list(t) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		rules, constrained := allowed[rel]
+		for _, imp := range p.Imports {
+			if strings.Contains(imp, "certmagic") && rel != "tlsconf" {
+				t.Errorf("%s imports %s: only tlsconf may import certmagic", rel, imp)
+			}
+			if rel == "edge" && strings.HasPrefix(imp, module+"/tlsconf") {
+				t.Errorf("edge imports tlsconf: it must receive a *tls.Config")
+			}
+			if !constrained || isStd(imp) {
+				continue
+			}
+			ok := false
+			for _, a := range rules {
+				if strings.HasPrefix(imp, a) {
+					ok = true
+				}
+			}
+			if !ok {
+				t.Errorf("%s imports %s, which DESIGN.md does not allow it", rel, imp)
+			}
+		}
+	}
+}
+
+func TestEveryPackageHasADoc(t *testing.T) {
+	for _, p := range list(t) {
+		if strings.TrimSpace(p.Doc) == "" {
+			t.Errorf("%s has no package doc saying its job", p.ImportPath)
+		}
+	}
+}
