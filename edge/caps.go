@@ -25,12 +25,17 @@ type peer struct {
 	compressors []string
 	flush       bool
 	version     string
+	pingEcho    bool // echoes a ping's source id: the proxy may ping it
 }
+
+// forget drops the decoded capabilities once the handshake is over: a
+// relayed session keeps only what the relay uses.
+func (p *peer) forget() { p.caps = xprawire.Caps{} }
 
 var errNoEncoder = errors.New("failed to negotiate a packet encoder")
 
 func newPeer(c xprawire.Caps) (*peer, error) {
-	p := &peer{caps: c, flush: c.Bool("flush", false)}
+	p := &peer{caps: c, flush: c.Bool("flush", false), pingEcho: c.Bool("ping-echo-sourceid", false)}
 	p.version, _ = c.Str("version")
 	p.encoders = peerEncoders(c)
 	if len(p.encoders) == 0 {

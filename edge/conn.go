@@ -28,7 +28,9 @@ type xconn struct {
 	bytesIn, packetsIn atomic.Int64
 }
 
-const readBufferSize = 64 << 10
+// readBufferSize is small: idle sessions hold two of these, and payloads
+// larger than the buffer are read straight into the frame buffer anyway.
+const readBufferSize = 8 << 10
 
 func newXconn(c net.Conn, br *bufio.Reader) *xconn {
 	if br == nil {

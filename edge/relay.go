@@ -122,11 +122,19 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	s.metrics.sessionStarted(sess.module)
 	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String())
 
+	// The handshake is over: drop what only it needed.
+	sess.client.forget()
+	sess.server.forget()
+	sess.c.frames.Release()
+	sess.b.frames.Release()
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.relay(sess, sess.c, sess.b, legClient) }()
 	go func() { defer wg.Done(); s.relay(sess, sess.b, sess.c, legServer) }()
-	go func() { defer wg.Done(); s.pinger(ctx, sess) }()
+	if sess.client.pingEcho || sess.server.pingEcho {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.pinger(ctx, sess) }()
+	}
 	select {
 	case <-sess.stopped:
 	case <-ctx.Done():
@@ -322,7 +330,7 @@ func (s *Server) pinger(ctx context.Context, sess *session) {
 			p *peer
 			l leg
 		}{{sess.c, sess.client, legClient}, {sess.b, sess.server, legServer}} {
-			if !x.p.caps.Bool("ping-echo-sourceid", false) {
+			if !x.p.pingEcho {
 				continue
 			}
 			sess.pingsOut.Store(x.l, mono)

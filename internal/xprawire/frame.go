@@ -27,6 +27,11 @@ type FrameReader struct {
 	npending int
 }
 
+// Release drops the payload buffer, so that an idle reader holds no
+// memory for the largest record it once read; the next Next allocates
+// again.
+func (fr *FrameReader) Release() { fr.buf = nil }
+
 // NewFrameReader returns a reader with the DefaultMaxPacketSize payload limit.
 func NewFrameReader(r *bufio.Reader) *FrameReader {
 	return &FrameReader{r: r, max: DefaultMaxPacketSize}
