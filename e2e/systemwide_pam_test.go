@@ -1,0 +1,348 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/xpratest"
+)
+
+// System-wide mode (issue #6): xpra-edge runs as root, users log in with
+// their system password (PAM, over TLS only), reach their own local
+// sessions and get a new one started as themselves. These tests create real
+// system users and run the real xpra 3.1.3 servers as those users.
+
+// swProxy is an xpra-edge configured from a TOML file the way
+// docs/SYSTEMWIDE.md describes, with a self-signed TLS certificate.
+type swProxy struct {
+	*proxy
+	addr    string // the pam listener: TLS, and plain xpra that PAM refuses
+	allow   string // a second listener with the allow module ("" if none)
+	caFile  string // the self-signed CA, for --ssl-ca-certs
+	ctlDir  string // socket_dir: the proxy's and its sessions' control sockets
+	display string
+}
+
+type swOptions struct {
+	sessDir       string // socket_dirs entry searched for users' sessions
+	startSessions bool   // [sessions] start
+	allowListener bool   // add a listener with auth = "allow"
+}
+
+// startSystemwideProxy writes a system-wide configuration and runs the
+// proxy with --config.
+func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
+	t.Helper()
+	dir := t.TempDir()
+	sp := &swProxy{
+		addr:    xpratest.FreeTCPAddr(t),
+		ctlDir:  filepath.Join(dir, "ctl"),
+		display: fmt.Sprintf(":%d", xpratest.FreeDisplay(t)),
+	}
+	state := filepath.Join(dir, "tls")
+	sp.caFile = filepath.Join(state, "ca.pem")
+	var b strings.Builder
+	fmt.Fprintf(&b, "display = %q\nsocket_dir = %q\n", sp.display, sp.ctlDir)
+	if o.sessDir != "" {
+		fmt.Fprintf(&b, "socket_dirs = [%q]\n", o.sessDir)
+	}
+	fmt.Fprintf(&b, "auth = \"pam\"\n\n[[listener]]\nbind = %q\n", sp.addr)
+	if o.allowListener {
+		sp.allow = xpratest.FreeTCPAddr(t)
+		fmt.Fprintf(&b, "\n[[listener]]\nbind = %q\nauth = \"allow\"\n", sp.allow)
+	}
+	fmt.Fprintf(&b, "\n[tls]\nmode = \"self-signed\"\nstate_dir = %q\n", state)
+	fmt.Fprintf(&b, "\n[pam]\nservice = \"login\"\n")
+	// Failed logins are part of the test; do not ban 127.0.0.1 for them.
+	fmt.Fprintf(&b, "\n[bans]\nmax_failures = 0\n")
+	fmt.Fprintf(&b, "\n[sessions]\nstart = %v\ntimeout = \"60s\"\n", o.startSessions)
+	cfg := writeFile(t, filepath.Join(dir, "systemwide.toml"), b.String())
+	sp.proxy = startProxy(t, sp.addr, "--config="+cfg)
+	if _, err := os.Stat(sp.caFile); err != nil {
+		t.Fatalf("self-signed CA not written: %v", err)
+	}
+	return sp
+}
+
+// sslURL is ssl://USER:PASSWORD@ADDR/DISPLAY (display without the colon).
+func (sp *swProxy) sslURL(user, password, display string) string {
+	return "ssl://" + user + ":" + password + "@" + sp.addr + "/" + strings.TrimPrefix(display, ":")
+}
+
+// attachTLS runs `xpra attach ssl://...` trusting the proxy's CA.
+func (sp *swProxy) attachTLS(t *testing.T, user, password, display string) *xpratest.Client {
+	t.Helper()
+	return xpratest.Attach(t, sp.sslURL(user, password, display), xpratest.ClientOptions{
+		Args: []string{"--ssl-ca-certs=" + sp.caFile},
+	})
+}
+
+// proxyInfo runs `xpra info :proxy-N` on the proxy's control socket
+// directory and returns its output.
+func (sp *swProxy) proxyInfo(t *testing.T, id int) string {
+	t.Helper()
+	out, code := xpratest.Run(t, 30*time.Second, "info", fmt.Sprintf(":proxy-%d", id), "--socket-dirs="+sp.ctlDir)
+	if code != 0 {
+		t.Fatalf("xpra info :proxy-%d: exit %d\n%s", id, code, out)
+	}
+	return out
+}
+
+// wantInfo fails unless the info output has every key=value line.
+func wantInfo(t *testing.T, info string, kv ...string) {
+	t.Helper()
+	for i := 0; i+1 < len(kv); i += 2 {
+		line := kv[i] + "=" + kv[i+1]
+		found := false
+		for _, l := range strings.Split(info, "\n") {
+			if strings.TrimSpace(l) == line {
+				found = true
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("info lacks %q:\n%s", line, info)
+		}
+	}
+}
+
+// refused waits for a client to fail and returns its output; it fails the
+// test if the client attached or its output lacks want.
+func refused(t *testing.T, what string, c *xpratest.Client, want string) string {
+	t.Helper()
+	code, err := c.Wait(45 * time.Second)
+	out := c.Output()
+	if err != nil || code == 0 || strings.Contains(out, xpratest.AttachedLine) || !strings.Contains(out, want) {
+		t.Fatalf("%s: want a refusal with %q; exit %d (%s), %v\n%s", what, want, code, xpratest.ExitName(code), err, out)
+	}
+	return out
+}
+
+// randomPassword is a fresh password that no log may ever contain.
+func randomPassword(t *testing.T) string {
+	t.Helper()
+	var b [9]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return "Pw" + hex.EncodeToString(b[:])
+}
+
+// sharedSocketDir is a sticky world-writable directory (like /tmp) where
+// every test user's session can put its socket and the proxy looks.
+func sharedSocketDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "xpra-edge-sw-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	if err := os.Chmod(d, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// userName is a short account name unique to this test process.
+func userName(prefix string) string {
+	return fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
+}
+
+// noSecrets fails if any of the secrets appears in the proxy's log.
+func noSecrets(t *testing.T, p *proxy, secrets ...string) {
+	t.Helper()
+	for _, s := range secrets {
+		if lines := grepLines(p.log.String(), s); len(lines) > 0 {
+			t.Errorf("the proxy log contains a password: %q", lines)
+		}
+	}
+}
+
+// TestSystemwidePAMLoginOverTLS: real PAM logins of a real system user over
+// TLS reach the user's own running session; a wrong password, an unknown
+// user and plain (unencrypted) xpra are refused, the latter with the
+// reason.
+func TestSystemwidePAMLoginOverTLS(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
+	pw := randomPassword(t)
+	u := xpratest.CreateUser(t, userName("xpa"), pw)
+	sessDir := sharedSocketDir(t)
+	s := xpratest.StartServer(t, xpratest.ServerOptions{User: u.Name, SocketDir: sessDir, Start: "xterm -T edge-" + u.Name})
+	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir})
+
+	// The right password over TLS: attached to the user's own session,
+	// whose xterm (titled with the user's name) reaches the client.
+	c := sp.attachTLS(t, u.Name, pw, "")
+	if err := c.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
+		t.Fatalf("right password over TLS: %v\n%s\nproxy:\n%s", err, c.Output(), sp.log.String())
+	}
+	w, err := c.WaitWindowInfo("xterm", attachTimeout)
+	if err != nil {
+		t.Fatalf("xterm window: %v", err)
+	}
+	if !strings.Contains(w.Title, "edge-"+u.Name) {
+		t.Fatalf("the window is %q, not the xterm of %s's session", w.Title, u.Name)
+	}
+	wantInfo(t, sp.proxyInfo(t, 1), "proxy.user", u.Name, "proxy.auth", "pam", "proxy.display", s.Display,
+		"proxy.target", "socket://"+s.SocketPath)
+	c.Stop()
+
+	// A wrong password fails as xpra fails it.
+	bad := sp.attachTLS(t, u.Name, pw+"x", "")
+	refused(t, "wrong password", bad, "authentication failed")
+
+	// A name PAM does not know fails the same way (no hint that it is unknown).
+	ghost := sp.attachTLS(t, "no-such-user-xe", pw, "")
+	refused(t, "unknown user", ghost, "authentication failed")
+
+	// Plain xpra on the same port: refused before any password is sent,
+	// with the reason.
+	plain := xpratest.Attach(t, "tcp://"+u.Name+":"+pw+"@"+sp.addr+"/", xpratest.ClientOptions{})
+	out := refused(t, "plain tcp", plain, "encrypted connection")
+	if strings.Contains(out, "authentication failed") {
+		t.Fatalf("plain tcp was told the password is wrong instead of why:\n%s", out)
+	}
+	if !sp.waitLog("pam authentication requires an encrypted connection", 5*time.Second) {
+		t.Fatal("the proxy did not log why plain tcp was refused")
+	}
+	if n := strings.Count(sp.log.String(), "started a new session"); n != 0 {
+		t.Fatalf("the proxy started %d sessions with [sessions] start = false", n)
+	}
+	noSecrets(t, sp.proxy, pw)
+}
+
+// TestSystemwideTwoUsersOwnSessions: two users, each with sessions running
+// as themselves in the same socket directory, log in over TLS with PAM;
+// each reaches only their own. With two sessions the display must be named.
+func TestSystemwideTwoUsersOwnSessions(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
+	pwA, pwB := randomPassword(t), randomPassword(t)
+	a := xpratest.CreateUser(t, userName("xpb"), pwA)
+	b := xpratest.CreateUser(t, userName("xpc"), pwB)
+	sessDir := sharedSocketDir(t)
+	a1 := xpratest.StartServer(t, xpratest.ServerOptions{User: a.Name, SocketDir: sessDir, Start: "xterm -T edge-a1"})
+	a2 := xpratest.StartServer(t, xpratest.ServerOptions{User: a.Name, SocketDir: sessDir, Start: "xterm -T edge-a2"})
+	b1 := xpratest.StartServer(t, xpratest.ServerOptions{User: b.Name, SocketDir: sessDir, Start: "xterm -T edge-b1"})
+	for _, s := range []*xpratest.Server{a1, a2, b1} {
+		if owner := socketUID(t, s.SocketPath); owner != s.UID {
+			t.Fatalf("socket %s is owned by uid %d, want %d", s.SocketPath, owner, s.UID)
+		}
+	}
+	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, startSessions: true})
+
+	// b has one session: it is picked without naming it.
+	cb := sp.attachTLS(t, b.Name, pwB, "")
+	if err := cb.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
+		t.Fatalf("%s: %v\n%s", b.Name, err, cb.Output())
+	}
+	if w, err := cb.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, "edge-b1") {
+		t.Fatalf("%s sees window %q (%v), want edge-b1", b.Name, w.Title, err)
+	}
+	wantInfo(t, sp.proxyInfo(t, 1), "proxy.user", b.Name, "proxy.display", b1.Display)
+
+	// a has two: without a display, a is told to name one (and nothing
+	// is started although [sessions] start is on).
+	ca := sp.attachTLS(t, a.Name, pwA, "")
+	out := refused(t, a.Name+" without a display", ca, "please specify a display")
+	for _, d := range []string{a1.Display, a2.Display} {
+		if !strings.Contains(out, d) {
+			t.Fatalf("the refusal does not list %s:\n%s", d, out)
+		}
+	}
+	if strings.Contains(out, b1.Display) {
+		t.Fatalf("%s was shown %s's display %s:\n%s", a.Name, b.Name, b1.Display, out)
+	}
+
+	// a names each of their displays and gets that session; session ids
+	// go on from 2 (1 is b's, still attached).
+	for i, s := range []*xpratest.Server{a1, a2} {
+		c := sp.attachTLS(t, a.Name, pwA, s.Display)
+		if err := c.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
+			t.Fatalf("%s %s: %v\n%s", a.Name, s.Display, err, c.Output())
+		}
+		title := []string{"edge-a1", "edge-a2"}[i]
+		if w, err := c.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, title) {
+			t.Fatalf("%s on %s sees window %q (%v), want %s", a.Name, s.Display, w.Title, err, title)
+		}
+		wantInfo(t, sp.proxyInfo(t, 2+i), "proxy.user", a.Name, "proxy.display", s.Display, "proxy.target", "socket://"+s.SocketPath)
+		c.Stop()
+	}
+
+	// Each user's display is out of reach of the other, with the right
+	// password of their own: not found (as if it did not exist).
+	cross := sp.attachTLS(t, a.Name, pwA, b1.Display)
+	refused(t, a.Name+" asking for "+b.Name+"'s display", cross, "not found")
+	cross = sp.attachTLS(t, b.Name, pwB, a1.Display)
+	refused(t, b.Name+" asking for "+a.Name+"'s display", cross, "not found")
+	// And one user's password does not open the other's account.
+	swapped := sp.attachTLS(t, b.Name, pwA, "")
+	refused(t, b.Name+" with "+a.Name+"'s password", swapped, "authentication failed")
+
+	if !strings.Contains(cb.Output(), xpratest.AttachedLine) || cb.Exited() {
+		t.Fatalf("%s's session ended meanwhile:\n%s", b.Name, cb.Output())
+	}
+	cb.Stop()
+	if n := strings.Count(sp.log.String(), "started a new session"); n != 0 {
+		t.Fatalf("the proxy started %d sessions for users who have some", n)
+	}
+	noSecrets(t, sp.proxy, pwA, pwB)
+}
+
+// socketUID is the owner of a socket file.
+func socketUID(t *testing.T, path string) int {
+	t.Helper()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int(fi.Sys().(*syscall.Stat_t).Uid)
+}
+
+// killUserProcesses kills, by pid, every process running as uid (what a
+// session the proxy started leaves behind), and removes the runtime
+// directory the proxy made for it unless it existed before.
+func killUserProcesses(t *testing.T, uid int) {
+	t.Helper()
+	runtimeDir := "/run/user/" + strconv.Itoa(uid)
+	_, statErr := os.Stat(runtimeDir)
+	existed := statErr == nil
+	t.Cleanup(func() {
+		for range 3 {
+			out, _ := exec.Command("pgrep", "-u", strconv.Itoa(uid)).Output()
+			pids := strings.Fields(string(out))
+			if len(pids) == 0 {
+				break
+			}
+			for _, p := range pids {
+				if pid, err := strconv.Atoi(p); err == nil && pid > 1 {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if !existed {
+			_ = os.RemoveAll(runtimeDir)
+		}
+	})
+}
+
+// processesOf lists the command lines of uid's processes that contain s.
+func processesOf(uid int, s string) []string {
+	out, _ := exec.Command("pgrep", "-a", "-u", strconv.Itoa(uid), "-f", s).Output()
+	var l []string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" {
+			l = append(l, line)
+		}
+	}
+	return l
+}
