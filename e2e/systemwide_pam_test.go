@@ -335,9 +335,10 @@ func killUserProcesses(t *testing.T, uid int) {
 	})
 }
 
-// processesOf lists the command lines of uid's processes that contain s.
-func processesOf(uid int, s string) []string {
-	out, _ := exec.Command("pgrep", "-a", "-u", strconv.Itoa(uid), "-f", s).Output()
+// processesOf lists the command lines of uid's processes that match the
+// extended regular expression re (pgrep -f).
+func processesOf(uid int, re string) []string {
+	out, _ := exec.Command("pgrep", "-a", "-u", strconv.Itoa(uid), "-f", re).Output()
 	var l []string
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 		if line != "" {
@@ -345,4 +346,167 @@ func processesOf(uid int, s string) []string {
 		}
 	}
 	return l
+}
+
+// xpraClient is an xpra client command other than `xpra attach` (which
+// xpratest.Attach runs), for example `xpra start ssl://...`, on its own
+// Xvfb with a private HOME, in its own process group.
+type xpraClient struct {
+	xvfb *xpratest.Xvfb
+	cmd  *exec.Cmd
+	log  *logBuffer
+	done chan struct{}
+	err  error
+}
+
+// runXpraClient starts `xpra args... ClientQuietArgs...`; t.Cleanup stops
+// it (SIGINT, then SIGKILL of its process group) and it is killed after
+// lifetime regardless.
+func runXpraClient(t *testing.T, lifetime time.Duration, args ...string) *xpraClient {
+	t.Helper()
+	x := xpratest.StartXvfb(t, 1280, 1024)
+	home := t.TempDir()
+	for _, d := range []string{"run", "sock", "xdg/xpra"} {
+		if err := os.MkdirAll(filepath.Join(home, d), 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As the harness does: an empty start list from the configuration.
+	writeFile(t, filepath.Join(home, "xdg", "xpra", "xpra.conf"), "start =\n")
+	sock := filepath.Join(home, "sock")
+	args = append(args, "--socket-dirs="+sock, "--socket-dir="+sock)
+	args = append(args, xpratest.ClientQuietArgs...)
+	c := &xpraClient{xvfb: x, log: &logBuffer{}, done: make(chan struct{})}
+	c.cmd = exec.Command(xpratest.XpraBin, args...)
+	c.cmd.Dir = home
+	c.cmd.Env = []string{
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + home, "XDG_RUNTIME_DIR=" + filepath.Join(home, "run"),
+		"XDG_CONFIG_DIRS=" + filepath.Join(home, "xdg"), "XDG_CONFIG_HOME=" + filepath.Join(home, ".config"),
+		"DISPLAY=" + x.Display, "LANG=C.UTF-8", "NO_AT_BRIDGE=1", "GDK_BACKEND=x11", "PYTHONDONTWRITEBYTECODE=1",
+	}
+	c.cmd.Stdout, c.cmd.Stderr = c.log, c.log
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	c.cmd.WaitDelay = 2 * time.Second
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { c.err = c.cmd.Wait(); close(c.done) }()
+	timer := time.AfterFunc(lifetime, func() { _ = syscall.Kill(-c.cmd.Process.Pid, syscall.SIGKILL) })
+	t.Cleanup(func() { timer.Stop(); c.stop() })
+	return c
+}
+
+// stop detaches the client (SIGINT to its group), then kills the group.
+func (c *xpraClient) stop() {
+	pgid := c.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGINT)
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-c.done
+}
+
+func (c *xpraClient) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// waitWindow waits for a window whose title contains title on the
+// client's display: proof that the session's window crossed the proxy.
+func (c *xpraClient) waitWindow(title string, d time.Duration) (xpratest.Window, error) {
+	deadline := time.Now().Add(d)
+	for {
+		if ws, err := c.xvfb.Windows(); err == nil {
+			for _, w := range ws {
+				if strings.Contains(w.Title, title) {
+					return w, nil
+				}
+			}
+		}
+		if c.exited() {
+			return xpratest.Window{}, fmt.Errorf("window %q: the client exited: %v", title, c.err)
+		}
+		if time.Now().After(deadline) {
+			return xpratest.Window{}, fmt.Errorf("window %q: none after %v", title, d)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSystemwideStartsSessionOnRequestPAM: a user with no session runs
+// `xpra start ssl://USER:PASSWORD@PROXY/ --start=...`, which is how the
+// xpra 3.1.3 client asks a proxy for a new session (a "start-new-session"
+// dict in its hello: mode "start", display "", start [...], with connect
+// left true so it attaches). xpra-edge logs the user in with PAM over TLS,
+// starts the session as that user (their uid runs the server and the
+// requested command), and the client attaches to it. A later plain attach
+// finds that session instead of starting another.
+func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm", "pgrep", "root")
+	pw := randomPassword(t)
+	u := xpratest.CreateUser(t, userName("xpd"), pw)
+	killUserProcesses(t, u.UID)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true})
+
+	title := "edge-new-" + u.Name
+	c := runXpraClient(t, 3*time.Minute, "start", sp.sslURL(u.Name, pw, ""), "--ssl-ca-certs="+sp.caFile, "--start=xterm -T "+title)
+	if _, err := c.waitWindow(title, 90*time.Second); err != nil {
+		t.Fatalf("%v\nclient:\n%s\nproxy:\n%s", err, c.log.String(), sp.log.String())
+	}
+	if !sp.waitLog("started a new session", 5*time.Second) {
+		t.Fatal("the proxy did not log the started session")
+	}
+	// The session and the command the client asked for run as the user.
+	if p := processesOf(u.UID, "xpra start"); len(p) == 0 {
+		t.Fatalf("no xpra server runs as %s (uid %d)", u.Name, u.UID)
+	}
+	if p := processesOf(u.UID, "^xterm -T "+title); len(p) == 0 {
+		t.Fatalf("the requested xterm does not run as %s (uid %d)", u.Name, u.UID)
+	}
+	if p := processesOf(0, "^xterm -T "+title); len(p) != 0 {
+		t.Fatalf("the requested xterm runs as root: %q", p)
+	}
+	info := sp.proxyInfo(t, 1)
+	wantInfo(t, info, "proxy.user", u.Name, "proxy.auth", "pam")
+	sock := infoValue(info, "proxy.target")
+	wantDir := "socket:///run/user/" + strconv.Itoa(u.UID) + "/xpra/"
+	if !strings.HasPrefix(sock, wantDir) {
+		t.Fatalf("the session socket is %q, want one in %s", sock, wantDir)
+	}
+	if owner := socketUID(t, strings.TrimPrefix(sock, "socket://")); owner != u.UID {
+		t.Fatalf("the new session's socket belongs to uid %d, want %d", owner, u.UID)
+	}
+	display := infoValue(info, "proxy.display")
+	c.stop()
+
+	// Without a start request, the next login attaches to that session.
+	a := sp.attachTLS(t, u.Name, pw, "")
+	if err := a.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
+		t.Fatalf("second login: %v\n%s", err, a.Output())
+	}
+	if w, err := a.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, title) {
+		t.Fatalf("second login sees %q (%v), want %s", w.Title, err, title)
+	}
+	wantInfo(t, sp.proxyInfo(t, 2), "proxy.display", display)
+	a.Stop()
+	if n := strings.Count(sp.log.String(), "started a new session"); n != 1 {
+		t.Fatalf("started %d sessions, want 1", n)
+	}
+	noSecrets(t, sp.proxy, pw)
+}
+
+// infoValue returns the value of key in `xpra info` output ("" if absent).
+func infoValue(info, key string) string {
+	for _, l := range strings.Split(info, "\n") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(l), "="); ok && k == key {
+			return v
+		}
+	}
+	return ""
 }
