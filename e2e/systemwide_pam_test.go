@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -307,15 +308,18 @@ func socketUID(t *testing.T, path string) int {
 	return int(fi.Sys().(*syscall.Stat_t).Uid)
 }
 
-// killUserProcesses kills, by pid, every process running as uid (what a
-// session the proxy started leaves behind), and removes the runtime
-// directory the proxy made for it unless it existed before.
-func killUserProcesses(t *testing.T, uid int) {
+// cleanUpUser kills, by pid, every process running as uid (what a session
+// the proxy started leaves behind) and removes /run/user/UID, where the
+// proxy put that session's socket, now and after the test. uid belongs to
+// an account the test created (xpratest.CreateUser), so nothing there is
+// anybody else's; an earlier account with the same uid must not leave it
+// stale sockets either.
+func cleanUpUser(t *testing.T, uid int) {
 	t.Helper()
-	runtimeDir := "/run/user/" + strconv.Itoa(uid)
-	_, statErr := os.Stat(runtimeDir)
-	existed := statErr == nil
-	t.Cleanup(func() {
+	if uid <= 0 {
+		t.Fatalf("refusing to clean up uid %d", uid)
+	}
+	clean := func() {
 		for range 3 {
 			out, _ := exec.Command("pgrep", "-u", strconv.Itoa(uid)).Output()
 			pids := strings.Fields(string(out))
@@ -329,10 +333,10 @@ func killUserProcesses(t *testing.T, uid int) {
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		if !existed {
-			_ = os.RemoveAll(runtimeDir)
-		}
-	})
+		_ = os.RemoveAll("/run/user/" + strconv.Itoa(uid))
+	}
+	clean()
+	t.Cleanup(clean)
 }
 
 // processesOf lists the command lines of uid's processes that match the
@@ -451,7 +455,7 @@ func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm", "pgrep", "root")
 	pw := randomPassword(t)
 	u := xpratest.CreateUser(t, userName("xpd"), pw)
-	killUserProcesses(t, u.UID)
+	cleanUpUser(t, u.UID)
 	sp := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true})
 
 	title := "edge-new-" + u.Name
@@ -509,4 +513,96 @@ func infoValue(info, key string) string {
 		}
 	}
 	return ""
+}
+
+// createRootAlias makes a second name for uid 0 (useradd -o -u 0) with a
+// password, the way a careless administrator might, and removes it
+// (userdel -f, by name: root's own entry stays) in t.Cleanup.
+func createRootAlias(t *testing.T, name, password string) {
+	t.Helper()
+	xpratest.RequirePeers(t, "root", "useradd", "userdel", "chpasswd")
+	run := func(stdin string, args ...string) error {
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+		cmd.Stdin = strings.NewReader(stdin)
+		cmd.WaitDelay = time.Second
+		if out, err := cmd.CombinedOutput(); err != nil {
+			// never the password: chpasswd does not echo it
+			return fmt.Errorf("%s: %w\n%s", args[0], err, out)
+		}
+		return nil
+	}
+	del := func() error { return run("", "userdel", "-f", name) }
+	if u, err := user.Lookup(name); err == nil {
+		if u.Uid != "0" || !strings.Contains(u.Name, "xpratest temporary user") {
+			t.Fatalf("user %q exists and is not a leftover of this test", name)
+		}
+		if err := del(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := run("", "useradd", "-o", "-u", "0", "-g", "0", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+		"-c", "xpratest temporary user", name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := del(); err != nil {
+			t.Errorf("remove the uid 0 alias %q: %v", name, err)
+		}
+		if u, err := user.LookupId("0"); err != nil || u.Username != "root" {
+			t.Errorf("uid 0 after the cleanup: %v %v", u, err)
+		}
+	})
+	if err := run(name+":"+password+"\n", "chpasswd"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSystemwideRefusesRootAndUnknownNames: uid 0 never gets a session
+// through the proxy, not with the right system password of a uid-0 account
+// (PAM over TLS), not by name with the allow module, not when asking for a
+// new session; and a name that is not a system user is an error, never a
+// fallback to some other account, although starting sessions is on.
+func TestSystemwideRefusesRootAndUnknownNames(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
+	pw := randomPassword(t)
+	alias := userName("xpr")
+	createRootAlias(t, alias, pw)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true, allowListener: true})
+
+	// The right password of a uid-0 account: PAM says yes, the proxy no.
+	c := sp.attachTLS(t, alias, pw, "")
+	refused(t, "uid-0 alias over TLS", c, "cannot access sessions")
+	if !sp.waitLog("sessions of root are not proxied", 5*time.Second) {
+		t.Fatal("the proxy did not log why uid 0 was refused")
+	}
+	// Nor when the client asks for a new session.
+	s := runXpraClient(t, 2*time.Minute, "start", sp.sslURL(alias, pw, ""), "--ssl-ca-certs="+sp.caFile, "--start=xterm")
+	select {
+	case <-s.done:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("the start request of uid 0 did not end:\n%s", s.log.String())
+	}
+	if out := s.log.String(); !strings.Contains(out, "cannot access sessions") {
+		t.Fatalf("start request of uid 0: %v\n%s", s.err, out)
+	}
+
+	// The allow module takes any password, so only the name decides.
+	for _, name := range []string{"root", "0"} {
+		c := xpratest.Attach(t, "tcp://"+name+":x@"+sp.allow+"/", xpratest.ClientOptions{})
+		refused(t, "allow module as "+name, c, "cannot access sessions")
+	}
+	c = xpratest.Attach(t, "tcp://no-such-user-xe:x@"+sp.allow+"/", xpratest.ClientOptions{})
+	refused(t, "allow module, unknown user", c, "cannot access sessions")
+	if !sp.waitLog(`unknown system user \"no-such-user-xe\"`, 5*time.Second) {
+		t.Fatalf("the proxy did not log the unknown user:\n%s", sp.log.String())
+	}
+
+	if n := strings.Count(sp.log.String(), "started a new session"); n != 0 {
+		t.Fatalf("the proxy started %d sessions", n)
+	}
+	if n := strings.Count(sp.log.String(), "session started"); n != 0 {
+		t.Fatalf("the proxy relayed %d sessions", n)
+	}
+	noSecrets(t, sp.proxy, pw)
 }

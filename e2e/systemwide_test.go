@@ -25,10 +25,9 @@ func TestStartsSessionForUserWithoutOne(t *testing.T) {
 		t.Fatal(err)
 	}
 	uid, _ := strconv.Atoi(u.Uid)
-	t.Cleanup(func() {
-		// Stop whatever the proxy started for the user.
-		_ = exec.Command("pkill", "-KILL", "-u", name).Run()
-	})
+	// Stop whatever the proxy started for the user, by pid, and remove the
+	// runtime directory it made.
+	cleanUpUser(t, uid)
 	dir := t.TempDir()
 	addr := xpratest.FreeTCPAddr(t)
 	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr, "--tcp-auth=allow",
