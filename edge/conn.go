@@ -30,7 +30,7 @@ type xconn struct {
 
 // readBufferSize is small: idle sessions hold two of these, and payloads
 // larger than the buffer are read straight into the frame buffer anyway.
-const readBufferSize = 8 << 10
+const readBufferSize = 4 << 10
 
 func newXconn(c net.Conn, br *bufio.Reader) *xconn {
 	if br == nil {

@@ -31,11 +31,14 @@ type session struct {
 	c, b           *xconn
 	client, server *peer
 
-	stopOnce sync.Once
-	release  func() // the session's slot under the limits
-	stopped  chan struct{}
-	reason   atomic.Value // string: why it ended
-	done     chan struct{}
+	stopOnce    sync.Once
+	release     func() // the session's slot under the limits
+	pinging     bool   // the proxy pings a leg (set before the relay starts)
+	pingTimer   atomic.Pointer[time.Timer]
+	pingStopped atomic.Bool
+	stopped     chan struct{}
+	reason      atomic.Value // string: why it ended
+	done        chan struct{}
 
 	latency struct {
 		sync.Mutex
@@ -122,6 +125,7 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	s.metrics.sessionStarted(sess.module)
 	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String())
 
+	sess.pinging = sess.client.pingEcho || sess.server.pingEcho
 	// The handshake is over: drop what only it needed.
 	sess.client.forget()
 	sess.server.forget()
@@ -131,9 +135,14 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.relay(sess, sess.c, sess.b, legClient) }()
 	go func() { defer wg.Done(); s.relay(sess, sess.b, sess.c, legServer) }()
-	if sess.client.pingEcho || sess.server.pingEcho {
-		wg.Add(1)
-		go func() { defer wg.Done(); s.pinger(ctx, sess) }()
+	if sess.pinging {
+		// A timer, not a goroutine: idle sessions stay small.
+		t := time.AfterFunc(pingInterval, func() { sess.ping() })
+		sess.pingTimer.Store(t)
+		defer func() {
+			sess.pingStopped.Store(true)
+			t.Stop()
+		}()
 	}
 	select {
 	case <-sess.stopped:
@@ -163,12 +172,20 @@ func (l leg) String() string {
 	return "server"
 }
 
+// spliceMin is the raw chunk size from which the relay moves a payload
+// kernel to kernel instead of copying it through its own buffer.
+const spliceMin = 64 << 10
+
 // relay moves frames from src to dst until either side ends. Raw chunks
 // and main packets pass unchanged; only the few packet types the proxy
-// must see are decoded.
+// must see are decoded. Large raw chunks between two plain TCP legs are
+// spliced and never copied into user space.
 func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
 	idle := s.limits().IdleTimeout
 	dstFlush := (from == legClient && sess.server.flush) || (from == legServer && sess.client.flush)
+	_, srcTCP := src.Conn.(*net.TCPConn)
+	_, dstTCP := dst.Conn.(*net.TCPConn)
+	canSplice := srcTCP && dstTCP
 	holding := false // dst write lock held across a group of chunks
 	release := func() {
 		if holding {
@@ -181,13 +198,12 @@ func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
 		if idle > 0 {
 			_ = src.SetReadDeadline(time.Now().Add(idle))
 		}
-		h, payload, err := src.frames.Next()
+		h, err := src.frames.NextHeader()
 		if err != nil {
 			release()
 			s.legEnded(sess, from, err)
 			return
 		}
-		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
 		if !dstFlush {
 			h.Flags &^= xprawire.FlagFlush
 		}
@@ -196,6 +212,31 @@ func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
 				dst.wmu.Lock()
 				holding = true
 			}
+			if canSplice && h.Size >= spliceMin {
+				var hb [xprawire.HeaderSize]byte
+				h.Put(hb[:])
+				_, err := dst.Conn.Write(hb[:])
+				var n int64
+				if err == nil {
+					n, err = src.frames.CopyPayload(dst.Conn, src.Conn, h)
+				}
+				src.bytesIn.Add(xprawire.HeaderSize + n)
+				if err != nil {
+					release()
+					sess.stop("relay error")
+					return
+				}
+				continue
+			}
+		}
+		payload, err := src.frames.Payload(h)
+		if err != nil {
+			release()
+			s.legEnded(sess, from, err)
+			return
+		}
+		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
+		if h.Index > 0 {
 			if err := dst.fw.WriteFrame(h, payload); err != nil {
 				release()
 				s.legEnded(sess, 1-from, err)
@@ -205,7 +246,7 @@ func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
 		}
 		src.packetsIn.Add(1)
 		typ, _ := xprawire.PeekType(h, payload)
-		if !holding && intercepted(typ, from) {
+		if !holding && sess.intercepted(typ, from) {
 			stop, err := s.intercept(sess, src, dst, from, typ, h, payload)
 			if err != nil {
 				s.legEnded(sess, from, err)
@@ -229,9 +270,13 @@ func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
 	}
 }
 
-func intercepted(typ string, from leg) bool {
+// intercepted reports whether a packet type must be decoded: the ones the
+// proxy answers or changes, and ping_echo only while it pings itself.
+func (sess *session) intercepted(typ string, from leg) bool {
 	switch typ {
-	case "hello", "challenge", "disconnect", "ping_echo", "set_deflate", "shutdown-server", "exit-server":
+	case "ping_echo":
+		return sess.pinging
+	case "hello", "challenge", "disconnect", "set_deflate", "shutdown-server", "exit-server":
 		return true
 	case "info-response":
 		return from == legServer
@@ -310,32 +355,32 @@ func (s *Server) legEnded(sess *session, l leg, err error) {
 
 const pingInterval = 5 * time.Second
 
-// pinger measures latency to both legs with the proxy's own pings (only
-// to peers that echo the source id back, as xpra's proxy does).
-func (s *Server) pinger(ctx context.Context, sess *session) {
-	t := time.NewTicker(pingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-sess.stopped:
-			return
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// ping measures latency to both legs with the proxy's own pings (only to
+// peers that echo the source id back, as xpra's proxy does), then
+// schedules itself again.
+func (sess *session) ping() {
+	if sess.pingStopped.Load() {
+		return
+	}
+	select {
+	case <-sess.stopped:
+		return
+	default:
+	}
+	mono := time.Now().UnixMilli()
+	for _, x := range []struct {
+		c *xconn
+		p *peer
+		l leg
+	}{{sess.c, sess.client, legClient}, {sess.b, sess.server, legServer}} {
+		if !x.p.pingEcho {
+			continue
 		}
-		now := time.Now()
-		mono := now.UnixMilli()
-		for _, x := range []struct {
-			c *xconn
-			p *peer
-			l leg
-		}{{sess.c, sess.client, legClient}, {sess.b, sess.server, legServer}} {
-			if !x.p.pingEcho {
-				continue
-			}
-			sess.pingsOut.Store(x.l, mono)
-			_ = x.c.sendDeadline(xprawire.Packet{"ping", mono, mono, sess.uuid}, time.Second)
-		}
+		sess.pingsOut.Store(x.l, mono)
+		_ = x.c.sendDeadline(xprawire.Packet{"ping", mono, mono, sess.uuid}, time.Second)
+	}
+	if t := sess.pingTimer.Load(); t != nil && !sess.pingStopped.Load() {
+		t.Reset(pingInterval)
 	}
 }
 

@@ -58,36 +58,48 @@ func (fr *FrameReader) MaxSize() uint32 { return fr.max }
 // ErrTruncated (wrapping io.ErrUnexpectedEOF). Before the first valid header,
 // a line starting with "disconnect" is returned as *DisconnectTextError.
 func (fr *FrameReader) Next() (Header, []byte, error) {
+	h, err := fr.NextHeader()
+	if err != nil {
+		return h, nil, err
+	}
+	payload, err := fr.Payload(h)
+	return h, payload, err
+}
+
+// NextHeader reads and checks one record header (sizes, chunk indexes and
+// counts, as Next does). The caller must then consume exactly h.Size
+// payload bytes with Payload or CopyPayload before the next header.
+func (fr *FrameReader) NextHeader() (Header, error) {
 	n, err := io.ReadFull(fr.r, fr.hdr[:])
 	if err != nil {
 		if err == io.EOF {
-			return Header{}, nil, io.EOF
+			return Header{}, io.EOF
 		}
 		if !fr.started && n > 0 && bytes.HasPrefix([]byte("disconnect"), fr.hdr[:n]) && fr.hdr[0] != Magic {
-			return Header{}, nil, &DisconnectTextError{Text: disconnectText(fr.hdr[:n])}
+			return Header{}, &DisconnectTextError{Text: disconnectText(fr.hdr[:n])}
 		}
-		return Header{}, nil, fmt.Errorf("%w: header: got %d of %d bytes: %w", ErrTruncated, n, HeaderSize, err)
+		return Header{}, fmt.Errorf("%w: header: got %d of %d bytes: %w", ErrTruncated, n, HeaderSize, err)
 	}
 	if fr.hdr[0] != Magic && !fr.started && bytes.HasPrefix([]byte("disconnect"), fr.hdr[:]) {
-		return Header{}, nil, fr.readDisconnect()
+		return Header{}, fr.readDisconnect()
 	}
 	h, err := ParseHeader(fr.hdr[:])
 	if err != nil {
-		return Header{}, nil, err
+		return Header{}, err
 	}
 	if h.Index > MaxChunkIndex {
-		return h, nil, fmt.Errorf("%w: %d (max %d)", ErrChunkIndex, h.Index, MaxChunkIndex)
+		return h, fmt.Errorf("%w: %d (max %d)", ErrChunkIndex, h.Index, MaxChunkIndex)
 	}
 	if h.Size > fr.max {
-		return h, nil, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, h.Size, fr.max)
+		return h, fmt.Errorf("%w: payload of %d bytes, limit %d", ErrTooLarge, h.Size, fr.max)
 	}
 	if h.Index > 0 {
 		bit := uint16(1) << h.Index
 		if fr.pending&bit != 0 {
-			return h, nil, fmt.Errorf("%w: %d", ErrDuplicateChunk, h.Index)
+			return h, fmt.Errorf("%w: %d", ErrDuplicateChunk, h.Index)
 		}
 		if fr.npending >= MaxPendingChunks {
-			return h, nil, fmt.Errorf("%w: chunk %d would be number %d, limit %d", ErrTooManyChunks, h.Index, fr.npending+1, MaxPendingChunks)
+			return h, fmt.Errorf("%w: chunk %d would be number %d, limit %d", ErrTooManyChunks, h.Index, fr.npending+1, MaxPendingChunks)
 		}
 		fr.pending |= bit
 		fr.npending++
@@ -95,6 +107,12 @@ func (fr *FrameReader) Next() (Header, []byte, error) {
 		fr.pending, fr.npending = 0, 0
 	}
 	fr.started = true
+	return h, nil
+}
+
+// Payload reads the payload of the record whose header NextHeader just
+// returned, into the reader's reused buffer.
+func (fr *FrameReader) Payload(h Header) ([]byte, error) {
 	size := int(h.Size)
 	if cap(fr.buf) < size || (cap(fr.buf) > 1<<20 && size < cap(fr.buf)/8) {
 		fr.buf = make([]byte, size, max(size, 4096))
@@ -104,9 +122,40 @@ func (fr *FrameReader) Next() (Header, []byte, error) {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return h, nil, fmt.Errorf("%w: payload: got %d of %d bytes: %w", ErrTruncated, n, size, err)
+		return nil, fmt.Errorf("%w: payload: got %d of %d bytes: %w", ErrTruncated, n, size, err)
 	}
-	return h, fr.buf, nil
+	return fr.buf, nil
+}
+
+// CopyPayload copies the payload of the record whose header NextHeader
+// just returned to dst without holding it in memory: first what the
+// buffered reader already holds, then straight from raw, the connection
+// under it. When dst and raw are TCP connections the kernel moves the
+// bytes (splice on Linux) and they never reach user space.
+func (fr *FrameReader) CopyPayload(dst io.Writer, raw io.Reader, h Header) (int64, error) {
+	size := int64(h.Size)
+	var done int64
+	if b := fr.r.Buffered(); b > 0 {
+		n := min(int64(b), size)
+		buffered, _ := fr.r.Peek(int(n))
+		w, err := dst.Write(buffered)
+		_, _ = fr.r.Discard(w)
+		done += int64(w)
+		if err != nil {
+			return done, err
+		}
+	}
+	if done < size {
+		n, err := io.CopyN(dst, raw, size-done)
+		done += n
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return done, fmt.Errorf("%w: payload: got %d of %d bytes: %w", ErrTruncated, done, size, err)
+		}
+	}
+	return done, nil
 }
 
 func (fr *FrameReader) readDisconnect() error {
