@@ -606,3 +606,56 @@ func TestSystemwideRefusesRootAndUnknownNames(t *testing.T) {
 	}
 	noSecrets(t, sp.proxy, pw)
 }
+
+// TestSystemwideStartRequestWithoutAttach: `xpra start --attach=no
+// ssl://USER:PASSWORD@PROXY/ --start=...` sends the start-new-session dict
+// with connect=False; xpra's own proxy starts the session and answers with
+// a hello naming its display, which the client prints ("session now
+// available on display :N") before it exits 0. The user then attaches to
+// that display.
+//
+// Known xpra-edge bug (reported to the lead): edge/pipeline.go answers any
+// connect=False hello as a connect_test before routing, so no session is
+// started and the client exits 0 as if it had been. The test skips, naming
+// the bug, while the proxy behaves that way, and asserts the full
+// behaviour once it is fixed.
+func TestSystemwideStartRequestWithoutAttach(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm", "pgrep", "root")
+	pw := randomPassword(t)
+	u := xpratest.CreateUser(t, userName("xpe"), pw)
+	cleanUpUser(t, u.UID)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true})
+
+	title := "edge-detached-" + u.Name
+	c := runXpraClient(t, 2*time.Minute, "start", "--attach=no", sp.sslURL(u.Name, pw, ""),
+		"--ssl-ca-certs="+sp.caFile, "--start=xterm -T "+title)
+	select {
+	case <-c.done:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("the start request did not end:\n%s\nproxy:\n%s", c.log.String(), sp.log.String())
+	}
+	out := c.log.String()
+	if c.err == nil && !strings.Contains(out, "session now available") && !strings.Contains(sp.log.String(), "started a new session") {
+		t.Skip("xpra-edge bug: a connect=False hello with start-new-session is answered as a connect_test; no session is started (edge/pipeline.go, handshake.run)")
+	}
+	if c.err != nil {
+		t.Fatalf("start request: %v\n%s\nproxy:\n%s", c.err, out, sp.log.String())
+	}
+	_, display, ok := strings.Cut(out, "session now available on display ")
+	display = strings.TrimSpace(strings.SplitN(display, "\n", 2)[0])
+	if !ok || !strings.HasPrefix(display, ":") {
+		t.Fatalf("the client was not told the new display:\n%s", out)
+	}
+	if !sp.waitLog("started a new session", 5*time.Second) {
+		t.Fatal("the proxy did not log the started session")
+	}
+	if p := processesOf(u.UID, "^xterm -T "+title); len(p) == 0 {
+		t.Fatalf("the requested xterm does not run as %s (uid %d)", u.Name, u.UID)
+	}
+	a := sp.attachTLS(t, u.Name, pw, display)
+	if w, err := a.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, title) {
+		t.Fatalf("attach to %s: window %q (%v)\n%s", display, w.Title, err, a.Output())
+	}
+	a.Stop()
+	noSecrets(t, sp.proxy, pw)
+}
