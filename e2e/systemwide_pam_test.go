@@ -37,6 +37,7 @@ type swOptions struct {
 	sessDir       string // socket_dirs entry searched for users' sessions
 	startSessions bool   // [sessions] start
 	allowListener bool   // add a listener with auth = "allow"
+	pamService    string // [pam] service; "" = "login"
 }
 
 // startSystemwideProxy writes a system-wide configuration and runs the
@@ -62,7 +63,11 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 		fmt.Fprintf(&b, "\n[[listener]]\nbind = %q\nauth = \"allow\"\n", sp.allow)
 	}
 	fmt.Fprintf(&b, "\n[tls]\nmode = \"self-signed\"\nstate_dir = %q\n", state)
-	fmt.Fprintf(&b, "\n[pam]\nservice = \"login\"\n")
+	service := o.pamService
+	if service == "" {
+		service = "login"
+	}
+	fmt.Fprintf(&b, "\n[pam]\nservice = %q\n", service)
 	// Failed logins are part of the test; do not ban 127.0.0.1 for them.
 	fmt.Fprintf(&b, "\n[bans]\nmax_failures = 0\n")
 	fmt.Fprintf(&b, "\n[sessions]\nstart = %v\ntimeout = \"60s\"\n", o.startSessions)
@@ -72,6 +77,28 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 		t.Fatalf("self-signed CA not written: %v", err)
 	}
 	return sp
+}
+
+// pamServiceFile is the PAM service docs/SYSTEMWIDE.md suggests for
+// xpra-edge on Debian: the system's password check and account rules, and
+// no logins while /etc/nologin exists, without the terminal-login modules
+// of "login" (its three-second pam_faildelay among them).
+const pamServiceFile = `auth     requisite  pam_nologin.so
+@include common-auth
+@include common-account
+`
+
+// installPAMService writes /etc/pam.d/NAME for the test and removes it after.
+func installPAMService(t *testing.T, name, content string) {
+	t.Helper()
+	path := filepath.Join("/etc/pam.d", name)
+	if _, err := os.Stat(path); err == nil {
+		t.Fatalf("%s exists already", path)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(path) })
 }
 
 // sslURL is ssl://USER:PASSWORD@ADDR/DISPLAY (display without the colon).
@@ -178,7 +205,9 @@ func TestSystemwidePAMLoginOverTLS(t *testing.T) {
 	u := xpratest.CreateUser(t, userName("xpa"), pw)
 	sessDir := sharedSocketDir(t)
 	s := xpratest.StartServer(t, xpratest.ServerOptions{User: u.Name, SocketDir: sessDir, Start: "xterm -T edge-" + u.Name})
-	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir})
+	service := fmt.Sprintf("xpra-edge-e2e-%d", os.Getpid())
+	installPAMService(t, service, pamServiceFile)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, pamService: service})
 
 	// The right password over TLS: attached to the user's own session,
 	// whose xterm (titled with the user's name) reaches the client.
