@@ -1,0 +1,576 @@
+// Package wsconn turns a WebSocket into a plain byte stream for the xpra
+// pipeline: Read yields the payloads of binary (and text) frames, in order,
+// whatever their boundaries, and Write sends one binary frame per call.
+//
+// It accepts the unmasked client frames that xpra's Python client sends
+// (against RFC 6455) as well as a browser's masked ones, answers pings,
+// reassembles continuations and ends the stream on close. Upgrade is the
+// server handshake (any path, subprotocol "binary" required, as xpra does);
+// Dial is the client handshake for ws/wss backends over an established
+// connection.
+//
+// It must not know anything about xpra packets, listen on sockets, log, or
+// panic on any input: every malformed frame is an error.
+package wsconn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+)
+
+// MaxFrameSize bounds one data frame's payload (xpra's absolute packet
+// limit). A larger frame is refused with ErrFrameTooBig.
+const MaxFrameSize = 256 << 20
+
+// Errors a caller may tell apart (wrapped; use errors.Is).
+var (
+	// ErrProtocol is any violation of RFC 6455 framing that xpra's peers
+	// do not commit: reserved bits, unknown opcodes, bad control frames,
+	// continuation without a start, a masked frame from a server.
+	ErrProtocol = errors.New("websocket protocol error")
+	// ErrFrameTooBig is a frame whose payload exceeds MaxFrameSize.
+	ErrFrameTooBig = errors.New("websocket frame too large")
+	// ErrNoSubprotocol is an upgrade request without "binary" in
+	// Sec-WebSocket-Protocol (or a server that did not choose it).
+	ErrNoSubprotocol = errors.New("websocket: the binary subprotocol is required")
+	// ErrBadHandshake is any other refused or failed handshake.
+	ErrBadHandshake = errors.New("websocket: bad handshake")
+)
+
+// Opcodes (RFC 6455 section 5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xa
+)
+
+// Close status codes we send.
+const (
+	closeNormal      = 1000
+	closeProtocol    = 1002
+	closeTooBig      = 1009
+	maxControlLength = 125
+	maxHeaderSize    = 14 // 2 + 8 (length) + 4 (mask)
+)
+
+// Conn is a WebSocket as a net.Conn byte stream. Read must be called by
+// one goroutine at a time (as for any stream); Write and Close are safe
+// for concurrent use. Deadlines apply to the underlying connection.
+type Conn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	client bool // we are the client: mask what we send, refuse masked input
+
+	// Read state, owned by the reader.
+	remaining int64 // payload bytes left in the current data frame
+	masked    bool
+	mask      [4]byte
+	maskPos   int
+	inMessage bool // a fragmented data message is in progress
+	rerr      error
+	hdr       [maxHeaderSize]byte
+	ctrl      [maxControlLength]byte
+
+	wmu     sync.Mutex
+	wclosed bool // a close frame was sent; no more frames
+	whdr    [maxHeaderSize]byte
+	wbufs   net.Buffers
+	maskBuf []byte // client side: masked copy of the payload
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
+	if br == nil {
+		br = bufio.NewReaderSize(c, 64<<10)
+	}
+	return &Conn{conn: c, br: br, client: client}
+}
+
+// NewServerConn wraps a connection whose handshake is already done (the
+// peer is a client). br holds bytes read past the handshake, or is nil.
+func NewServerConn(c net.Conn, br *bufio.Reader) *Conn { return newConn(c, br, false) }
+
+// Read returns payload bytes of data frames; control frames are handled on
+// the way (ping answered, close replied). It returns io.EOF after a close
+// frame, and a wrapped ErrProtocol or ErrFrameTooBig on a bad frame (after
+// sending a close frame with the matching status).
+func (c *Conn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	for c.remaining == 0 {
+		if c.rerr != nil {
+			return 0, c.rerr
+		}
+		if err := c.nextFrame(); err != nil {
+			c.rerr = err
+			return 0, err
+		}
+	}
+	if int64(len(p)) > c.remaining {
+		p = p[:c.remaining]
+	}
+	n, err := c.br.Read(p)
+	if n > 0 {
+		if c.masked {
+			c.maskPos = applyMask(p[:n], c.mask, c.maskPos)
+		}
+		c.remaining -= int64(n)
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		c.rerr = err
+		if n > 0 {
+			return n, nil
+		}
+	}
+	return n, err
+}
+
+type frameHeader struct {
+	fin    bool
+	rsv    byte
+	op     byte
+	masked bool
+	mask   [4]byte
+	length int64
+}
+
+// readHeader parses one frame header.
+func (c *Conn) readHeader() (frameHeader, error) {
+	var h frameHeader
+	b := c.hdr[:2]
+	if _, err := io.ReadFull(c.br, b); err != nil {
+		if err == io.EOF {
+			// The peer went away between frames without a close frame.
+			return h, io.EOF
+		}
+		return h, fmt.Errorf("%w: truncated header: %w", ErrProtocol, err)
+	}
+	h.fin = b[0]&0x80 != 0
+	h.rsv = b[0] & 0x70
+	h.op = b[0] & 0x0f
+	h.masked = b[1]&0x80 != 0
+	l := int64(b[1] & 0x7f)
+	switch l {
+	case 126:
+		if _, err := io.ReadFull(c.br, c.hdr[2:4]); err != nil {
+			return h, fmt.Errorf("%w: truncated length: %w", ErrProtocol, noEOF(err))
+		}
+		l = int64(binary.BigEndian.Uint16(c.hdr[2:4]))
+	case 127:
+		if _, err := io.ReadFull(c.br, c.hdr[2:10]); err != nil {
+			return h, fmt.Errorf("%w: truncated length: %w", ErrProtocol, noEOF(err))
+		}
+		u := binary.BigEndian.Uint64(c.hdr[2:10])
+		if u > MaxFrameSize {
+			return h, fmt.Errorf("%w: %d bytes (limit %d)", ErrFrameTooBig, u, MaxFrameSize)
+		}
+		l = int64(u)
+	}
+	h.length = l
+	if h.masked {
+		if _, err := io.ReadFull(c.br, h.mask[:]); err != nil {
+			return h, fmt.Errorf("%w: truncated mask: %w", ErrProtocol, noEOF(err))
+		}
+	}
+	return h, nil
+}
+
+func noEOF(err error) error {
+	if err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// nextFrame reads frames until a data frame with payload begins, or the
+// stream ends.
+func (c *Conn) nextFrame() error {
+	for {
+		h, err := c.readHeader()
+		if err != nil {
+			if errors.Is(err, ErrFrameTooBig) {
+				c.failClose(closeTooBig)
+			} else if errors.Is(err, ErrProtocol) {
+				c.failClose(closeProtocol)
+			}
+			return err
+		}
+		if err := c.checkHeader(&h); err != nil {
+			if errors.Is(err, ErrFrameTooBig) {
+				c.failClose(closeTooBig)
+			} else {
+				c.failClose(closeProtocol)
+			}
+			return err
+		}
+		if h.op >= 0x8 {
+			if err := c.control(&h); err != nil {
+				return err
+			}
+			continue
+		}
+		c.inMessage = !h.fin
+		if h.length == 0 {
+			continue
+		}
+		c.remaining, c.masked, c.mask, c.maskPos = h.length, h.masked, h.mask, 0
+		return nil
+	}
+}
+
+// checkHeader applies RFC 6455's rules, except that clients may send
+// unmasked frames (xpra's Python client does).
+func (c *Conn) checkHeader(h *frameHeader) error {
+	if h.rsv != 0 {
+		return fmt.Errorf("%w: reserved bits %#x set", ErrProtocol, h.rsv)
+	}
+	if c.client && h.masked {
+		return fmt.Errorf("%w: masked frame from a server", ErrProtocol)
+	}
+	switch h.op {
+	case opClose, opPing, opPong:
+		if !h.fin {
+			return fmt.Errorf("%w: fragmented control frame", ErrProtocol)
+		}
+		if h.length > maxControlLength {
+			return fmt.Errorf("%w: control frame of %d bytes", ErrProtocol, h.length)
+		}
+	case opBinary, opText:
+		if c.inMessage {
+			return fmt.Errorf("%w: new message inside a fragmented one", ErrProtocol)
+		}
+	case opContinuation:
+		if !c.inMessage {
+			return fmt.Errorf("%w: continuation without a message", ErrProtocol)
+		}
+	default:
+		return fmt.Errorf("%w: unknown opcode %#x", ErrProtocol, h.op)
+	}
+	if h.length > MaxFrameSize {
+		return fmt.Errorf("%w: %d bytes (limit %d)", ErrFrameTooBig, h.length, MaxFrameSize)
+	}
+	return nil
+}
+
+// control handles a ping, pong or close frame.
+func (c *Conn) control(h *frameHeader) error {
+	payload := c.ctrl[:h.length]
+	if _, err := io.ReadFull(c.br, payload); err != nil {
+		return fmt.Errorf("%w: truncated control frame: %w", ErrProtocol, noEOF(err))
+	}
+	if h.masked {
+		applyMask(payload, h.mask, 0)
+	}
+	switch h.op {
+	case opPing:
+		if err := c.writeFrame(opPong, payload); err != nil && !errors.Is(err, net.ErrClosed) {
+			return fmt.Errorf("websocket pong: %w", err)
+		}
+	case opClose:
+		if len(payload) == 1 {
+			c.failClose(closeProtocol)
+			return fmt.Errorf("%w: close frame with a 1-byte payload", ErrProtocol)
+		}
+		// Echo the status code (not the reason), as RFC 6455 suggests.
+		code := payload
+		if len(code) > 2 {
+			code = code[:2]
+		}
+		_ = c.writeFrame(opClose, code)
+		return io.EOF
+	}
+	return nil // pong
+}
+
+// failClose tells the peer why we stop reading (best effort).
+func (c *Conn) failClose(code uint16) {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], code)
+	_ = c.writeFrame(opClose, b[:])
+}
+
+// Write sends p as one binary frame (masked when we are the client). It is
+// safe for concurrent use; frames never interleave.
+func (c *Conn) Write(p []byte) (int, error) {
+	if err := c.writeFrame(opBinary, p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *Conn) writeFrame(op byte, p []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writeFrameLocked(op, p)
+}
+
+func (c *Conn) writeFrameLocked(op byte, p []byte) error {
+	if c.wclosed {
+		return net.ErrClosed
+	}
+	h := c.whdr[:2]
+	h[0] = 0x80 | op
+	switch n := len(p); {
+	case n < 126:
+		h[1] = byte(n)
+	case n <= 0xffff:
+		h[1] = 126
+		h = binary.BigEndian.AppendUint16(h, uint16(n))
+	default:
+		h[1] = 127
+		h = binary.BigEndian.AppendUint64(h, uint64(n))
+	}
+	payload := p
+	if c.client {
+		h[1] |= 0x80
+		var key [4]byte
+		if _, err := rand.Read(key[:]); err != nil {
+			return fmt.Errorf("websocket mask: %w", err)
+		}
+		h = append(h, key[:]...)
+		if cap(c.maskBuf) < len(p) {
+			c.maskBuf = make([]byte, len(p))
+		}
+		payload = c.maskBuf[:len(p)]
+		copy(payload, p)
+		applyMask(payload, key, 0)
+	}
+	c.wbufs = append(c.wbufs[:0], h, payload)
+	bufs := c.wbufs
+	_, err := bufs.WriteTo(c.conn)
+	c.wbufs[0], c.wbufs[1] = nil, nil
+	if c.client && cap(c.maskBuf) > 1<<20 {
+		c.maskBuf = nil // do not pin a huge buffer
+	}
+	if err != nil {
+		// A partial frame corrupts the stream: no more frames.
+		c.wclosed = true
+		return err
+	}
+	if op == opClose {
+		c.wclosed = true
+	}
+	return nil
+}
+
+// applyMask XORs b with the mask key starting at key offset pos and
+// returns the next offset.
+func applyMask(b []byte, key [4]byte, pos int) int {
+	pos &= 3
+	i := 0
+	// Align to the key, then 8 bytes at a time.
+	for ; i < len(b) && pos != 0; i++ {
+		b[i] ^= key[pos]
+		pos = (pos + 1) & 3
+	}
+	k := uint64(binary.LittleEndian.Uint32(key[:]))
+	k |= k << 32
+	for ; i+8 <= len(b); i += 8 {
+		v := binary.LittleEndian.Uint64(b[i:])
+		binary.LittleEndian.PutUint64(b[i:], v^k)
+	}
+	for ; i < len(b); i++ {
+		b[i] ^= key[pos]
+		pos = (pos + 1) & 3
+	}
+	return pos
+}
+
+// Close sends a close frame (best effort: skipped when a Write is blocked,
+// bounded by one second) and closes the underlying connection.
+func (c *Conn) Close() error {
+	if c.wmu.TryLock() {
+		if !c.wclosed {
+			_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
+			var b [2]byte
+			binary.BigEndian.PutUint16(b[:], closeNormal)
+			_ = c.writeFrameLocked(opClose, b[:])
+		}
+		c.wclosed = true
+		c.wmu.Unlock()
+	}
+	return c.conn.Close()
+}
+
+// LocalAddr returns the underlying connection's local address.
+func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// RemoteAddr returns the underlying connection's remote address.
+func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
+
+// SetDeadline sets both deadlines on the underlying connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+
+// SetReadDeadline sets the underlying connection's read deadline.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the underlying connection's write deadline.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+
+// NetConn returns the underlying connection (for example a *tls.Conn).
+func (c *Conn) NetConn() net.Conn { return c.conn }
+
+const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+func acceptKey(key string) string {
+	h := sha1.Sum([]byte(key + acceptGUID))
+	return base64.StdEncoding.EncodeToString(h[:])
+}
+
+// headerHasToken reports whether a comma-separated header contains tok
+// (case-insensitive, spaces trimmed).
+func headerHasToken(h http.Header, name, tok string) bool {
+	for _, v := range h.Values(name) {
+		for _, p := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(p), tok) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// Upgrade answers a WebSocket upgrade on any path, as xpra does: it needs
+// GET, Upgrade: websocket, Connection: upgrade, Sec-WebSocket-Version 13
+// (or 7, 8), a Sec-WebSocket-Key, and "binary" in Sec-WebSocket-Protocol
+// (echoed). On refusal it answers 400 (or 403 without "binary") with a
+// plain-text reason and returns a wrapped ErrBadHandshake or
+// ErrNoSubprotocol. On success the connection is hijacked, its deadlines
+// cleared, and the returned conn carries the frames' byte stream.
+func Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
+	refuse := func(code int, err error, msg string) (net.Conn, error) {
+		if code == http.StatusBadRequest {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		http.Error(w, msg, code)
+		return nil, err
+	}
+	if r.Method != http.MethodGet {
+		return refuse(http.StatusBadRequest, fmt.Errorf("%w: method %s", ErrBadHandshake, r.Method), "websocket: GET required")
+	}
+	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
+		return refuse(http.StatusBadRequest, fmt.Errorf("%w: not an upgrade request", ErrBadHandshake), "websocket: upgrade request required")
+	}
+	switch v := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Version")); v {
+	case "13", "8", "7":
+	default:
+		return refuse(http.StatusBadRequest, fmt.Errorf("%w: version %q", ErrBadHandshake, v), "websocket: version 13 required")
+	}
+	key := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Key"))
+	if k, err := base64.StdEncoding.DecodeString(key); err != nil || len(k) != 16 {
+		return refuse(http.StatusBadRequest, fmt.Errorf("%w: bad Sec-WebSocket-Key", ErrBadHandshake), "websocket: bad Sec-WebSocket-Key")
+	}
+	if !headerHasToken(r.Header, "Sec-WebSocket-Protocol", "binary") {
+		return refuse(http.StatusForbidden, ErrNoSubprotocol, "websocket: the \"binary\" subprotocol is required")
+	}
+	conn, rw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return refuse(http.StatusInternalServerError, fmt.Errorf("%w: hijack: %w", ErrBadHandshake, err), "websocket: upgrade unsupported")
+	}
+	_ = conn.SetDeadline(time.Time{})
+	resp := "HTTP/1.1 101 Switching Protocols\r\n" +
+		"Upgrade: websocket\r\n" +
+		"Connection: Upgrade\r\n" +
+		"Sec-WebSocket-Accept: " + acceptKey(key) + "\r\n" +
+		"Sec-WebSocket-Protocol: binary\r\n\r\n"
+	if _, err := io.WriteString(conn, resp); err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("%w: writing response: %w", ErrBadHandshake, err)
+	}
+	return newConn(conn, readerFor(conn, rw.Reader), false), nil
+}
+
+// readerFor keeps bytes already buffered by an HTTP reader and reads the
+// rest from conn through a larger buffer.
+func readerFor(conn net.Conn, br *bufio.Reader) *bufio.Reader {
+	if br == nil || br.Buffered() == 0 {
+		return bufio.NewReaderSize(conn, 64<<10)
+	}
+	pending, _ := br.Peek(br.Buffered())
+	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn), 64<<10)
+}
+
+// Dial performs the client handshake over an established connection (TCP,
+// or TLS for wss): GET path with Host host and subprotocol "binary". The
+// context bounds the handshake. Frames the returned conn sends are masked.
+func Dial(ctx context.Context, conn net.Conn, host, path string) (net.Conn, error) {
+	if path == "" {
+		path = "/"
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	if strings.ContainsAny(path, " \r\n") || strings.ContainsAny(host, " \r\n/") {
+		return nil, fmt.Errorf("%w: invalid host or path", ErrBadHandshake)
+	}
+	var nonce [16]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return nil, fmt.Errorf("websocket key: %w", err)
+	}
+	key := base64.StdEncoding.EncodeToString(nonce[:])
+
+	if d, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(d)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	req := "GET " + path + " HTTP/1.1\r\n" +
+		"Host: " + host + "\r\n" +
+		"Upgrade: websocket\r\n" +
+		"Connection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: " + key + "\r\n" +
+		"Sec-WebSocket-Version: 13\r\n" +
+		"Sec-WebSocket-Protocol: binary\r\n\r\n"
+	fail := func(err error) (net.Conn, error) {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, err
+	}
+	if _, err := io.WriteString(conn, req); err != nil {
+		return fail(fmt.Errorf("%w: writing request: %w", ErrBadHandshake, err))
+	}
+	br := bufio.NewReaderSize(conn, 64<<10)
+	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+	if err != nil {
+		return fail(fmt.Errorf("%w: reading response: %w", ErrBadHandshake, err))
+	}
+	_ = resp.Body.Close()
+	switch {
+	case resp.StatusCode != http.StatusSwitchingProtocols:
+		return nil, fmt.Errorf("%w: server answered %s", ErrBadHandshake, resp.Status)
+	case !headerHasToken(resp.Header, "Upgrade", "websocket"), !headerHasToken(resp.Header, "Connection", "upgrade"):
+		return nil, fmt.Errorf("%w: response is not an upgrade", ErrBadHandshake)
+	case resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key):
+		return nil, fmt.Errorf("%w: wrong Sec-WebSocket-Accept", ErrBadHandshake)
+	case !strings.EqualFold(strings.TrimSpace(resp.Header.Get("Sec-WebSocket-Protocol")), "binary"):
+		return nil, fmt.Errorf("%w: server chose %q", ErrNoSubprotocol, resp.Header.Get("Sec-WebSocket-Protocol"))
+	}
+	if !stop() {
+		return nil, fmt.Errorf("%w: %w", ErrBadHandshake, ctx.Err())
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return newConn(conn, br, true), nil
+}
