@@ -688,3 +688,79 @@ func TestSystemwideStartRequestWithoutAttach(t *testing.T) {
 	a.Stop()
 	noSecrets(t, sp.proxy, pw)
 }
+
+// replaceLines replaces whole lines of text (each old line must occur
+// exactly once, so the test notices when the file it adapts changes).
+func replaceLines(t *testing.T, text string, oldNew ...string) string {
+	t.Helper()
+	lines := strings.Split(text, "\n")
+	for i := 0; i+1 < len(oldNew); i += 2 {
+		n := 0
+		for j, l := range lines {
+			if l == oldNew[i] {
+				lines[j] = oldNew[i+1]
+				n++
+			}
+		}
+		if n != 1 {
+			t.Fatalf("line %q occurs %d times, want 1", oldNew[i], n)
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestSystemwideExampleConfig runs deploy/systemwide.example.toml, changed
+// only where a test must (ports, directories, a self-signed certificate
+// instead of ACME): plain xpra is refused on its TLS-only port, and a user
+// with no session who logs in with PAM over TLS gets one started as
+// themselves and attaches.
+func TestSystemwideExampleConfig(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "pgrep", "root")
+	const example = "../deploy/systemwide.example.toml"
+	if out, code := edgeCmd(t, "check-config", example); code != 0 {
+		t.Fatalf("check-config %s: exit %d\n%s", example, code, out)
+	}
+	raw, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	addr := xpratest.FreeTCPAddr(t)
+	state := filepath.Join(dir, "tls")
+	ctl := filepath.Join(dir, "ctl")
+	sessDir := sharedSocketDir(t)
+	cfg := replaceLines(t, string(raw),
+		`display = ":443"`, fmt.Sprintf("display = \":%d\"", xpratest.FreeDisplay(t)),
+		`socket_dir = "/run/xpra"`, fmt.Sprintf("socket_dir = %q", ctl),
+		`socket_dirs = ["/run/xpra"]`, fmt.Sprintf("socket_dirs = [%q]", sessDir),
+		`bind = "0.0.0.0:443"`, fmt.Sprintf("bind = %q", addr),
+		`mode = "acme"`, `mode = "self-signed"`,
+		`domains = ["desk.example.com"]`, ``,
+		`email = "admin@example.com"`, ``,
+		`state_dir = "/var/lib/xpra-edge/tls"`, fmt.Sprintf("state_dir = %q", state),
+		`bind = "127.0.0.1:9100"`, fmt.Sprintf("bind = %q", xpratest.FreeTCPAddr(t)),
+	)
+	p := startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "systemwide.toml"), cfg))
+
+	pw := randomPassword(t)
+	u := xpratest.CreateUser(t, userName("xpf"), pw)
+	cleanUpUser(t, u.UID)
+
+	plain := xpratest.Attach(t, "tcp://"+u.Name+":"+pw+"@"+addr+"/", xpratest.ClientOptions{})
+	refused(t, "plain xpra on the TLS-only port", plain, "this port requires TLS")
+
+	c := xpratest.Attach(t, "ssl://"+u.Name+":"+pw+"@"+addr+"/", xpratest.ClientOptions{
+		Args: []string{"--ssl-ca-certs=" + filepath.Join(state, "ca.pem")},
+	})
+	if err := c.WaitOutput(xpratest.AttachedLine, 90*time.Second); err != nil {
+		t.Fatalf("%v\n%s\nproxy:\n%s", err, c.Output(), p.log.String())
+	}
+	if !p.waitLog("started a new session", 5*time.Second) {
+		t.Fatal("the proxy did not log the started session")
+	}
+	if l := processesOf(u.UID, "xpra start"); len(l) == 0 {
+		t.Fatalf("no xpra server runs as %s (uid %d)", u.Name, u.UID)
+	}
+	c.Stop()
+	noSecrets(t, p, pw)
+}
