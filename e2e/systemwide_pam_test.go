@@ -479,7 +479,8 @@ func (c *xpraClient) waitWindow(title string, d time.Duration) (xpratest.Window,
 // left true so it attaches). xpra-edge logs the user in with PAM over TLS,
 // starts the session as that user (their uid runs the server and the
 // requested command), and the client attaches to it. A later plain attach
-// finds that session instead of starting another.
+// finds that session instead of starting another; the session outlives the
+// proxy, and a new proxy finds it too.
 func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm", "pgrep", "root")
 	pw := randomPassword(t)
@@ -532,6 +533,25 @@ func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
 		t.Fatalf("started %d sessions, want 1", n)
 	}
 	noSecrets(t, sp.proxy, pw)
+
+	// The session outlives the proxy (a restart of the service), and the
+	// next proxy finds it.
+	if err := sp.stop(syscall.SIGTERM, 20*time.Second); err != nil {
+		t.Fatalf("proxy stop: %v", err)
+	}
+	if p := processesOf(u.UID, "xpra start"); len(p) == 0 {
+		t.Fatal("stopping the proxy ended the session it started")
+	}
+	sp2 := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true})
+	a = sp2.attachTLS(t, u.Name, pw, "")
+	if w, err := a.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, title) {
+		t.Fatalf("after a proxy restart: window %q (%v)\n%s", w.Title, err, a.Output())
+	}
+	wantInfo(t, sp2.proxyInfo(t, 1), "proxy.display", display)
+	a.Stop()
+	if strings.Contains(sp2.log.String(), "started a new session") {
+		t.Fatal("the new proxy started another session instead of finding the running one")
+	}
 }
 
 // infoValue returns the value of key in `xpra info` output ("" if absent).
