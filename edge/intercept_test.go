@@ -316,3 +316,23 @@ func TestSessionLimits(t *testing.T) {
 		t.Fatalf("after one ended: %v", err)
 	}
 }
+
+func TestModuleTroubleIsNotAFailedLogin(t *testing.T) {
+	// A "database" that is a directory: the module cannot read it.
+	a, err := auth.New(auth.Spec{Name: "sqlite", Options: map[string]string{"filename": t.TempDir()}}, auth.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, srv := miniProxy(t, a, Limits{})
+	srv.bans.setPolicy(BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute})
+	for i := 0; i < 3; i++ {
+		_, err := connect(t, addr, xprawire.Rencode).Hello(xpraclient.BaseCaps("u"), []byte("p"), true, false, 5*time.Second)
+		var de *xpraclient.DisconnectError
+		if !asDisconnect(err, &de) || de.Reasons[0] != "authentication error" {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	if srv.bans.count() != 0 {
+		t.Fatal("module trouble banned the client")
+	}
+}

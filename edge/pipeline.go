@@ -338,13 +338,20 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 	return nil
 }
 
+// authFailed classifies a Verify error: wrong credentials count toward
+// bans and are told "authentication failed"; a module's own trouble (a
+// database it cannot open) is an "authentication error" and bans nobody.
 func (h *handshake) authFailed(err error) error {
 	var re *auth.RefusedError
-	if errors.As(err, &re) {
+	switch {
+	case errors.As(err, &re):
 		return tell(reasonAuthError, err, re.Reason)
+	case errors.Is(err, auth.ErrFailed):
+		h.s.noteAuthFailure(h.meta)
+		return tell(reasonAuthFailed, err)
+	default:
+		return tell(reasonAuthError, err, "the authentication module failed, try again later")
 	}
-	h.s.noteAuthFailure(h.meta)
-	return tell(reasonAuthFailed, err)
 }
 
 func (h *handshake) sendChallenge(ch *auth.Challenge) error {

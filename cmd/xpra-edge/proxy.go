@@ -369,6 +369,7 @@ func runProxy(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(cfg.Log, stderr)
+	raiseFileLimit(log)
 	for _, name := range ignored {
 		log.Info("ignoring xpra option that does not apply to xpra-edge", "option", name)
 	}
