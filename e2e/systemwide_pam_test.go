@@ -1,9 +1,16 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -782,5 +789,74 @@ func TestSystemwideExampleConfig(t *testing.T) {
 		t.Fatalf("no xpra server runs as %s (uid %d)", u.Name, u.UID)
 	}
 	c.Stop()
+	noSecrets(t, p, pw)
+}
+
+// writeSelfSignedCert writes a PEM certificate (its own CA) for 127.0.0.1
+// and its key, as an operator's --ssl-cert and --ssl-key files.
+func writeSelfSignedCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	writeFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	writeFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
+	return certFile, keyFile
+}
+
+// TestSystemwideCommandLineFlags: the xpra-style command line of
+// docs/SYSTEMWIDE.md (no configuration file): --tcp-auth=pam, the
+// operator's certificate with --ssl-cert/--ssl-key, --proxy-start-sessions,
+// and a TLS-only port (--bind-tcp=ADDR,plain=no).
+// A PAM user without a session logs in over TLS and gets one.
+func TestSystemwideCommandLineFlags(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "pgrep", "root")
+	dir := t.TempDir()
+	cert, key := writeSelfSignedCert(t, dir)
+	addr := xpratest.FreeTCPAddr(t)
+	ctl := filepath.Join(dir, "ctl")
+	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr+",plain=no", "--tcp-auth=pam",
+		"--ssl-cert="+cert, "--ssl-key="+key, "--proxy-start-sessions=yes",
+		"--socket-dir="+ctl, "--socket-dirs="+sharedSocketDir(t))
+
+	pw := randomPassword(t)
+	u := xpratest.CreateUser(t, userName("xpg"), pw)
+	cleanUpUser(t, u.UID)
+	c := xpratest.Attach(t, "ssl://"+u.Name+":"+pw+"@"+addr+"/", xpratest.ClientOptions{Args: []string{"--ssl-ca-certs=" + cert}})
+	if err := c.WaitOutput(xpratest.AttachedLine, 90*time.Second); err != nil {
+		t.Fatalf("%v\n%s\nproxy:\n%s", err, c.Output(), p.log.String())
+	}
+	if !p.waitLog("started a new session", 5*time.Second) {
+		t.Fatal("the proxy did not log the started session")
+	}
+	if l := processesOf(u.UID, "xpra start"); len(l) == 0 {
+		t.Fatalf("no xpra server runs as %s (uid %d)", u.Name, u.UID)
+	}
+	c.Stop()
+	// plain=no: TLS only.
+	plain := xpratest.Attach(t, "tcp://"+u.Name+":"+pw+"@"+addr+"/", xpratest.ClientOptions{})
+	refused(t, "plain tcp", plain, "this port requires TLS")
 	noSecrets(t, p, pw)
 }
