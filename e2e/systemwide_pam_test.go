@@ -740,7 +740,7 @@ func replaceLines(t *testing.T, text string, oldNew ...string) string {
 // only where a test must (ports, directories, a self-signed certificate
 // instead of ACME): plain xpra is refused on its TLS-only port, and a user
 // with no session who logs in with PAM over TLS gets one started as
-// themselves and attaches.
+// themselves, running what the user's own xpra.conf says, and attaches.
 func TestSystemwideExampleConfig(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "pgrep", "root")
 	const example = "../deploy/systemwide.example.toml"
@@ -772,6 +772,9 @@ func TestSystemwideExampleConfig(t *testing.T) {
 	pw := randomPassword(t)
 	u := xpratest.CreateUser(t, userName("xpf"), pw)
 	cleanUpUser(t, u.UID)
+	// What a started session runs comes from the user's own xpra.conf.
+	title := "edge-conf-" + u.Name
+	writeUserFile(t, u, ".config/xpra/xpra.conf", "start-child = xterm -T "+title+"\n")
 
 	plain := xpratest.Attach(t, "tcp://"+u.Name+":"+pw+"@"+addr+"/", xpratest.ClientOptions{})
 	refused(t, "plain xpra on the TLS-only port", plain, "this port requires TLS")
@@ -788,8 +791,37 @@ func TestSystemwideExampleConfig(t *testing.T) {
 	if l := processesOf(u.UID, "xpra start"); len(l) == 0 {
 		t.Fatalf("no xpra server runs as %s (uid %d)", u.Name, u.UID)
 	}
+	if _, err := c.WaitWindowInfo("xterm", attachTimeout); err != nil {
+		t.Fatalf("the start-child of the user's xpra.conf: %v", err)
+	}
+	if l := processesOf(u.UID, "^xterm -T "+title); len(l) == 0 {
+		t.Fatalf("the user's start-child does not run as %s", u.Name)
+	}
 	c.Stop()
 	noSecrets(t, p, pw)
+}
+
+// writeUserFile writes a file under the user's home, owned by the user,
+// creating the directories on the way (also owned by the user).
+func writeUserFile(t *testing.T, u *xpratest.User, rel, content string) {
+	t.Helper()
+	path := filepath.Join(u.Home, rel)
+	dir := u.Home
+	for _, part := range strings.Split(filepath.Dir(rel), "/") {
+		dir = filepath.Join(dir, part)
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+		if err := os.Chown(dir, u.UID, u.GID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(path, u.UID, u.GID); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // writeSelfSignedCert writes a PEM certificate (its own CA) for 127.0.0.1
