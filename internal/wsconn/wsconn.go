@@ -24,6 +24,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"strings"
@@ -83,15 +84,18 @@ type Conn struct {
 	mask      [4]byte
 	maskPos   int
 	inMessage bool // a fragmented data message is in progress
+	unmasked  int  // data frames received without a mask (xpra's Python client)
+	maskedIn  int  // data frames received masked (browsers)
 	rerr      error
-	hdr       [maxHeaderSize]byte
 	ctrl      [maxControlLength]byte
 
-	wmu     sync.Mutex
-	wclosed bool // a close frame was sent; no more frames
-	whdr    [maxHeaderSize]byte
-	wbufs   net.Buffers
-	maskBuf []byte // client side: masked copy of the payload
+	wmu      sync.Mutex
+	wclosed  bool // a close frame was sent; no more frames
+	whdr     [maxHeaderSize]byte
+	wbufArr  [2][]byte
+	wbufs    net.Buffers
+	maskBuf  []byte         // client side: masked copy of the payload
+	maskRand *mrand.ChaCha8 // client side: mask keys, seeded from crypto/rand
 }
 
 var _ net.Conn = (*Conn)(nil)
@@ -100,7 +104,13 @@ func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 	if br == nil {
 		br = bufio.NewReaderSize(c, 64<<10)
 	}
-	return &Conn{conn: c, br: br, client: client}
+	wc := &Conn{conn: c, br: br, client: client}
+	if client {
+		var seed [32]byte
+		_, _ = rand.Read(seed[:]) // never fails (Go 1.24+)
+		wc.maskRand = mrand.NewChaCha8(seed)
+	}
+	return wc
 }
 
 // NewServerConn wraps a connection whose handshake is already done (the
@@ -120,7 +130,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			return 0, c.rerr
 		}
 		if err := c.nextFrame(); err != nil {
-			c.rerr = err
+			if !isTimeout(err) {
+				c.rerr = err
+			}
 			return 0, err
 		}
 	}
@@ -137,13 +149,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if err == io.EOF {
 		err = io.ErrUnexpectedEOF
 	}
-	if err != nil {
+	if err != nil && !isTimeout(err) {
 		c.rerr = err
 		if n > 0 {
 			return n, nil
 		}
 	}
 	return n, err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 type frameHeader struct {
@@ -155,59 +172,79 @@ type frameHeader struct {
 	length int64
 }
 
-// readHeader parses one frame header.
-func (c *Conn) readHeader() (frameHeader, error) {
-	var h frameHeader
-	b := c.hdr[:2]
-	if _, err := io.ReadFull(c.br, b); err != nil {
-		if err == io.EOF {
-			// The peer went away between frames without a close frame.
-			return h, io.EOF
+// peek returns the next n buffered bytes without consuming them. A clean
+// end of stream before any byte is io.EOF; an end inside the frame is a
+// truncation (ErrProtocol); other errors (timeouts) are returned as they
+// are, with nothing consumed, so a Read may be retried after a timeout.
+func (c *Conn) peek(n int) ([]byte, error) {
+	b, err := c.br.Peek(n)
+	if err == nil {
+		return b, nil
+	}
+	if err == io.EOF {
+		if len(b) == 0 && n <= 2 {
+			return nil, io.EOF // between frames: the peer went away without a close frame
 		}
-		return h, fmt.Errorf("%w: truncated header: %w", ErrProtocol, err)
+		return nil, fmt.Errorf("%w: truncated frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
+	}
+	return nil, err
+}
+
+// readHeader parses one frame header; the bytes are consumed only when
+// the whole header is there.
+//
+//	byte 0: FIN(0x80) RSV1-3(0x70) opcode(0x0f)
+//	byte 1: MASK(0x80) length 0..125, 126 (+2 bytes BE), 127 (+8 bytes BE)
+//	then the 4-byte mask key when MASK is set.
+func (c *Conn) readHeader() (frameHeader, int, error) {
+	var h frameHeader
+	b, err := c.peek(2)
+	if err != nil {
+		return h, 0, err
 	}
 	h.fin = b[0]&0x80 != 0
 	h.rsv = b[0] & 0x70
 	h.op = b[0] & 0x0f
 	h.masked = b[1]&0x80 != 0
+	size := 2
 	l := int64(b[1] & 0x7f)
 	switch l {
 	case 126:
-		if _, err := io.ReadFull(c.br, c.hdr[2:4]); err != nil {
-			return h, fmt.Errorf("%w: truncated length: %w", ErrProtocol, noEOF(err))
-		}
-		l = int64(binary.BigEndian.Uint16(c.hdr[2:4]))
+		size += 2
 	case 127:
-		if _, err := io.ReadFull(c.br, c.hdr[2:10]); err != nil {
-			return h, fmt.Errorf("%w: truncated length: %w", ErrProtocol, noEOF(err))
-		}
-		u := binary.BigEndian.Uint64(c.hdr[2:10])
+		size += 8
+	}
+	if h.masked {
+		size += 4
+	}
+	if b, err = c.peek(size); err != nil {
+		return h, 0, err
+	}
+	switch l {
+	case 126:
+		l = int64(binary.BigEndian.Uint16(b[2:4]))
+	case 127:
+		u := binary.BigEndian.Uint64(b[2:10])
 		if u > MaxFrameSize {
-			return h, fmt.Errorf("%w: %d bytes (limit %d)", ErrFrameTooBig, u, MaxFrameSize)
+			return h, 0, fmt.Errorf("%w: %d bytes (limit %d)", ErrFrameTooBig, u, MaxFrameSize)
 		}
 		l = int64(u)
 	}
 	h.length = l
 	if h.masked {
-		if _, err := io.ReadFull(c.br, h.mask[:]); err != nil {
-			return h, fmt.Errorf("%w: truncated mask: %w", ErrProtocol, noEOF(err))
-		}
+		copy(h.mask[:], b[size-4:size])
 	}
-	return h, nil
-}
-
-func noEOF(err error) error {
-	if err == io.EOF {
-		return io.ErrUnexpectedEOF
-	}
-	return err
+	return h, size, nil
 }
 
 // nextFrame reads frames until a data frame with payload begins, or the
 // stream ends.
 func (c *Conn) nextFrame() error {
 	for {
-		h, err := c.readHeader()
+		h, size, err := c.readHeader()
+		if err == nil {
+			err = c.checkHeader(&h)
+		}
 		if err != nil {
 			if errors.Is(err, ErrFrameTooBig) {
 				c.failClose(closeTooBig)
@@ -216,21 +253,27 @@ func (c *Conn) nextFrame() error {
 			}
 			return err
 		}
-		if err := c.checkHeader(&h); err != nil {
-			if errors.Is(err, ErrFrameTooBig) {
-				c.failClose(closeTooBig)
-			} else {
-				c.failClose(closeProtocol)
-			}
-			return err
-		}
 		if h.op >= 0x8 {
-			if err := c.control(&h); err != nil {
+			// A control frame is at most 139 bytes: take it whole or not at all.
+			b, err := c.peek(size + int(h.length))
+			if err != nil {
+				return err
+			}
+			payload := c.ctrl[:h.length]
+			copy(payload, b[size:])
+			_, _ = c.br.Discard(size + int(h.length))
+			if err := c.control(&h, payload); err != nil {
 				return err
 			}
 			continue
 		}
+		_, _ = c.br.Discard(size)
 		c.inMessage = !h.fin
+		if h.masked {
+			c.maskedIn++
+		} else {
+			c.unmasked++
+		}
 		if h.length == 0 {
 			continue
 		}
@@ -273,12 +316,9 @@ func (c *Conn) checkHeader(h *frameHeader) error {
 	return nil
 }
 
-// control handles a ping, pong or close frame.
-func (c *Conn) control(h *frameHeader) error {
-	payload := c.ctrl[:h.length]
-	if _, err := io.ReadFull(c.br, payload); err != nil {
-		return fmt.Errorf("%w: truncated control frame: %w", ErrProtocol, noEOF(err))
-	}
+// control handles a ping, pong or close frame (payload already unread
+// from the stream, still masked when h.masked).
+func (c *Conn) control(h *frameHeader, payload []byte) error {
 	if h.masked {
 		applyMask(payload, h.mask, 0)
 	}
@@ -303,11 +343,17 @@ func (c *Conn) control(h *frameHeader) error {
 	return nil // pong
 }
 
-// failClose tells the peer why we stop reading (best effort).
+// failClose tells the peer why we stop reading (best effort, bounded by
+// a write deadline: the connection is finished anyway).
 func (c *Conn) failClose(code uint16) {
+	if !c.wmu.TryLock() {
+		return // a Write is in progress; the caller will Close
+	}
+	defer c.wmu.Unlock()
+	_ = c.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], code)
-	_ = c.writeFrame(opClose, b[:])
+	_ = c.writeFrameLocked(opClose, b[:])
 }
 
 // Write sends p as one binary frame (masked when we are the client). It is
@@ -345,9 +391,7 @@ func (c *Conn) writeFrameLocked(op byte, p []byte) error {
 	if c.client {
 		h[1] |= 0x80
 		var key [4]byte
-		if _, err := rand.Read(key[:]); err != nil {
-			return fmt.Errorf("websocket mask: %w", err)
-		}
+		binary.LittleEndian.PutUint32(key[:], uint32(c.maskRand.Uint64()))
 		h = append(h, key[:]...)
 		if cap(c.maskBuf) < len(p) {
 			c.maskBuf = make([]byte, len(p))
@@ -356,10 +400,10 @@ func (c *Conn) writeFrameLocked(op byte, p []byte) error {
 		copy(payload, p)
 		applyMask(payload, key, 0)
 	}
-	c.wbufs = append(c.wbufs[:0], h, payload)
-	bufs := c.wbufs
-	_, err := bufs.WriteTo(c.conn)
-	c.wbufs[0], c.wbufs[1] = nil, nil
+	c.wbufArr = [2][]byte{h, payload}
+	c.wbufs = c.wbufArr[:]
+	_, err := c.wbufs.WriteTo(c.conn)
+	c.wbufArr = [2][]byte{}
 	if c.client && cap(c.maskBuf) > 1<<20 {
 		c.maskBuf = nil // do not pin a huge buffer
 	}
