@@ -229,15 +229,28 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 	default:
 		return nil, tell(reasonInvalidRequest, fmt.Errorf("unsupported request %q", req))
 	}
-	if !caps.Bool("connect", true) || caps.Has("connect_test_request") {
-		_ = h.x.sendDeadline(xprawire.Packet{"hello", h.s.answerRequest("connect_test", h.client, scopeNetwork, nil)}, lim.WriteTimeout)
-		h.linger()
-		return nil, nil
-	}
-
 	target, err := h.route(ctx, caps)
 	if err != nil {
 		return nil, err
+	}
+	if !caps.Bool("connect", true) || caps.Has("connect_test_request") {
+		// The client only wants to know where its session is (xpra
+		// start --attach=no, connect tests): the session is chosen, or
+		// started, but not connected to.
+		hello := h.s.answerRequest("connect_test", h.client, scopeNetwork, nil)
+		hello.Set("display", target.Display)
+		if target.Scheme == "unix" {
+			hello.Set("socket-path", target.Address)
+		}
+		if sns, ok := startRequest(caps); ok {
+			if mode, ok := sns["mode"]; ok {
+				hello.Set("mode", mode)
+			}
+		}
+		_ = h.x.sendDeadline(xprawire.Packet{"hello", hello}, lim.WriteTimeout)
+		h.log.Info("session located without connecting", "display", target.Display)
+		h.linger()
+		return nil, nil
 	}
 	return h.connectBackend(ctx, target)
 }
