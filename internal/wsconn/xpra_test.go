@@ -1,0 +1,132 @@
+package wsconn
+
+import (
+	"bytes"
+	"compress/zlib"
+	"context"
+	"encoding/binary"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+// needXpra returns the path of the real xpra 3.1.3 client, or skips (fails
+// when XPRA_EDGE_REQUIRE_PEERS=1).
+func needXpra(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/xpra"} {
+		if _, err := os.Stat(p); err == nil {
+			if _, err := os.Stat("/usr/bin/python3"); err == nil {
+				return p
+			}
+		}
+	}
+	if os.Getenv("XPRA_EDGE_REQUIRE_PEERS") == "1" {
+		t.Fatal("the xpra client (/usr/bin/xpra, Debian package xpra) is required")
+	}
+	t.Skip("xpra not installed")
+	return ""
+}
+
+// TestRealXpraClient runs `xpra version ws://127.0.0.1:PORT/` (xpra 3.1.3's
+// python client) against Upgrade. The stream must start with an xpra
+// header ('P', flags, level, index 0, big-endian size) followed by that
+// many bytes forming a zlib-compressed hello. By default the client sends
+// unmasked frames (against RFC 6455), the case most Go servers refuse;
+// XPRA_WEBSOCKET_LEGACY=0 with XPRA_WEBSOCKET_MASK=1 makes it mask them
+// like a browser (legacy frame-per-chunk mode never masks).
+func TestRealXpraClient(t *testing.T) {
+	xpra := needXpra(t)
+	for _, tc := range []struct {
+		name   string
+		env    []string
+		masked bool
+	}{
+		{"unmasked default", nil, false},
+		{"masked", []string{"XPRA_WEBSOCKET_LEGACY=0", "XPRA_WEBSOCKET_MASK=1"}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			type result struct {
+				hdr, payload     []byte
+				err              error
+				masked, unmasked int
+				path, proto      string
+			}
+			res := make(chan result, 1)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c, err := Upgrade(w, r)
+				if err != nil {
+					res <- result{err: err}
+					return
+				}
+				defer c.Close()
+				_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+				out := result{path: r.URL.Path, proto: r.Header.Get("Sec-WebSocket-Protocol")}
+				out.hdr = make([]byte, 8)
+				if _, out.err = io.ReadFull(c, out.hdr); out.err == nil {
+					size := binary.BigEndian.Uint32(out.hdr[4:])
+					if size > 1<<20 {
+						out.err = io.ErrShortBuffer
+					} else {
+						out.payload = make([]byte, size)
+						_, out.err = io.ReadFull(c, out.payload)
+					}
+				}
+				wc := c.(*Conn)
+				out.masked, out.unmasked = wc.maskedIn, wc.unmasked
+				res <- out
+			}))
+			defer srv.Close()
+
+			ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+			defer cancel()
+			home := t.TempDir()
+			cmd := exec.CommandContext(ctx, xpra, "version", "ws://"+srv.Listener.Addr().String()+"/")
+			cmd.Env = append([]string{
+				"HOME=" + home, "XDG_RUNTIME_DIR=" + home, "PATH=/usr/bin:/bin",
+				"LANG=C.UTF-8", "XPRA_CONNECT_TIMEOUT=10",
+			}, tc.env...)
+			out := &bytes.Buffer{}
+			cmd.Stdout, cmd.Stderr = out, out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+			var r result
+			select {
+			case r = <-res:
+			case <-ctx.Done():
+				t.Fatalf("xpra never upgraded:\n%s", out)
+			}
+			if r.err != nil {
+				t.Fatalf("%v\nxpra output:\n%s", r.err, out)
+			}
+			h := r.hdr
+			t.Logf("path %q, protocol %q, header % x, %d masked and %d unmasked frames", r.path, r.proto, h, r.masked, r.unmasked)
+			if h[0] != 'P' || h[3] != 0 {
+				t.Fatalf("not an xpra main-packet header: % x", h)
+			}
+			if h[1] != 0x01 || h[2] != 0x01 {
+				t.Fatalf("want rencode (flags 0x01) and zlib level 1, got flags %#x level %#x", h[1], h[2])
+			}
+			zr, err := zlib.NewReader(bytes.NewReader(r.payload))
+			if err != nil {
+				t.Fatalf("payload is not zlib: %v", err)
+			}
+			plain, err := io.ReadAll(io.LimitReader(zr, 1<<20))
+			if err != nil {
+				t.Fatalf("inflate: %v", err)
+			}
+			if !bytes.Contains(plain[:min(len(plain), 16)], []byte("hello")) || !bytes.Contains(plain, []byte("version")) {
+				t.Fatalf("not a hello: %q", plain[:min(len(plain), 64)])
+			}
+			if tc.masked && (r.masked == 0 || r.unmasked != 0) || !tc.masked && (r.unmasked == 0 || r.masked != 0) {
+				t.Fatalf("masked=%v but saw %d masked and %d unmasked frames", tc.masked, r.masked, r.unmasked)
+			}
+		})
+	}
+}
