@@ -9,9 +9,15 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"net"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
+	"github.com/xpra-edge/xpra-edge/internal/xpratest"
 )
 
 // needXpra returns the path of the real xpra 3.1.3 client, or skips (fails
@@ -128,5 +134,52 @@ func TestRealXpraClient(t *testing.T) {
 				t.Fatalf("masked=%v but saw %d masked and %d unmasked frames", tc.masked, r.masked, r.unmasked)
 			}
 		})
+	}
+}
+
+// TestDialRealXpraServer: Dial (masked client frames) to a real xpra 3.1.3
+// server's --bind-ws socket, then a version request through it answered
+// by the server.
+func TestDialRealXpraServer(t *testing.T) {
+	needXpra(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := xpratest.StartServer(t, xpratest.ServerOptions{
+		Start: "-",
+		Args:  []string{"--bind-ws=" + addr, "--ws-auth=none"},
+	})
+	var raw net.Conn
+	for i := 0; i < 100; i++ { // the ws socket may come up after the unix one
+		if raw, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("dial %s: %v\n%s", addr, err, srv.Log())
+	}
+	defer raw.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ws, err := Dial(ctx, raw, addr, "/"+srv.Display)
+	if err != nil {
+		t.Fatalf("websocket handshake with xpra: %v\n%s", err, srv.Log())
+	}
+	defer ws.Close()
+	caps, err := xpraclient.New(ws, xprawire.Rencode).Request("version", 15*time.Second)
+	if err != nil {
+		t.Fatalf("version request over ws: %v\n%s", err, srv.Log())
+	}
+	v, _ := caps.Str("version")
+	if !strings.HasPrefix(v, "3.1") {
+		t.Fatalf("server version %q", v)
+	}
+	t.Logf("server %s answered version %q over ws", srv.Display, v)
+	if wc := ws.(*Conn); wc.maskedIn != 0 || wc.unmasked == 0 {
+		t.Fatalf("server frames: %d masked, %d unmasked", wc.maskedIn, wc.unmasked)
 	}
 }
