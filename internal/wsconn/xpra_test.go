@@ -6,18 +6,18 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"net"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
-	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 	"github.com/xpra-edge/xpra-edge/internal/xpratest"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 )
 
 // needXpra returns the path of the real xpra 3.1.3 client, or skips (fails
