@@ -61,6 +61,14 @@ const (
 	opPong         = 0xa
 )
 
+// Read buffer sizes: small per connection (thousands of idle sessions);
+// reads of at least this size bypass the buffer. A control frame (at most
+// 139 bytes with its header) must fit.
+const (
+	readBufSize    = 4096
+	minReadBufSize = 256
+)
+
 // Close status codes we send.
 const (
 	closeNormal      = 1000
@@ -102,7 +110,9 @@ var _ net.Conn = (*Conn)(nil)
 
 func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 	if br == nil {
-		br = bufio.NewReaderSize(c, 64<<10)
+		br = bufio.NewReaderSize(c, readBufSize)
+	} else if br.Size() < minReadBufSize {
+		br = bufio.NewReaderSize(br, readBufSize) // control frames are peeked whole
 	}
 	wc := &Conn{conn: c, br: br, client: client}
 	if client {
@@ -549,10 +559,10 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
 // rest from conn through a larger buffer.
 func readerFor(conn net.Conn, br *bufio.Reader) *bufio.Reader {
 	if br == nil || br.Buffered() == 0 {
-		return bufio.NewReaderSize(conn, 64<<10)
+		return bufio.NewReaderSize(conn, readBufSize)
 	}
 	pending, _ := br.Peek(br.Buffered())
-	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn), 64<<10)
+	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn), readBufSize)
 }
 
 // Dial performs the client handshake over an established connection (TCP,
@@ -596,7 +606,7 @@ func Dial(ctx context.Context, conn net.Conn, host, path string) (net.Conn, erro
 	if _, err := io.WriteString(conn, req); err != nil {
 		return fail(fmt.Errorf("%w: writing request: %w", ErrBadHandshake, err))
 	}
-	br := bufio.NewReaderSize(conn, 64<<10)
+	br := bufio.NewReaderSize(conn, readBufSize)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		return fail(fmt.Errorf("%w: reading response: %w", ErrBadHandshake, err))
