@@ -598,8 +598,12 @@ func Dial(ctx context.Context, conn net.Conn, host, path string) (net.Conn, erro
 		"Sec-WebSocket-Version: 13\r\n" +
 		"Sec-WebSocket-Protocol: binary\r\n\r\n"
 	fail := func(err error) (net.Conn, error) {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		cerr := ctx.Err()
+		if d, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(d) {
+			cerr = context.DeadlineExceeded // the conn deadline fired first
+		}
+		if cerr != nil {
+			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
 		return nil, err
 	}
