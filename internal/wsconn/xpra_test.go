@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/zlib"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
 	"github.com/xpra-edge/xpra-edge/internal/xpratest"
 	"github.com/xpra-edge/xpra-edge/internal/xprawire"
+	"github.com/xpra-edge/xpra-edge/tlsconf"
 )
 
 // needXpra returns the path of the real xpra 3.1.3 client, or skips (fails
@@ -181,5 +183,67 @@ func TestDialRealXpraServer(t *testing.T) {
 	t.Logf("server %s answered version %q over ws", srv.Display, v)
 	if wc := ws.(*Conn); wc.maskedIn != 0 || wc.unmasked == 0 {
 		t.Fatalf("server frames: %d masked, %d unmasked", wc.maskedIn, wc.unmasked)
+	}
+}
+
+// TestRealXpraClientWSS: `xpra version wss://127.0.0.1:PORT/` verifying a
+// tlsconf self-signed leaf against its dev CA, into Upgrade behind
+// tls.Server: the same xpra header arrives through TLS.
+func TestRealXpraClientWSS(t *testing.T) {
+	xpra := needXpra(t)
+	m, err := tlsconf.New(tlsconf.Config{Mode: tlsconf.ModeSelfSigned, StateDir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	hdrs := make(chan []byte, 1)
+	// Not httptest's StartTLS: it would add its own certificate.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", m.TLSConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, err := Upgrade(w, r)
+		if err != nil {
+			t.Errorf("upgrade over tls: %v", err)
+			return
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		h := make([]byte, 8)
+		if _, err := io.ReadFull(c, h); err != nil {
+			t.Errorf("read: %v", err)
+		}
+		hdrs <- h
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	home := t.TempDir()
+	cmd := exec.CommandContext(ctx, xpra, "version", "wss://"+ln.Addr().String()+"/",
+		"--ssl-ca-certs="+m.CAFile(), "--ssl-server-verify-mode=required")
+	cmd.Env = []string{"HOME=" + home, "XDG_RUNTIME_DIR=" + home, "PATH=/usr/bin:/bin", "LANG=C.UTF-8"}
+	out := &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() { _ = cmd.Process.Kill(); <-exited }()
+	select {
+	case h := <-hdrs:
+		if h[0] != 'P' || h[1] != 0x01 || h[3] != 0 {
+			t.Fatalf("not an xpra hello header: % x\n%s", h, out)
+		}
+	case <-exited:
+		t.Fatalf("xpra exited before sending over wss:\n%s", out)
+	case <-ctx.Done():
+		t.Fatalf("no websocket data over tls:\n%s", out)
 	}
 }
