@@ -761,3 +761,31 @@ func BenchmarkLoopbackTCP(b *testing.B) {
 		}
 	}
 }
+
+// TestReadTimeoutIsRetryable: a deadline that fires inside a frame header
+// or a control frame consumes nothing; the next Read after a new deadline
+// continues the stream (as for a plain net.Conn).
+func TestReadTimeoutIsRetryable(t *testing.T) {
+	a, b := net.Pipe()
+	defer b.Close()
+	c := newConn(a, nil, false)
+	defer c.Close()
+	go func() { _, _ = io.Copy(io.Discard, b) }() // pongs
+	whole := append(frame(true, opPing, mask, []byte("ping")), frame(true, opBinary, mask, []byte("payload"))...)
+	buf := make([]byte, 16)
+	for i, cut := range []int{1, 3, 7, 11} { // inside the ping, inside the data header
+		sent := make(chan struct{})
+		go func() { _, _ = b.Write(whole[:cut]); close(sent) }()
+		_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := c.Read(buf); !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("%d: read with a partial frame: %v", i, err)
+		}
+		<-sent
+		go func() { _, _ = b.Write(whole[cut:]) }()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := c.Read(buf)
+		if err != nil || string(buf[:n]) != "payload" {
+			t.Fatalf("%d: after the timeout: %q, %v", i, buf[:n], err)
+		}
+	}
+}
