@@ -79,6 +79,7 @@ func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, me
 	sess, err := h.run(ctx)
 	if err != nil {
 		h.fail(err)
+		h.drain(time.Second)
 		c.Close()
 		return
 	}
@@ -253,6 +254,19 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 		return nil, nil
 	}
 	return h.connectBackend(ctx, target)
+}
+
+// drain reads and discards what the client still sends, for at most d,
+// so that closing does not reset the connection (a reset makes the
+// client's kernel drop our disconnect before the client reads it).
+func (h *handshake) drain(d time.Duration) {
+	_ = h.x.SetReadDeadline(time.Now().Add(d))
+	var buf [512]byte
+	for {
+		if _, err := h.x.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // linger keeps the connection open briefly so the client reads our answer
