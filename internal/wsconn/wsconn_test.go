@@ -789,3 +789,57 @@ func TestReadTimeoutIsRetryable(t *testing.T) {
 		}
 	}
 }
+
+// TestUpgradeClearsServerDeadlines: an http.Server's ReadTimeout and
+// WriteTimeout must not cut a long-lived WebSocket after the upgrade
+// (net/http's Hijack clears them today; Upgrade clears them as well, for
+// other hijackers, and this test keeps the contract).
+func TestUpgradeClearsServerDeadlines(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	srv := &http.Server{ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, err := Upgrade(w, r)
+			if err != nil {
+				got <- err.Error()
+				return
+			}
+			defer c.Close()
+			b := make([]byte, 5)
+			if _, err := io.ReadFull(c, b); err != nil {
+				got <- err.Error()
+				return
+			}
+			if _, err := c.Write(b); err != nil {
+				got <- err.Error()
+				return
+			}
+			got <- string(b)
+		})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Dial(context.Background(), raw, "x", "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(300 * time.Millisecond) // past both server timeouts
+	if _, err := c.Write([]byte("later")); err != nil {
+		t.Fatal(err)
+	}
+	if s := <-got; s != "later" {
+		t.Fatalf("server: %s", s)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "later" {
+		t.Fatalf("echo %q %v", b, err)
+	}
+}
