@@ -505,8 +505,9 @@ func (c *xpraClient) waitWindow(title string, d time.Duration) (xpratest.Window,
 // left true so it attaches). xpra-edge logs the user in with PAM over TLS,
 // starts the session as that user (their uid runs the server and the
 // requested command), and the client attaches to it. A later plain attach
-// finds that session instead of starting another; the session outlives the
-// proxy, and a new proxy finds it too.
+// finds that session instead of starting another; a request naming a
+// display starts a second session there; the sessions outlive the proxy,
+// and a new proxy finds them.
 func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm", "pgrep", "root")
 	pw := randomPassword(t)
@@ -558,6 +559,20 @@ func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
 	if n := strings.Count(sp.log.String(), "started a new session"); n != 1 {
 		t.Fatalf("started %d sessions, want 1", n)
 	}
+
+	// A start request naming a display: a second session on that display,
+	// although the user has one already.
+	n := xpratest.FreeDisplay(t)
+	title2 := "edge-second-" + u.Name
+	c = runXpraClient(t, 3*time.Minute, "start", sp.sslURL(u.Name, pw, strconv.Itoa(n)), "--ssl-ca-certs="+sp.caFile, "--start=xterm -T "+title2)
+	if _, err := c.waitWindow(title2, 90*time.Second); err != nil {
+		t.Fatalf("start on :%d: %v\nclient:\n%s\nproxy:\n%s", n, err, c.log.String(), sp.log.String())
+	}
+	wantInfo(t, sp.proxyInfo(t, 3), "proxy.user", u.Name, "proxy.display", ":"+strconv.Itoa(n))
+	c.stop()
+	if n := strings.Count(sp.log.String(), "started a new session"); n != 2 {
+		t.Fatalf("started %d sessions, want 2", n)
+	}
 	noSecrets(t, sp.proxy, pw)
 
 	// The session outlives the proxy (a restart of the service), and the
@@ -569,7 +584,7 @@ func TestSystemwideStartsSessionOnRequestPAM(t *testing.T) {
 		t.Fatal("stopping the proxy ended the session it started")
 	}
 	sp2 := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true})
-	a = sp2.attachTLS(t, u.Name, pw, "")
+	a = sp2.attachTLS(t, u.Name, pw, display)
 	if w, err := a.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, title) {
 		t.Fatalf("after a proxy restart: window %q (%v)\n%s", w.Title, err, a.Output())
 	}
