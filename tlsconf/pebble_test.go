@@ -4,144 +4,38 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"io"
-	"log"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/letsencrypt/pebble/v2/ca"
-	"github.com/letsencrypt/pebble/v2/db"
-	"github.com/letsencrypt/pebble/v2/va"
-	"github.com/letsencrypt/pebble/v2/wfe"
-	"github.com/miekg/dns"
+	"github.com/xpra-edge/xpra-edge/internal/pebbletest"
 )
 
-// testZone is served by the test's DNS server: every name under it
-// resolves to 127.0.0.1, so Pebble's VA validates against our listeners.
-const testZone = "xpra-edge.test."
-
-// pebbleCA is Pebble (ACME CA, VA and management API) running in process
-// on loopback, with its VA pointed at the test's own ports.
+// pebbleCA is internal/pebbletest's in-process Pebble under the names
+// these tests use.
 type pebbleCA struct {
+	*pebbletest.CA
 	dirURL    string // ACME directory
 	caRootPEM string // PEM file of the CA that signed the directory's TLS certificate
-	mgmt      string // management API base URL
-	client    *http.Client
-	newOrders atomic.Int32 // POSTs to new-order
+	newOrders orderCounter
 }
 
-// startDNS answers A queries for names under testZone with 127.0.0.1 (TCP,
-// which is what Pebble's VA uses with a custom resolver).
-func startDNS(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{Listener: ln, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, r *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(r)
-		for _, q := range r.Question {
-			if q.Qtype == dns.TypeA && dns.IsSubDomain(testZone, q.Name) {
-				m.Answer = append(m.Answer, &dns.A{
-					Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-					A:   net.IPv4(127, 0, 0, 1),
-				})
-			}
-		}
-		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return ln.Addr().String()
-}
+// orderCounter reads Pebble's count of new-order requests.
+type orderCounter struct{ ca *pebbletest.CA }
+
+func (o orderCounter) Load() int32 { return int32(o.ca.NewOrders()) }
 
 // startPebble runs Pebble with its VA validating HTTP-01 on httpPort and
 // TLS-ALPN-01 on tlsPort of 127.0.0.1.
 func startPebble(t testing.TB, httpPort, tlsPort int) *pebbleCA {
 	t.Helper()
-	t.Setenv("PEBBLE_VA_NOSLEEP", "1")
-	t.Setenv("PEBBLE_WFE_NONCEREJECT", "0")
-	t.Setenv("PEBBLE_AUTHZREUSE", "0")
-
-	// The directory's own TLS certificate, from a throwaway CA (the
-	// development-CA code of this package); tls.ca_root trusts it.
-	dir := t.TempDir()
-	caCert, caKey, err := makeDevCA(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := makeDevLeaf(dir, caCert, caKey, []string{"127.0.0.1", "localhost"}); err != nil {
-		t.Fatal(err)
-	}
-	pair, err := tls.LoadX509KeyPair(filepath.Join(dir, devCertFile), filepath.Join(dir, devKeyFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(caCert)
-
-	logger := log.New(io.Discard, "pebble ", 0)
-	if os.Getenv("TLSCONF_PEBBLE_LOG") != "" {
-		logger = log.New(os.Stderr, "pebble ", log.Lmicroseconds)
-	}
-	store := db.NewMemoryStore()
-	authority := ca.New(logger, store, "", "ecdsa", 0, 1, map[string]ca.Profile{
-		"default": {Description: "test profile"},
-	})
-	validator := va.New(logger, httpPort, tlsPort, false, startDNS(t), store)
-	front := wfe.New(logger, store, validator, authority, []string{"pebble.letsencrypt.org"}, false, false, 0, 0)
-
-	p := &pebbleCA{
-		caRootPEM: filepath.Join(dir, devCAFile),
-		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{RootCAs: roots},
-		}},
-	}
-	acmeHandler := front.Handler()
-	acmeSrv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodPost && r.URL.Path == "/order-plz" {
-			p.newOrders.Add(1)
-		}
-		acmeHandler.ServeHTTP(w, r)
-	}))
-	acmeSrv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
-	acmeSrv.StartTLS()
-	t.Cleanup(acmeSrv.Close)
-	mgmtSrv := httptest.NewUnstartedServer(front.ManagementHandler())
-	mgmtSrv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
-	mgmtSrv.StartTLS()
-	t.Cleanup(mgmtSrv.Close)
-
-	p.dirURL = acmeSrv.URL + wfe.DirectoryPath
-	p.mgmt = mgmtSrv.URL
-	return p
+	c := pebbletest.Start(t, pebbletest.Options{HTTPPort: httpPort, TLSPort: tlsPort})
+	return &pebbleCA{CA: c, dirURL: c.DirectoryURL, caRootPEM: c.RootPEM, newOrders: orderCounter{c}}
 }
 
 // root fetches Pebble's issuing root from its management API.
-func (p *pebbleCA) root(t testing.TB) *x509.CertPool {
-	t.Helper()
-	resp, err := p.client.Get(p.mgmt + wfe.RootCertPath + "0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("pebble root: %v %s", err, resp.Status)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		t.Fatalf("pebble root: no PEM in %q", b)
-	}
-	return pool
-}
+func (p *pebbleCA) root(t testing.TB) *x509.CertPool { return p.Roots(t) }
 
 // edgeListener stands in for the edge: a loopback TCP listener serving a
 // tls.Config, closing TLS-ALPN-01 validations after the handshake (as the
@@ -225,4 +119,4 @@ func waitCert(t testing.TB, addr, name string, roots *x509.CertPool, within time
 	return nil
 }
 
-func testName(label string) string { return label + "." + strings.TrimSuffix(testZone, ".") }
+func testName(label string) string { return pebbletest.Name(label) }
