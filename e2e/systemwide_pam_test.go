@@ -258,12 +258,9 @@ func TestSystemwidePAMLoginOverTLS(t *testing.T) {
 	if strings.Contains(out, "authentication failed") {
 		t.Fatalf("plain tcp was told the password is wrong instead of why:\n%s", out)
 	}
-	// Unencrypted WebSocket: refused too. Known xpra-edge bug (reported):
-	// over ws the xpra 3.1.3 client does not get the disconnect reason and
-	// prints only "Connection lost", so the reason is checked in the
-	// proxy's log meanwhile.
+	// Unencrypted WebSocket: refused the same way, with the reason.
 	plainWS := xpratest.Attach(t, "ws://"+u.Name+":"+pw+"@"+sp.addr+"/", xpratest.ClientOptions{})
-	refused(t, "plain ws", plainWS, "")
+	refused(t, "plain ws", plainWS, "encrypted connection")
 	if !sp.waitLog(`transport=ws user=`+u.Name+` reason="authentication error" detail="pam authentication requires an encrypted connection`, 5*time.Second) {
 		t.Fatal("the proxy did not log why plain ws was refused")
 	}
@@ -699,16 +696,14 @@ func TestSystemwideRefusesRootAndUnknownNames(t *testing.T) {
 
 // TestSystemwideStartRequestWithoutAttach: `xpra start --attach=no
 // ssl://USER:PASSWORD@PROXY/ --start=...` sends the start-new-session dict
-// with connect=False; xpra's own proxy starts the session and answers with
-// a hello naming its display, which the client prints ("session now
-// available on display :N") before it exits 0. The user then attaches to
-// that display.
+// with connect=False: the proxy starts the session as the user and answers
+// with a hello naming its display instead of connecting, as xpra's proxy
+// does; the client exits 0 and the user then attaches to that session.
 //
-// Known xpra-edge bug (reported to the lead): edge/pipeline.go answers any
-// connect=False hello as a connect_test before routing, so no session is
-// started and the client exits 0 as if it had been. The test skips, naming
-// the bug, while the proxy behaves that way, and asserts the full
-// behaviour once it is fixed.
+// The xpra 3.1.3 client never prints the "session now available on display
+// :N" line it has for this: it looks the display up with a str key in a
+// hello whose keys rencode and bencode decode as bytes. So the display is
+// taken from the proxy's log line here.
 func TestSystemwideStartRequestWithoutAttach(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm", "pgrep", "root")
 	pw := randomPassword(t)
@@ -724,20 +719,23 @@ func TestSystemwideStartRequestWithoutAttach(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatalf("the start request did not end:\n%s\nproxy:\n%s", c.log.String(), sp.log.String())
 	}
-	out := c.log.String()
-	if c.err == nil && !strings.Contains(out, "session now available") && !strings.Contains(sp.log.String(), "started a new session") {
-		t.Skip("xpra-edge bug: a connect=False hello with start-new-session is answered as a connect_test; no session is started (edge/pipeline.go, handshake.run)")
-	}
 	if c.err != nil {
-		t.Fatalf("start request: %v\n%s\nproxy:\n%s", c.err, out, sp.log.String())
-	}
-	_, display, ok := strings.Cut(out, "session now available on display ")
-	display = strings.TrimSpace(strings.SplitN(display, "\n", 2)[0])
-	if !ok || !strings.HasPrefix(display, ":") {
-		t.Fatalf("the client was not told the new display:\n%s", out)
+		t.Fatalf("start request: %v\n%s\nproxy:\n%s", c.err, c.log.String(), sp.log.String())
 	}
 	if !sp.waitLog("started a new session", 5*time.Second) {
-		t.Fatal("the proxy did not log the started session")
+		t.Fatalf("no session was started:\n%s", sp.log.String())
+	}
+	located := grepLines(sp.log.String(), "session located without connecting")
+	if len(located) != 1 {
+		t.Fatalf("want one 'session located without connecting' line:\n%s", sp.log.String())
+	}
+	_, display, _ := strings.Cut(located[0], " display=")
+	display = strings.Fields(display + " ")[0]
+	if !strings.HasPrefix(display, ":") {
+		t.Fatalf("no display in %q", located[0])
+	}
+	if strings.Contains(sp.log.String(), "session started") {
+		t.Fatal("the proxy connected a client that asked it not to")
 	}
 	if p := processesOf(u.UID, "^xterm -T "+title); len(p) == 0 {
 		t.Fatalf("the requested xterm does not run as %s (uid %d)", u.Name, u.UID)
@@ -746,6 +744,7 @@ func TestSystemwideStartRequestWithoutAttach(t *testing.T) {
 	if w, err := a.WaitWindowInfo("xterm", attachTimeout); err != nil || !strings.Contains(w.Title, title) {
 		t.Fatalf("attach to %s: window %q (%v)\n%s", display, w.Title, err, a.Output())
 	}
+	wantInfo(t, sp.proxyInfo(t, 1), "proxy.user", u.Name, "proxy.display", display)
 	a.Stop()
 	noSecrets(t, sp.proxy, pw)
 }
