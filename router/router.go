@@ -143,6 +143,12 @@ func (r *Router) Route(req Request) (Target, error) {
 }
 
 func (r *Router) fromRoute(rt Route, req Request) (Target, error) {
+	if rt.PathPrefix != "" && displayIsPath(req.Display, req.Path) {
+		// xpra's Python client sends the URL path as its display too
+		// (wss://host/desk -> display "desk"): the path chose the route,
+		// it names no session.
+		req.Display = ""
+	}
 	if len(rt.Targets) == 0 {
 		// A route that only selects the user's own sessions.
 		if len(req.Declared) > 0 {
@@ -415,4 +421,14 @@ func mergeOptions(base, over map[string]string) map[string]string {
 		m[k] = v
 	}
 	return m
+}
+
+// displayIsPath reports whether a requested display is just the WebSocket
+// path it arrived on ("desk" for "/desk?x=1").
+func displayIsPath(display, path string) bool {
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	d := strings.Trim(display, "/")
+	return d != "" && d == strings.Trim(path, "/")
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -202,5 +203,25 @@ func TestTableValidate(t *testing.T) {
 		if err := (&Table{Routes: []Route{bad}}).Validate(); err == nil {
 			t.Errorf("accepted %+v", bad)
 		}
+	}
+}
+
+func TestPathRouteIgnoresDisplayThatIsThePath(t *testing.T) {
+	r := &Router{Routes: &Table{Routes: []Route{
+		{Name: "a", PathPrefix: "/desk-a", Targets: []string{"tcp://a:1/"}},
+		{Name: "b", PathPrefix: "/desk-b", Targets: []string{"tcp://b:1/", "tcp://b:2/200"}},
+	}}}
+	got, err := r.Route(Request{Path: "/desk-a", Display: "desk-a"})
+	if err != nil || got.Address != "a:1" {
+		t.Fatalf("got %+v %v", got, err)
+	}
+	// A real display still picks among the route's targets.
+	got, err = r.Route(Request{Path: "/desk-b", Display: ":200"})
+	if err != nil || got.Address != "b:2" {
+		t.Fatalf("got %+v %v", got, err)
+	}
+	_, err = r.Route(Request{Path: "/desk-b", Display: "desk-b"})
+	if rf := refusal(t, err); !strings.Contains(rf.Detail, "please specify a display") {
+		t.Fatalf("detail %q", rf.Detail)
 	}
 }
