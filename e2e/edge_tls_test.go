@@ -4,7 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"image"
+	"image/draw"
+	"image/png"
 	"net"
 	"os"
 	"path/filepath"
@@ -152,12 +156,20 @@ func attachSees(t *testing.T, url, want string, args ...string) *xpratest.Client
 
 func redact(url string) string { return strings.Replace(url, ":"+tlsPassword+"@", ":***@", 1) }
 
-// TestEdgeOnePortTransports: the real xpra 3.1.3 client attaches through
-// one proxy port with tcp://, ssl:// (verifying the development CA), ws://
-// and wss://, and the xterm of the user's session reaches it each time.
-func TestEdgeOnePortTransports(t *testing.T) {
+// TestEdgeOnePort: one proxy port with a self-signed development CA in
+// front of two real xpra servers, shared by the subtests.
+func TestEdgeOnePort(t *testing.T) {
 	be := startBackendPair(t)
 	op := startOnePort(t, be, "")
+	t.Run("transports", func(t *testing.T) { testTransports(t, op) })
+	t.Run("routing", func(t *testing.T) { testRouting(t, op) })
+	t.Run("html5", func(t *testing.T) { testHTML5(t, op) })
+}
+
+// testTransports: the real xpra 3.1.3 client attaches through one proxy
+// port with tcp://, ssl:// (verifying the development CA), ws:// and
+// wss://, and the xterm of the user's session reaches it each time.
+func testTransports(t *testing.T, op *oneport) {
 	ca := "--ssl-ca-certs=" + op.caFile
 	for _, tc := range []struct {
 		scheme string
@@ -198,12 +210,11 @@ func TestEdgeOnePortTransports(t *testing.T) {
 	})
 }
 
-// TestEdgeSNIAndPathRouting: on one port, the TLS server name picks the
-// backend (the real xpra client's --ssl-server-hostname sends it while it
-// dials 127.0.0.1), and so does the WebSocket path.
-func TestEdgeSNIAndPathRouting(t *testing.T) {
-	be := startBackendPair(t)
-	op := startOnePort(t, be, "")
+// testRouting: on one port, the TLS server name picks the backend (the
+// real xpra client's --ssl-server-hostname sends it while it dials
+// 127.0.0.1), and so does the WebSocket path.
+func testRouting(t *testing.T, op *oneport) {
+	be := op.be
 	ca := "--ssl-ca-certs=" + op.caFile
 	creds := tlsUser + ":" + tlsPassword + "@"
 	for _, tc := range []struct {
@@ -338,4 +349,105 @@ func goLogin(c net.Conn, user, password string) (xprawire.Caps, error) {
 	caps.Set("encodings", []any{"rgb24", "rgb32", "png"})
 	caps.Set("encoding", "rgb24")
 	return xc.Hello(caps, []byte(password), true, false, 20*time.Second)
+}
+
+// testHTML5: xpra's HTML5 client from Debian's package, served by the
+// proxy itself (its default web root), in headless chromium, connects over
+// wss through the proxy to a real xpra server and draws the xterm; the
+// ?path= parameter routes it like any WebSocket path; a wrong password
+// shows the failure in the page.
+//
+// Chromium runs with IgnoreCertErrors: the harness has no option to trust
+// one CA. The xpra client tests above verify the same certificate.
+func testHTML5(t *testing.T, op *oneport) {
+	xpratest.RequirePeers(t, "chromium")
+	if _, err := os.Stat("/usr/share/xpra/www/index.html"); err != nil {
+		xpratest.RequirePeers(t, "xpra-html5 (/usr/share/xpra/www)")
+	}
+	page := "https://" + op.addr + "/index.html?username=" + tlsUser + "&ssl=1&password="
+	opts := xpratest.BrowserOptions{IgnoreCertErrors: true, Lifetime: 2 * time.Minute}
+	for _, tc := range []struct {
+		name, query, want string
+	}{
+		{"own-session", "", titleA},
+		{"path-b", "&path=/desk-b", titleB},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			began := time.Now()
+			b := xpratest.OpenHTML5With(t, page+tlsPassword+tc.query, opts)
+			if err := b.WaitDrawn(60 * time.Second); err != nil {
+				t.Fatalf("%v\npage: %q", err, b.PageText())
+			}
+			t.Logf("HTML5 client drew the xterm %v after opening the page", time.Since(began).Round(time.Millisecond))
+			if text := b.PageText(); !strings.Contains(text, tc.want) {
+				t.Errorf("page does not show the window %q of the expected backend: %q", tc.want, text)
+			}
+			// The screenshot shows the xterm drawn: where its canvas is, a
+			// white terminal with black text (xterm's bitmap font has no
+			// other colours) over the page's dark blue background.
+			var r struct{ X, Y, W, H float64 }
+			if err := b.Eval(`(() => { const c = document.querySelector("div.window canvas").getBoundingClientRect();
+				return {X: c.x, Y: c.y, W: c.width, H: c.height}; })()`, &r); err != nil {
+				t.Fatal(err)
+			}
+			shot := filepath.Join(t.ArtifactDir(), "html5.png") // kept with go test -artifacts
+			if err := b.Screenshot(shot); err != nil {
+				t.Fatal(err)
+			}
+			img := readPNG(t, shot)
+			rect := image.Rect(int(r.X), int(r.Y), int(r.X+r.W), int(r.Y+r.H))
+			if rect.Dx() < 100 || rect.Dy() < 50 {
+				t.Fatalf("xterm canvas is %v", rect)
+			}
+			if n := xpratest.DistinctColors(img, rect, 1, 64); n < 2 {
+				t.Errorf("the xterm's area of the screenshot %v has %d colour(s): not drawn", rect, n)
+			}
+			white, black := 0, 0
+			for y := rect.Min.Y; y < rect.Max.Y; y++ {
+				for x := rect.Min.X; x < rect.Max.X; x++ {
+					switch c := img.RGBAAt(x, y); {
+					case c.R > 240 && c.G > 240 && c.B > 240:
+						white++
+					case c.R < 16 && c.G < 16 && c.B < 16:
+						black++
+					}
+				}
+			}
+			if area := rect.Dx() * rect.Dy(); white < area/2 || black < 20 {
+				t.Errorf("the xterm's area %v of the screenshot (%s) has %d white and %d black pixels of %d: not a drawn terminal", rect, shot, white, black, area)
+			}
+			if bg := img.RGBAAt(rect.Max.X+20, rect.Max.Y+20); bg.R > 240 && bg.G > 240 && bg.B > 240 {
+				t.Errorf("the page around the window is white too (%v): the screenshot proves nothing", bg)
+			}
+			b.Close()
+		})
+	}
+	t.Run("wrong-password", func(t *testing.T) {
+		b := xpratest.OpenHTML5With(t, page+"nope", opts)
+		err := b.WaitDrawn(30 * time.Second)
+		if !errors.Is(err, xpratest.ErrDisconnected) {
+			t.Fatalf("wrong password: %v, want %v; page: %q", err, xpratest.ErrDisconnected, b.PageText())
+		}
+		t.Logf("page shows: %v", err)
+		if !strings.Contains(err.Error(), "authentication failed") {
+			t.Errorf("the page does not say authentication failed: %v", err)
+		}
+	})
+}
+
+// readPNG decodes a PNG file into RGBA.
+func readPNG(t *testing.T, path string) *image.RGBA {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	src, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := image.NewRGBA(src.Bounds())
+	draw.Draw(img, img.Bounds(), src, src.Bounds().Min, draw.Src)
+	return img
 }
