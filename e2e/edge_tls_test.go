@@ -451,3 +451,158 @@ func readPNG(t *testing.T, path string) *image.RGBA {
 	draw.Draw(img, img.Bounds(), src, src.Bounds().Min, draw.Src)
 	return img
 }
+
+// acmeProxy starts the proxy binary with [tls] mode = "acme" against ca:
+// user foo's session is backend, tlsExtra adds [tls] keys.
+func acmeProxy(t *testing.T, addr string, ca *pebbletest.CA, backend *xpratest.Server, tlsExtra string) *proxy {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`display = ":%d"
+socket_dir = %q
+auth = "toml"
+
+[[listener]]
+bind = %q
+
+[[user]]
+name = %q
+password = %q
+displays = ["tcp://%s/"]
+
+[bans]
+max_failures = 0
+
+[tls]
+mode = "acme"
+ca = %q
+ca_root = %q
+state_dir = %q
+%s
+`, xpratest.FreeDisplay(t), filepath.Join(dir, "ctl"), addr, tlsUser, tlsPassword, backend.TCPAddr,
+		ca.DirectoryURL, ca.RootPEM, filepath.Join(dir, "tls"), tlsExtra)
+	return startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "edge.toml"), cfg))
+}
+
+// portOf is the port of host:port.
+func portOf(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if _, err := fmt.Sscan(p, &n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitACMECert retries a TLS handshake with addr as name, verified against
+// Pebble's issuing roots, until it succeeds (bounded in count and time);
+// it returns the verified connection.
+func waitACMECert(t *testing.T, addr, name string, roots *x509.CertPool, within time.Duration) *tls.Conn {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var last error
+	for i := 0; i < 600 && time.Now().Before(deadline); i++ {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
+		if err == nil {
+			return c
+		}
+		last = err
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("no certificate for %s verified by Pebble's root within %v: %v", name, within, last)
+	return nil
+}
+
+// loginSees logs in as foo over c and checks that the backend's hello
+// names want's display.
+func loginSees(t *testing.T, c net.Conn, want *xpratest.Server) {
+	t.Helper()
+	caps, err := goLogin(c, tlsUser, tlsPassword)
+	if err != nil {
+		t.Fatalf("login: %v", err)
+	}
+	if d, _ := caps.Str("display"); d != want.Display {
+		t.Fatalf("reached display %q, want %q", d, want.Display)
+	}
+}
+
+// TestEdgeACME: the proxy binary obtains certificates from a real ACME CA
+// (Pebble, in process) through its own port with TLS-ALPN-01, and with
+// HTTP-01 on http_bind; it serves them on the next handshakes, where the
+// real xpra client (trusting only Pebble's root) and the Go request client
+// log in. On-demand issuance covers only allowed names.
+func TestEdgeACME(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm")
+	backend := xpratest.StartServer(t, xpratest.ServerOptions{BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleA})
+
+	t.Run("tls-alpn-01", func(t *testing.T) {
+		addr := xpratest.FreeTCPAddr(t)
+		ca := pebbletest.Start(t, pebbletest.Options{TLSPort: portOf(t, addr)})
+		name, okName, badName := pebbletest.Name("acme"), pebbletest.Name("od-ok"), pebbletest.Name("od-no")
+		p := acmeProxy(t, addr, ca, backend, fmt.Sprintf(`domains = [%q]
+tls_port = %d
+on_demand = true
+on_demand_allow = [%q]
+`, name, portOf(t, addr), okName))
+		roots := ca.Roots(t)
+		began := time.Now()
+		c := waitACMECert(t, addr, name, roots, 90*time.Second)
+		t.Logf("certificate for %s obtained through TLS-ALPN-01 on the proxy's port and served after %v", name, time.Since(began).Round(time.Millisecond))
+		if leaf := c.ConnectionState().PeerCertificates[0]; !slices.Contains(leaf.DNSNames, name) {
+			t.Fatalf("leaf for %v", leaf.DNSNames)
+		}
+		loginSees(t, c, backend)
+		c.Close()
+
+		// The real xpra client, trusting only Pebble's root, attaches.
+		rootsPEM, err := ca.RootsPEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rootFile := writeFile(t, filepath.Join(t.TempDir(), "pebble-root.pem"), string(rootsPEM))
+		x := attachSees(t, "ssl://"+tlsUser+":"+tlsPassword+"@"+addr+"/", titleA,
+			"--ssl-ca-certs="+rootFile, "--ssl-server-hostname="+name)
+		x.Stop()
+
+		// On demand: an allowed name gets its certificate at its first
+		// handshake; any other name is refused without asking the CA.
+		orders := ca.NewOrders()
+		c = waitACMECert(t, addr, okName, roots, 60*time.Second)
+		loginSees(t, c, backend)
+		c.Close()
+		if ca.NewOrders() == orders {
+			t.Fatalf("no new order for the on-demand name %s", okName)
+		}
+		orders = ca.NewOrders()
+		bad, err := tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", addr, &tls.Config{ServerName: badName, InsecureSkipVerify: true})
+		if err == nil {
+			leaf := bad.ConnectionState().PeerCertificates[0]
+			bad.Close()
+			t.Fatalf("the proxy served a certificate for %v to a handshake for the unlisted %s", leaf.DNSNames, badName)
+		}
+		if ca.NewOrders() != orders {
+			t.Fatalf("the proxy asked the CA for the unlisted %s", badName)
+		}
+		if strings.Contains(p.log.String(), "level=ERROR") {
+			t.Errorf("errors logged:\n%s", strings.Join(grepLines(p.log.String(), "level=ERROR"), "\n"))
+		}
+	})
+
+	t.Run("http-01", func(t *testing.T) {
+		addr, httpAddr := xpratest.FreeTCPAddr(t), xpratest.FreeTCPAddr(t)
+		ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: portOf(t, httpAddr)})
+		name := pebbletest.Name("http01")
+		acmeProxy(t, addr, ca, backend, fmt.Sprintf(`domains = [%q]
+http_bind = %q
+disable_tls_alpn = true
+`, name, httpAddr))
+		began := time.Now()
+		c := waitACMECert(t, addr, name, ca.Roots(t), 90*time.Second)
+		t.Logf("certificate for %s obtained through HTTP-01 on http_bind and served after %v", name, time.Since(began).Round(time.Millisecond))
+		loginSees(t, c, backend)
+		c.Close()
+	})
+}
