@@ -164,6 +164,7 @@ func TestEdgeOnePort(t *testing.T) {
 	t.Run("transports", func(t *testing.T) { testTransports(t, op) })
 	t.Run("routing", func(t *testing.T) { testRouting(t, op) })
 	t.Run("html5", func(t *testing.T) { testHTML5(t, op) })
+	t.Run("slow-clients", func(t *testing.T) { testSlowClients(t, be) })
 }
 
 // testTransports: the real xpra 3.1.3 client attaches through one proxy
@@ -605,4 +606,125 @@ disable_tls_alpn = true
 		loginSees(t, c, backend)
 		c.Close()
 	})
+}
+
+// testSlowClients: a second proxy with [limits] sniff_timeout = "1s" cuts
+// clients that send nothing, dribble a TLS handshake, or finish the
+// handshake and then stay silent, at that deadline, while a client that
+// speaks logs in meanwhile.
+func testSlowClients(t *testing.T, be backendPair) {
+	const sniff = time.Second
+	op := startOnePort(t, be, "\n[limits]\nsniff_timeout = \"1s\"\n")
+	roots := caPool(t, op.caFile)
+	dial := func() net.Conn {
+		c, err := net.DialTimeout("tcp", op.addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	type slow struct {
+		name   string
+		c      net.Conn
+		opened time.Time
+		done   chan time.Duration // how long until the proxy closed it
+	}
+	var slows []*slow
+	watch := func(name string, c net.Conn, opened time.Time) {
+		s := &slow{name: name, c: c, opened: opened, done: make(chan time.Duration, 1)}
+		slows = append(slows, s)
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(10 * sniff))
+			buf := make([]byte, 512)
+			for {
+				if _, err := c.Read(buf); err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						s.done <- -1
+					} else {
+						s.done <- time.Since(s.opened)
+					}
+					return
+				}
+			}
+		}()
+	}
+
+	// Ten clients that connect and say nothing.
+	for i := range 10 {
+		opened := time.Now()
+		watch(fmt.Sprintf("silent-%d", i), dial(), opened)
+	}
+	// A client that sends a TLS record header and part of a ClientHello,
+	// then one byte every 200 ms (never finishing within the deadline).
+	opened := time.Now()
+	dribbler := dial()
+	if _, err := dribbler.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}); err != nil {
+		t.Fatal(err)
+	}
+	stopDribble := make(chan struct{})
+	defer close(stopDribble)
+	go func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for range 50 {
+			select {
+			case <-stopDribble:
+				return
+			case <-tick.C:
+				if _, err := dribbler.Write([]byte{0x42}); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	watch("tls-dribbler", dribbler, opened)
+	// A client that completes the TLS handshake and then sends nothing.
+	opened = time.Now()
+	hs := tls.Client(dial(), &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
+	if err := hs.Handshake(); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	watch("tls-then-silent", hs, opened)
+
+	// Meanwhile a client that speaks logs in over TLS.
+	began := time.Now()
+	good, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
+	if err != nil {
+		t.Fatalf("a client that speaks could not connect: %v", err)
+	}
+	defer good.Close()
+	loginSees(t, good, be.a)
+	if d := time.Since(began); d >= sniff {
+		t.Logf("note: the good login took %v, longer than the sniff deadline", d)
+	}
+	for _, s := range slows {
+		if d := <-s.done; d < 0 {
+			t.Errorf("%s: still open %v after connecting; sniff_timeout is %v", s.name, 10*sniff, sniff)
+		} else if d < sniff-200*time.Millisecond || d > 2*sniff {
+			t.Errorf("%s: closed after %v, want about %v", s.name, d, sniff)
+		} else {
+			t.Logf("%s: closed after %v", s.name, d.Round(time.Millisecond))
+		}
+	}
+	// The logged-in client is not cut by the deadline.
+	time.Sleep(sniff / 2)
+	xc := xpraclient.New(good, xprawire.Rencode)
+	if err := xc.Send(xprawire.Packet{"ping", int64(1)}); err != nil {
+		t.Fatalf("the logged-in client was cut: %v", err)
+	}
+	for i := 0; i < 100; i++ {
+		pk, err := xc.Read(time.Now().Add(10 * time.Second))
+		if err != nil {
+			t.Fatalf("the logged-in client was cut: %v", err)
+		}
+		if pk.Type() == "ping_echo" {
+			break
+		}
+	}
+	// A plain xpra request also still works on the port.
+	c := dial()
+	if _, err := xpraclient.New(c, xprawire.Rencode).Request("version", 10*time.Second); err != nil {
+		t.Fatalf("version after the slow clients: %v", err)
+	}
 }
