@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"time"
@@ -21,6 +22,12 @@ type bufConn struct {
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// sniffLen is how many bytes sniffing needs to tell the protocol: the
+// longest HTTP method with its space ("OPTIONS ", "CONNECT "), and the size
+// of an xpra packet header. Every xpra and HTTP client sends at least this
+// much at once.
+const sniffLen = 8
 
 // acmeTLSALPN is the ALPN protocol of TLS-ALPN-01 challenges; the TLS
 // config answers them during the handshake, after which we hang up.
@@ -121,6 +128,18 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			tc.Close()
 			return
 		}
+	}
+	// What tells xpra from HTTP is in the first sniffLen bytes; read them
+	// under the sniff deadline too, or a client that sends one byte and
+	// waits would hold this goroutine and an unauthenticated slot forever.
+	if _, err := br.Peek(sniffLen); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			s.log.Info("connection closed", "remote", meta.remote, "reason", "too slow to tell its protocol")
+			conn.Close()
+			return
+		}
+		// fewer bytes and the end of the stream: judged by what it sent
 	}
 	_ = c.SetDeadline(time.Time{})
 	switch {
