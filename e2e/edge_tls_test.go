@@ -687,6 +687,24 @@ func testSlowClients(t *testing.T, be backendPair) {
 	}
 	watch("tls-then-silent", hs, opened)
 
+	// Clients that send the first bytes of a protocol and then nothing:
+	// one xpra 'P', the start of an HTTP request line, and the same inside
+	// TLS. Both protocols need more than these to be told apart.
+	for _, start := range []string{"P", "GE", "OPTIO"} {
+		opened := time.Now()
+		c := dial()
+		if _, err := c.Write([]byte(start)); err != nil {
+			t.Fatal(err)
+		}
+		watch("partial-"+start, c, opened)
+	}
+	opened = time.Now()
+	hsG := tls.Client(dial(), &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
+	if _, err := hsG.Write([]byte("G")); err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	watch("tls-then-partial-G", hsG, opened)
+
 	// Meanwhile a client that speaks logs in over TLS.
 	began := time.Now()
 	good, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
