@@ -9,7 +9,9 @@ import (
 	"image"
 	"image/draw"
 	"image/png"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -165,6 +167,69 @@ func TestEdgeOnePort(t *testing.T) {
 	t.Run("routing", func(t *testing.T) { testRouting(t, op) })
 	t.Run("html5", func(t *testing.T) { testHTML5(t, op) })
 	t.Run("slow-clients", func(t *testing.T) { testSlowClients(t, be) })
+	t.Run("strict-routing", func(t *testing.T) { testStrictRouting(t, be) })
+}
+
+// testStrictRouting: with [routing] strict = true, a host name or path no
+// route names reaches nothing, not even the user's own session, while the
+// routed names and paths still work.
+func testStrictRouting(t *testing.T, be backendPair) {
+	op := startOnePort(t, be, "\n[routing]\nstrict = true\n")
+	roots := caPool(t, op.caFile)
+	login := func(t *testing.T, c net.Conn) (string, error) {
+		defer c.Close()
+		caps, err := goLogin(c, tlsUser, tlsPassword)
+		if err != nil {
+			return "", err
+		}
+		d, _ := caps.Str("display")
+		return d, nil
+	}
+	tlsTo := func(t *testing.T, host string) net.Conn {
+		// the development certificate does not name unknown hosts:
+		// routing, not verification, is under test for those
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr,
+			&tls.Config{ServerName: host, RootCAs: roots, InsecureSkipVerify: host == pebbletest.Name("c")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name string
+		conn func(t *testing.T) net.Conn
+		want *xpratest.Server // nil: refused
+	}{
+		{"sni-b", func(t *testing.T) net.Conn { return tlsTo(t, hostB) }, be.b},
+		{"sni-unknown", func(t *testing.T) net.Conn { return tlsTo(t, pebbletest.Name("c")) }, nil},
+		{"no-sni", func(t *testing.T) net.Conn { return tlsTo(t, "127.0.0.1") }, nil},
+		{"plain-tcp", func(t *testing.T) net.Conn {
+			c, err := net.DialTimeout("tcp", op.addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, nil},
+		{"path-a-wss", func(t *testing.T) net.Conn { return dialWS(t, op.addr, "", "/desk-a", roots) }, be.a},
+		{"path-unknown-wss", func(t *testing.T) net.Conn { return dialWS(t, op.addr, "", "/elsewhere", roots) }, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := login(t, tc.conn(t))
+			switch {
+			case tc.want != nil && err != nil:
+				t.Fatalf("login: %v", err)
+			case tc.want != nil && d != tc.want.Display:
+				t.Fatalf("reached display %q, want %q", d, tc.want.Display)
+			case tc.want == nil && err == nil:
+				t.Fatalf("strict routing let an unrouted connection reach display %q", d)
+			case tc.want == nil:
+				var de *xpraclient.DisconnectError
+				if !errors.As(err, &de) || !strings.Contains(strings.Join(de.Reasons, " "), "session not found") {
+					t.Fatalf("refused with %v, want a \"session not found\" disconnect", err)
+				}
+			}
+		})
+	}
 }
 
 // testTransports: the real xpra 3.1.3 client attaches through one proxy
@@ -371,6 +436,37 @@ func testHTML5(t *testing.T, op *oneport) {
 	if _, err := os.Stat("/usr/share/xpra/www/index.html"); err != nil {
 		xpratest.RequirePeers(t, "xpra-html5 (/usr/share/xpra/www)")
 	}
+	t.Run("files", func(t *testing.T) {
+		want, err := os.ReadFile("/usr/share/xpra/www/index.html")
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: caPool(t, op.caFile)},
+		}}
+		for _, u := range []string{"https://" + op.addr + "/index.html", "http://" + op.addr + "/index.html", "https://" + op.addr + "/healthz"} {
+			resp, err := client.Get(u)
+			if err != nil {
+				t.Fatalf("GET %s: %v", u, err)
+			}
+			body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("GET %s: %s %v", u, resp.Status, err)
+			}
+			switch {
+			case strings.HasSuffix(u, "/healthz"):
+				if string(body) != "ok\n" {
+					t.Errorf("GET %s: %q", u, body)
+				}
+			case string(body) != string(want):
+				t.Errorf("GET %s: not Debian's HTML5 client page (%d bytes)", u, len(body))
+			}
+			if hsts := resp.Header.Get("Strict-Transport-Security"); strings.HasPrefix(u, "https:") != (hsts != "") {
+				t.Errorf("GET %s: Strict-Transport-Security %q", u, hsts)
+			}
+		}
+	})
 	page := "https://" + op.addr + "/index.html?username=" + tlsUser + "&ssl=1&password="
 	opts := xpratest.BrowserOptions{IgnoreCertErrors: true, Lifetime: 2 * time.Minute}
 	for _, tc := range []struct {
