@@ -15,6 +15,9 @@ import (
 	"github.com/xpra-edge/xpra-edge/router"
 )
 
+// maxEarlyPackets bounds what a backend may send before its hello.
+const maxEarlyPackets = 64
+
 // BackendDialer opens the transport to a backend; ws and wss are layered
 // by the WebSocket dialer when one is configured.
 type BackendDialer struct {
@@ -136,6 +139,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		return nil, tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
 	}
 	answered := false
+	var early []xprawire.Packet
 	for {
 		p, err := b.readPacket(deadline)
 		if err != nil {
@@ -172,6 +176,12 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 				s.unregister(sess)
 				return nil, &clientError{err: fmt.Errorf("forward hello: %w", err)}
 			}
+			for _, ep := range early {
+				if err := h.x.sendDeadline(ep, lim.WriteTimeout); err != nil {
+					s.unregister(sess)
+					return nil, &clientError{err: fmt.Errorf("forward early packets: %w", err)}
+				}
+			}
 			// The client now sends what the backend decodes; raise the
 			// packet limit from the hello limit to the session's.
 			h.x.frames.SetMaxSize(uint32(lim.MaxPacketSize))
@@ -189,8 +199,13 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			reason := packetStrings(p[1:])
 			return nil, tell(reasonServerError, fmt.Errorf("backend disconnected: %s", reason), "backend: "+reason)
 		default:
-			// Nothing else may come before the hello.
-			return nil, tell(reasonServerError, fmt.Errorf("backend sent %q before its hello", p.Type()))
+			// xpra 3.1.3 servers may announce a window (window-metadata,
+			// new-window) before their hello reaches us: keep those for
+			// the client, within bounds, and forward them after the hello.
+			if len(early) >= maxEarlyPackets {
+				return nil, tell(reasonServerError, fmt.Errorf("backend sent over %d packets before its hello", maxEarlyPackets))
+			}
+			early = append(early, p)
 		}
 	}
 }

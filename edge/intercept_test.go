@@ -23,6 +23,7 @@ type recorder struct {
 	hellos  []xprawire.Caps
 	packets []string
 	ln      net.Listener
+	early   bool // send a packet before the hello
 }
 
 func startRecorder(t *testing.T) *recorder {
@@ -59,6 +60,10 @@ func (r *recorder) serve(c net.Conn) {
 		r.mu.Unlock()
 		switch p.Type() {
 		case "hello":
+			if r.early {
+				// As xpra 3.1.3 may: a window announced before the hello.
+				_ = pw.WritePacket(xprawire.Packet{"window-metadata", int64(1), xprawire.Dict{{Key: "title", Value: "early"}}})
+			}
 			d, _ := p[1].(xprawire.Dict)
 			r.mu.Lock()
 			r.hellos = append(r.hellos, xprawire.Caps{Dict: d})
@@ -334,5 +339,20 @@ func TestModuleTroubleIsNotAFailedLogin(t *testing.T) {
 	}
 	if srv.bans.count() != 0 {
 		t.Fatal("module trouble banned the client")
+	}
+}
+
+func TestPacketsBeforeTheBackendHelloReachTheClient(t *testing.T) {
+	rec := startRecorder(t)
+	rec.early = true
+	a := tomlAuth(t, auth.User{Name: "u", Password: "p", Displays: []string{"tcp://" + rec.ln.Addr().String() + "/"}})
+	addr, _ := miniProxy(t, a, Limits{})
+	c := connect(t, addr, xprawire.Rencode)
+	if _, err := c.Hello(xpraclient.BaseCaps("u"), []byte("p"), true, false, 5*time.Second); err != nil {
+		t.Fatalf("a backend that speaks before its hello: %v", err)
+	}
+	p, err := c.Read(time.Now().Add(5 * time.Second))
+	if err != nil || p.Type() != "window-metadata" {
+		t.Fatalf("the early packet did not follow the hello: %v %v", p, err)
 	}
 }

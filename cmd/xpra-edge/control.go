@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -250,7 +251,7 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	if len(problems) == 0 {
 		// Build what a start would build (auth modules, routes), binding
 		// nothing, so module options are checked too.
-		if _, err := buildState(cfg, cfg.TLS.Mode != ""); err != nil {
+		if _, err := buildState(cfg, cfg.TLS.Mode != "", slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			problems = append(problems, err)
 		}
 	}

@@ -267,7 +267,7 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 }
 
 // buildState turns a validated config into the edge's reloadable state.
-func buildState(cfg *config.Config, tlsOn bool) (edge.State, error) {
+func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, error) {
 	var st edge.State
 	opts := auth.Options{Users: cfg.Users, PAMService: cfg.PAM.Service}
 	for _, l := range cfg.Listeners {
@@ -307,7 +307,7 @@ func buildState(cfg *config.Config, tlsOn bool) (edge.State, error) {
 		Exclude:  exclude,
 	}
 	if cfg.Sessions.Start {
-		st.Starter = newStarter(cfg.Sessions)
+		st.Starter = newStarter(cfg.Sessions, log.With("component", "sessions"))
 	}
 	dialer, err := newBackendDialer(cfg.Backend)
 	if err != nil {

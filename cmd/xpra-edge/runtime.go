@@ -56,7 +56,7 @@ func startProxy(ctx context.Context, cfg *config.Config, f *proxyFlags, log *slo
 		p.certs = c
 		tlsCfg = c.tlsConfig()
 	}
-	st, err := buildState(cfg, tlsCfg != nil)
+	st, err := buildState(cfg, tlsCfg != nil, log)
 	if err == nil {
 		err = adoptActivatedSockets(&st, log)
 	}
@@ -142,7 +142,7 @@ func (p *proxy) reload(f *proxyFlags) {
 	}
 	var st edge.State
 	if err == nil {
-		st, err = buildState(cfg, p.certs != nil)
+		st, err = buildState(cfg, p.certs != nil, p.log)
 	}
 	if err == nil && p.certs != nil {
 		err = p.certs.reload(cfg.TLS)

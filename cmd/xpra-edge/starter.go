@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/sessions"
@@ -11,8 +12,11 @@ import (
 // starter adapts sessions.Starter to the edge's SessionStarter.
 type starter struct{ s *sessions.Starter }
 
-func newStarter(c config.Sessions) *starter {
-	s := &sessions.Starter{XpraPath: c.Xpra, Timeout: c.Timeout.Std(), EnvWhitelist: c.Env}
+func newStarter(c config.Sessions, log *slog.Logger) *starter {
+	s := &sessions.Starter{XpraPath: c.Xpra, Timeout: c.Timeout.Std(), Log: log}
+	if len(c.Env) > 0 { // empty: the starter's default list, as documented
+		s.EnvWhitelist = c.Env
+	}
 	if len(c.AllowedOptions) > 0 {
 		s.AllowedOptions = map[string]bool{}
 		for _, o := range c.AllowedOptions {
