@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,7 +24,7 @@ type recorder struct {
 	hellos  []xprawire.Caps
 	packets []string
 	ln      net.Listener
-	early   bool // send a packet before the hello
+	early   atomic.Bool // send a packet before the hello
 }
 
 func startRecorder(t *testing.T) *recorder {
@@ -60,7 +61,7 @@ func (r *recorder) serve(c net.Conn) {
 		r.mu.Unlock()
 		switch p.Type() {
 		case "hello":
-			if r.early {
+			if r.early.Load() {
 				// As xpra 3.1.3 may: a window announced before the hello.
 				_ = pw.WritePacket(xprawire.Packet{"window-metadata", int64(1), xprawire.Dict{{Key: "title", Value: "early"}}})
 			}
@@ -344,7 +345,7 @@ func TestModuleTroubleIsNotAFailedLogin(t *testing.T) {
 
 func TestPacketsBeforeTheBackendHelloReachTheClient(t *testing.T) {
 	rec := startRecorder(t)
-	rec.early = true
+	rec.early.Store(true)
 	a := tomlAuth(t, auth.User{Name: "u", Password: "p", Displays: []string{"tcp://" + rec.ln.Addr().String() + "/"}})
 	addr, _ := miniProxy(t, a, Limits{})
 	c := connect(t, addr, xprawire.Rencode)
