@@ -296,6 +296,15 @@ func testRouting(t *testing.T, op *oneport) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := attachSees(t, tc.url, tc.want, tc.args...)
+			// xpra's own info on the session's control socket names the
+			// backend the proxy chose.
+			target := be.a.TCPAddr
+			if tc.want == titleB {
+				target = be.b.TCPAddr
+			}
+			if info := newestSessionInfo(t, op); !strings.Contains(info, "proxy.target=tcp://"+target+"\n") {
+				t.Errorf("xpra info of the session lacks proxy.target=tcp://%s:\n%s", target, strings.Join(grepLines(info, "proxy."), "\n"))
+			}
 			c.Stop()
 		})
 	}
@@ -362,6 +371,31 @@ func testRouting(t *testing.T, op *oneport) {
 			}
 		})
 	}
+}
+
+// newestSessionInfo runs `xpra list` on the proxy's control directory and
+// returns `xpra info` of the newest relayed session (:proxy-N, highest N).
+func newestSessionInfo(t *testing.T, op *oneport) string {
+	t.Helper()
+	out, code := xpratest.Run(t, 30*time.Second, "list", "--socket-dirs="+op.ctlDir)
+	if code != 0 {
+		t.Fatalf("xpra list: exit %d\n%s", code, out)
+	}
+	newest := 0
+	for _, l := range grepLines(out, "LIVE session at :proxy-") {
+		var n int
+		if _, err := fmt.Sscanf(l[strings.Index(l, ":proxy-"):], ":proxy-%d", &n); err == nil && n > newest {
+			newest = n
+		}
+	}
+	if newest == 0 {
+		t.Fatalf("xpra list shows no relayed session:\n%s", out)
+	}
+	out, code = xpratest.Run(t, 30*time.Second, "info", fmt.Sprintf(":proxy-%d", newest), "--socket-dirs="+op.ctlDir)
+	if code != 0 {
+		t.Fatalf("xpra info :proxy-%d: exit %d\n%s", newest, code, out)
+	}
+	return out
 }
 
 // rootsIf returns roots when tls is set, else nil (plain ws).
