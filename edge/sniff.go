@@ -161,7 +161,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			s.refuse(conn, meta, "this port requires TLS")
 			return
 		}
-		s.serveHTTP(&bufConn{Conn: conn, r: br}, meta)
+		s.serveHTTP(&bufConn{Conn: conn, r: br}, meta, deadline)
 	default:
 		s.refuse(conn, meta, "invalid protocol for this port")
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/auth"
@@ -53,6 +54,19 @@ func (l *connListener) push(c net.Conn) bool {
 type metaConn struct {
 	net.Conn
 	meta connMeta
+	// sniffDeadline caps the read deadline the http.Server sets for the
+	// first request's header (ReadHeaderTimeout), so a client that sent a
+	// request line and dribbles header lines is cut when a silent one is.
+	sniffDeadline time.Time
+	capped        atomic.Bool
+}
+
+// SetReadDeadline applies the sniff deadline to the first request header.
+func (c *metaConn) SetReadDeadline(t time.Time) error {
+	if !t.IsZero() && !c.sniffDeadline.IsZero() && c.capped.CompareAndSwap(false, true) && t.After(c.sniffDeadline) {
+		t = c.sniffDeadline
+	}
+	return c.Conn.SetReadDeadline(t)
 }
 
 type metaKey struct{}
@@ -147,13 +161,14 @@ func securityHeaders(h http.Header, tls bool) {
 	}
 }
 
-// serveHTTP hands a sniffed HTTP connection to the web server.
-func (s *Server) serveHTTP(c net.Conn, meta connMeta) {
+// serveHTTP hands a sniffed HTTP connection to the web server; the first
+// request's header must arrive before sniffDeadline.
+func (s *Server) serveHTTP(c net.Conn, meta connMeta, sniffDeadline time.Time) {
 	if meta.authDone != nil {
 		meta.authDone() // the http server has its own limits
 		meta.authDone = nil
 	}
-	if s.web == nil || !s.web.ln.push(&metaConn{Conn: c, meta: meta}) {
+	if s.web == nil || !s.web.ln.push(&metaConn{Conn: c, meta: meta, sniffDeadline: sniffDeadline}) {
 		c.Close()
 	}
 }
