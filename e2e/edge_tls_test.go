@@ -841,6 +841,36 @@ func testSlowClients(t *testing.T, be backendPair) {
 	}
 	watch("tls-then-partial-G", hsG, opened)
 
+	// HTTP clients that send a request line, then dribble header lines
+	// that never end, in the clear and inside TLS.
+	for _, overTLS := range []bool{false, true} {
+		opened := time.Now()
+		var c net.Conn = dial()
+		name := "http-header-dribbler"
+		if overTLS {
+			c = tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
+			name = "https-header-dribbler"
+		}
+		if _, err := c.Write([]byte("GET /index.html HTTP/1.1\r\nHost: x\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			tick := time.NewTicker(200 * time.Millisecond)
+			defer tick.Stop()
+			for i := range 50 {
+				select {
+				case <-stopDribble:
+					return
+				case <-tick.C:
+					if _, err := fmt.Fprintf(c, "X-%d: y\r\n", i); err != nil {
+						return
+					}
+				}
+			}
+		}()
+		watch(name, c, opened)
+	}
+
 	// Meanwhile a client that speaks logs in over TLS.
 	began := time.Now()
 	good, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
