@@ -2,14 +2,20 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"image"
 	"image/draw"
 	"image/png"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -666,12 +672,13 @@ func loginSees(t *testing.T, c net.Conn, want *xpratest.Server) {
 	}
 }
 
-// TestEdgeACME: the proxy binary obtains certificates from a real ACME CA
-// (Pebble, in process) through its own port with TLS-ALPN-01, and with
-// HTTP-01 on http_bind; it serves them on the next handshakes, where the
-// real xpra client (trusting only Pebble's root) and the Go request client
-// log in. On-demand issuance covers only allowed names.
-func TestEdgeACME(t *testing.T) {
+// TestEdgeCertificates: the proxy binary obtains certificates from a real
+// ACME CA (Pebble, in process) through its own port with TLS-ALPN-01, and
+// with HTTP-01 on http_bind; it serves them on the next handshakes, where
+// the real xpra client (trusting only Pebble's root) and the Go request
+// client log in. On-demand issuance covers only allowed names. xpra's
+// --ssl-cert flag serves a file, and a replaced file without a restart.
+func TestEdgeCertificates(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm")
 	backend := xpratest.StartServer(t, xpratest.ServerOptions{BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleA})
 
@@ -742,6 +749,112 @@ disable_tls_alpn = true
 		loginSees(t, c, backend)
 		c.Close()
 	})
+
+	t.Run("ssl-cert-flag", func(t *testing.T) { testStaticCertFlag(t, backend) })
+}
+
+// testStaticCertFlag: `xpra-edge proxy --ssl-cert=FILE` (one PEM with the
+// certificate and its key, as xpra takes it) serves that certificate to
+// the real xpra client over ssl and wss; replacing the file (a rename over
+// it, as certificate tools do) changes what the next handshakes get,
+// without a restart.
+func testStaticCertFlag(t *testing.T, backend *xpratest.Server) {
+	dir := t.TempDir()
+	pemFile := filepath.Join(dir, "edge.pem")
+	ca1 := writeTestPKI(t, dir, "one", pemFile)
+	addr := xpratest.FreeTCPAddr(t)
+	cfg := fmt.Sprintf(`display = ":%d"
+socket_dir = %q
+auth = "toml"
+
+[[listener]]
+bind = %q
+
+[[user]]
+name = %q
+password = %q
+displays = ["tcp://%s/"]
+`, xpratest.FreeDisplay(t), filepath.Join(dir, "ctl"), addr, tlsUser, tlsPassword, backend.TCPAddr)
+	startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "edge.toml"), cfg), "--ssl-cert="+pemFile)
+	creds := tlsUser + ":" + tlsPassword + "@"
+	for _, scheme := range []string{"ssl", "wss"} {
+		c := attachSees(t, scheme+"://"+creds+addr+"/", titleA, "--ssl-ca-certs="+ca1)
+		c.Stop()
+	}
+	// A new certificate from another CA replaces the file.
+	next := filepath.Join(dir, "next.pem")
+	ca2 := writeTestPKI(t, dir, "two", next)
+	if err := os.Rename(next, pemFile); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	pool := caPool(t, ca2)
+	var last error
+	for i := 0; i < 100; i++ {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: pool})
+		if err == nil {
+			c.Close()
+			last = nil
+			break
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last != nil {
+		t.Fatalf("the replaced certificate was not served: %v", last)
+	}
+	t.Logf("replaced certificate served after %v", time.Since(began).Round(time.Millisecond))
+	c := attachSees(t, "ssl://"+creds+addr+"/", titleA, "--ssl-ca-certs="+ca2)
+	c.Stop()
+	// and the old CA no longer verifies it
+	if c, err := tls.Dial("tcp", addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: caPool(t, ca1)}); err == nil {
+		c.Close()
+		t.Fatal("the old certificate is still served")
+	}
+}
+
+// writeTestPKI makes a CA and a leaf for 127.0.0.1 signed by it; the leaf
+// and its key go to pemFile (one PEM), the CA to DIR/NAME-ca.pem, whose
+// path it returns.
+func writeTestPKI(t *testing.T, dir, name, pemFile string) string {
+	t.Helper()
+	now := time.Now()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e CA " + name},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, DNSNames: []string{"localhost"},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	both := append(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})...)
+	writeFile(t, pemFile, string(both))
+	return writeFile(t, filepath.Join(dir, name+"-ca.pem"), string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})))
 }
 
 // testSlowClients: a second proxy with [limits] sniff_timeout = "1s" cuts
