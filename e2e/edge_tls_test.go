@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -595,11 +596,11 @@ func readPNG(t *testing.T, path string) *image.RGBA {
 	return img
 }
 
-// acmeProxy starts the proxy binary with [tls] mode = "acme" against ca:
-// user foo's session is backend, tlsExtra adds [tls] keys.
-func acmeProxy(t *testing.T, addr string, ca *pebbletest.CA, backend *xpratest.Server, tlsExtra string) *proxy {
+// acmeProxy starts the proxy binary with [tls] mode = "acme" against ca,
+// keeping its state in dir: user foo's session is backend, tlsExtra adds
+// [tls] keys.
+func acmeProxy(t *testing.T, dir, addr string, ca *pebbletest.CA, backend *xpratest.Server, tlsExtra string) *proxy {
 	t.Helper()
-	dir := t.TempDir()
 	cfg := fmt.Sprintf(`display = ":%d"
 socket_dir = %q
 auth = "toml"
@@ -686,11 +687,13 @@ func TestEdgeCertificates(t *testing.T) {
 		addr := xpratest.FreeTCPAddr(t)
 		ca := pebbletest.Start(t, pebbletest.Options{TLSPort: portOf(t, addr)})
 		name, okName, badName := pebbletest.Name("acme"), pebbletest.Name("od-ok"), pebbletest.Name("od-no")
-		p := acmeProxy(t, addr, ca, backend, fmt.Sprintf(`domains = [%q]
+		dir := t.TempDir()
+		tlsKeys := fmt.Sprintf(`domains = [%q]
 tls_port = %d
 on_demand = true
 on_demand_allow = [%q]
-`, name, portOf(t, addr), okName))
+`, name, portOf(t, addr), okName)
+		p := acmeProxy(t, dir, addr, ca, backend, tlsKeys)
 		roots := ca.Roots(t)
 		began := time.Now()
 		c := waitACMECert(t, addr, name, roots, 90*time.Second)
@@ -733,13 +736,31 @@ on_demand_allow = [%q]
 		if strings.Contains(p.log.String(), "level=ERROR") {
 			t.Errorf("errors logged:\n%s", strings.Join(grepLines(p.log.String(), "level=ERROR"), "\n"))
 		}
+
+		// A restarted proxy serves the stored certificates at once and
+		// orders nothing new.
+		if err := p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+			t.Fatalf("stop: %v", err)
+		}
+		orders = ca.NewOrders()
+		acmeProxy(t, dir, addr, ca, backend, tlsKeys)
+		for _, n := range []string{name, okName} {
+			c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: n, RootCAs: roots})
+			if err != nil {
+				t.Fatalf("after a restart, %s: %v", n, err)
+			}
+			c.Close()
+		}
+		if ca.NewOrders() != orders {
+			t.Fatalf("the restarted proxy ordered %d new certificates", ca.NewOrders()-orders)
+		}
 	})
 
 	t.Run("http-01", func(t *testing.T) {
 		addr, httpAddr := xpratest.FreeTCPAddr(t), xpratest.FreeTCPAddr(t)
 		ca := pebbletest.Start(t, pebbletest.Options{HTTPPort: portOf(t, httpAddr)})
 		name := pebbletest.Name("http01")
-		acmeProxy(t, addr, ca, backend, fmt.Sprintf(`domains = [%q]
+		acmeProxy(t, t.TempDir(), addr, ca, backend, fmt.Sprintf(`domains = [%q]
 http_bind = %q
 disable_tls_alpn = true
 `, name, httpAddr))
