@@ -21,6 +21,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -67,7 +68,8 @@ func startBackendPair(t *testing.T) backendPair {
 
 // oneport is a proxy with a self-signed development CA on one port: user
 // foo (password bar) whose own session is backend a, SNI routes hostA ->
-// a and hostB -> b, and path routes /desk-a -> a and /desk-b -> b.
+// a and hostB -> b, and path routes /desk-a -> a and /desk-b -> b; user
+// two (password pw2) has both sessions and must name one.
 type oneport struct {
 	*proxy
 	caFile string
@@ -78,6 +80,8 @@ type oneport struct {
 const (
 	tlsUser     = "foo"
 	tlsPassword = "bar"
+	twoUser     = "two"
+	twoPassword = "pw2"
 )
 
 func startOnePort(t *testing.T, be backendPair, extra string) *oneport {
@@ -103,6 +107,11 @@ name = %q
 password = %q
 displays = ["tcp://%s/"]
 
+[[user]]
+name = %q
+password = %q
+displays = ["tcp://%s/%d", "tcp://%s/%d"]
+
 [[route]]
 name = "sni-a"
 host = %q
@@ -126,7 +135,7 @@ targets = ["tcp://%s/"]
 [bans]
 max_failures = 0
 %s`, xpratest.FreeDisplay(t), ctl, addr, state, hostA, hostB, tlsUser, tlsPassword, be.a.TCPAddr,
-		hostA, be.a.TCPAddr, hostB, be.b.TCPAddr, be.a.TCPAddr, be.b.TCPAddr, extra)
+		twoUser, twoPassword, be.a.TCPAddr, be.a.DisplayNum, be.b.TCPAddr, be.b.DisplayNum, hostA, be.a.TCPAddr, hostB, be.b.TCPAddr, be.a.TCPAddr, be.b.TCPAddr, extra)
 	p := startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "edge.toml"), cfg))
 	op := &oneport{proxy: p, caFile: filepath.Join(state, "ca.pem"), ctlDir: ctl, be: be}
 	if _, err := os.Stat(op.caFile); err != nil {
@@ -348,6 +357,9 @@ func testRouting(t *testing.T, op *oneport) {
 		{"path-a-wss-xpra-client", "wss://" + creds + op.addr + "/desk-a", titleA, []string{ca}},
 		{"path-b-wss-xpra-client", "wss://" + creds + op.addr + "/desk-b", titleB, []string{ca}},
 		{"path-b-ws-xpra-client", "ws://" + creds + op.addr + "/desk-b", titleB, nil},
+		// no route for the path: the display in the URL picks the session
+		{"display-b-wss-xpra-client", "wss://" + twoUser + ":" + twoPassword + "@" + op.addr + "/" + strconv.Itoa(be.b.DisplayNum), titleB, []string{ca}},
+		{"display-a-ssl-xpra-client", "ssl://" + twoUser + ":" + twoPassword + "@" + op.addr + "/" + strconv.Itoa(be.a.DisplayNum), titleA, []string{ca}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := attachSees(t, tc.url, tc.want, tc.args...)
@@ -566,6 +578,24 @@ func testHTML5(t *testing.T, op *oneport) {
 			b.Close()
 		})
 	}
+	// A user with two sessions names one with ?display=, or is told to.
+	twoPage := "https://" + op.addr + "/index.html?username=" + twoUser + "&ssl=1&password=" + twoPassword
+	t.Run("display-param", func(t *testing.T) {
+		b := xpratest.OpenHTML5With(t, twoPage+"&display="+strconv.Itoa(op.be.b.DisplayNum), opts)
+		if err := b.WaitDrawn(60 * time.Second); err != nil {
+			t.Fatalf("%v\npage: %q", err, b.PageText())
+		}
+		if text := b.PageText(); !strings.Contains(text, titleB) {
+			t.Errorf("page does not show the window %q of the display asked for: %q", titleB, text)
+		}
+	})
+	t.Run("no-display", func(t *testing.T) {
+		b := xpratest.OpenHTML5With(t, twoPage, opts)
+		err := b.WaitDrawn(30 * time.Second)
+		if !errors.Is(err, xpratest.ErrDisconnected) || !strings.Contains(err.Error(), "please specify a display") {
+			t.Fatalf("two sessions, no display: %v; page: %q", err, b.PageText())
+		}
+	})
 	t.Run("wrong-password", func(t *testing.T) {
 		b := xpratest.OpenHTML5With(t, page+"nope", opts)
 		err := b.WaitDrawn(30 * time.Second)
