@@ -110,6 +110,11 @@ func (rep *Report) WriteTable(w io.Writer) {
 				fmt.Fprintf(w, "%s: error: %s\n", r.Name, firstLine(e))
 			}
 		}
+		for _, x := range []Throughput{r.Throughput1, r.ThroughputN, r.ThroughputSmall} {
+			if x.LoginFailed > 0 {
+				fmt.Fprintf(w, "%s: %d of %d sessions could not log in for a throughput run: %s\n", r.Name, x.LoginFailed, x.Sessions, firstLine(x.LoginError))
+			}
+		}
 		if r.Idle.Wanted > 0 && r.Idle.Sessions < r.Idle.Wanted {
 			fmt.Fprintf(w, "%s: only %d of %d idle sessions opened\n", r.Name, r.Idle.Sessions, r.Idle.Wanted)
 		}

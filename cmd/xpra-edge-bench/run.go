@@ -83,9 +83,10 @@ func (r *Report) Corrupt() int {
 // Run runs every configured scenario and returns the report. Each proxy is
 // started fresh for its scenario and stopped after it.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
+	t0 := time.Now()
 	logf := func(format string, a ...any) {
 		if cfg.Log != nil {
-			fmt.Fprintf(cfg.Log, "bench: "+format+"\n", a...)
+			fmt.Fprintf(cfg.Log, "bench: %5.1fs "+format+"\n", append([]any{time.Since(t0).Seconds()}, a...)...)
 		}
 	}
 	rep := &Report{Started: time.Now(), Smoke: cfg.Smoke, CPUs: runtime.NumCPU(), GoVersion: runtime.Version(),

@@ -80,6 +80,9 @@ func TestSmoke(t *testing.T) {
 			continue
 		}
 		for _, th := range []Throughput{r.Throughput1, r.ThroughputN, r.ThroughputSmall} {
+			if name != "xpra-proxy" && th.LoginFailed > 0 {
+				t.Errorf("%s: %d logins failed: %s", name, th.LoginFailed, th.LoginError)
+			}
 			if th.Errors > 0 || th.Bytes == 0 || th.Packets == 0 {
 				t.Errorf("%s: throughput run with %d sessions: %d errors, %d bytes (%s)", name, th.Sessions, th.Errors, th.Bytes, th.FirstError)
 			}
