@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
 	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 	"github.com/xpra-edge/xpra-edge/router"
 )
@@ -213,7 +214,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 // backendChallenge answers the backend's challenge with the stored
 // password, or passes it to the client and forwards the client's answer.
 func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t router.Target, b *xconn, encrypted bool, info map[string]any, opts sessionOptions, deadline time.Time) error {
-	ch, err := parseChallenge(p)
+	ch, err := xpraclient.ParseChallenge(p)
 	if err != nil {
 		return tell(reasonServerError, err)
 	}
@@ -248,26 +249,6 @@ func (h *handshake) sendBackend(b *xconn, hello xprawire.Dict) error {
 		return tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
 	}
 	return nil
-}
-
-func parseChallenge(p xprawire.Packet) (auth.Challenge, error) {
-	if len(p) < 2 {
-		return auth.Challenge{}, errors.New("short challenge packet")
-	}
-	ch := auth.Challenge{Salt: anyBytes(p[1]), Digest: "hmac", SaltDigest: "xor", Prompt: "password"}
-	if len(p) > 3 {
-		ch.Digest = string(anyBytes(p[3]))
-	}
-	if len(p) > 4 {
-		ch.SaltDigest = string(anyBytes(p[4]))
-	}
-	if len(p) > 5 {
-		ch.Prompt = string(anyBytes(p[5]))
-	}
-	if len(ch.Salt) == 0 {
-		return auth.Challenge{}, errors.New("challenge without salt")
-	}
-	return ch, nil
 }
 
 func anyBytes(v any) []byte {

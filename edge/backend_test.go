@@ -1,12 +1,9 @@
 package edge
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -62,26 +59,15 @@ func tlsRecorder(t *testing.T) (sslAddr, wssAddr string, rec *recorder, roots *x
 func backendProxy(t *testing.T, displays []string, roots *x509.CertPool) string {
 	t.Helper()
 	a := tomlAuth(t, auth.User{Name: "u", Password: "p", Displays: displays})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	d := &BackendDialer{WebSocket: wsconn.Dial}
 	if roots != nil {
 		d.TLS = &tls.Config{RootCAs: roots}
 	}
-	srv, err := New(Config{
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	serveTest(t, Config{
 		State: State{Router: &router.Router{}, Dialer: d, Limits: Limits{AuthFailDelay: -1},
 			Listeners: []*Listener{{Name: "t", Listener: ln, Auth: a, AllowPlain: true}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String()
 }
 

@@ -29,10 +29,7 @@ type recorder struct {
 
 func startRecorder(t *testing.T) *recorder {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	r := &recorder{ln: ln}
 	go func() {
 		for {
@@ -45,6 +42,33 @@ func startRecorder(t *testing.T) *recorder {
 	}()
 	t.Cleanup(func() { ln.Close() })
 	return r
+}
+
+// serveTest runs a server built from cfg until the test ends.
+func serveTest(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, 0); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv
+}
+
+// loopback listens on a free loopback port.
+func loopback(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ln
 }
 
 func (r *recorder) serve(c net.Conn) {
@@ -111,23 +135,12 @@ func (r *recorder) saw(typ string) bool {
 // miniProxy runs a proxy with the given module and limits.
 func miniProxy(t *testing.T, a auth.Authenticator, lim Limits) (addr string, srv *Server) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	lim.AuthFailDelay = -1
-	srv, err = New(Config{
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	srv = serveTest(t, Config{
 		State: State{Router: &router.Router{}, Limits: lim,
 			Listeners: []*Listener{{Name: "t", Listener: ln, Auth: a, AllowPlain: true}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String(), srv
 }
 

@@ -2,7 +2,6 @@ package edge
 
 import (
 	"bufio"
-	"context"
 	"io"
 	"log/slog"
 	"net"
@@ -23,23 +22,13 @@ func proxyProtoServer(t *testing.T, trusted []netip.Prefix, bans BanPolicy) (str
 	t.Helper()
 	rec := startRecorder(t)
 	a := tomlAuth(t, auth.User{Name: "u", Password: "p", Displays: []string{"tcp://" + rec.ln.Addr().String() + "/"}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ln := loopback(t)
 	lg := &testLog{}
-	srv, err := New(Config{
+	serveTest(t, Config{
 		Logger: slog.New(slog.NewTextHandler(lg, nil)),
 		State: State{Router: &router.Router{}, Limits: Limits{AuthFailDelay: -1}, Bans: bans,
 			Listeners: []*Listener{{Name: "t", Listener: ln, Auth: a, AllowPlain: true, ProxyFrom: trusted}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String(), lg
 }
 
@@ -109,15 +98,8 @@ func TestAcceptListSelectsProtocols(t *testing.T) {
 	cert, pool := testCert(t)
 	_ = pool
 	a := tomlAuth(t, auth.User{Name: "u", Password: "p"})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := newTLSOnly(t, ln, a, cert, []string{"ssl"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = srv
+	ln := loopback(t)
+	newTLSOnly(t, ln, a, cert, []string{"ssl"})
 	addr := ln.Addr().String()
 	// Plain xpra refused.
 	c, _ := net.Dial("tcp", addr)

@@ -2,15 +2,12 @@ package edge
 
 import (
 	"bufio"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"io"
-	"log/slog"
 	"math/big"
 	"net"
 	"strings"
@@ -50,23 +47,12 @@ func testCert(t *testing.T) (tls.Certificate, *x509.CertPool) {
 func tlsProxy(t *testing.T, a auth.Authenticator, allowPlain bool, routes *router.Table) (string, *x509.CertPool) {
 	t.Helper()
 	cert, pool := testCert(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := New(Config{
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	ln := loopback(t)
+	serveTest(t, Config{
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		State: State{Router: &router.Router{Routes: routes}, Limits: Limits{AuthFailDelay: -1, SniffTimeout: 500 * time.Millisecond},
 			Listeners: []*Listener{{Name: "t", Listener: ln, Auth: a, AllowPlain: allowPlain, AllowTLS: true}}},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
 	return ln.Addr().String(), pool
 }
 
@@ -167,20 +153,11 @@ func TestSlowTLSHandshakeIsCut(t *testing.T) {
 }
 
 // newTLSOnly serves on ln with TLS and an explicit accept list.
-func newTLSOnly(t *testing.T, ln net.Listener, a auth.Authenticator, cert tls.Certificate, accept []string) (*Server, error) {
+func newTLSOnly(t *testing.T, ln net.Listener, a auth.Authenticator, cert tls.Certificate, accept []string) *Server {
 	t.Helper()
-	srv, err := New(Config{
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		TLS:    &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+	return serveTest(t, Config{
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
 		State: State{Router: &router.Router{}, Limits: Limits{AuthFailDelay: -1},
 			Listeners: []*Listener{{Name: "t", Listener: ln, Auth: a, Accept: accept}}},
 	})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.Serve(ctx, 0); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	return srv, nil
 }

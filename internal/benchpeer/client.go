@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
 	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 )
 
@@ -121,15 +122,9 @@ func Login(c net.Conn, pool *Pool, o LoginOptions) (*Session, error) {
 				return nil, fmt.Errorf("%w: unexpected challenge", ErrProtocol)
 			}
 			s.Challenged = true
-			ch := auth.Challenge{Digest: "hmac", SaltDigest: "xor"}
-			if len(p) > 1 {
-				ch.Salt = asBytes(p[1])
-			}
-			if len(p) > 3 {
-				ch.Digest = string(asBytes(p[3]))
-			}
-			if len(p) > 4 {
-				ch.SaltDigest = string(asBytes(p[4]))
+			ch, err := xpraclient.ParseChallenge(p)
+			if err != nil {
+				return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
 			}
 			resp, salt, err := auth.Respond([]byte(o.Password), ch, o.AllowXOR)
 			if err != nil {

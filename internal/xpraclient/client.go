@@ -94,15 +94,9 @@ func (c *Conn) Hello(caps xprawire.Dict, password []byte, hasPassword, allowXOR 
 				return xprawire.Caps{}, errors.New("challenged twice")
 			}
 			challenged = true
-			ch := auth.Challenge{Digest: "hmac", SaltDigest: "xor"}
-			if len(p) > 1 {
-				ch.Salt = bytesOf(p[1])
-			}
-			if len(p) > 3 {
-				ch.Digest = string(bytesOf(p[3]))
-			}
-			if len(p) > 4 {
-				ch.SaltDigest = string(bytesOf(p[4]))
+			ch, err := ParseChallenge(p)
+			if err != nil {
+				return xprawire.Caps{}, err
 			}
 			resp, salt, err := auth.Respond(password, ch, allowXOR)
 			if err != nil {
@@ -121,6 +115,30 @@ func (c *Conn) Hello(caps xprawire.Dict, password []byte, hasPassword, allowXOR 
 			return xprawire.Caps{}, &DisconnectError{Reasons: r}
 		}
 	}
+}
+
+// ParseChallenge reads a challenge packet: ["challenge", server_salt,
+// auth_caps, digest, salt_digest, prompt]. Missing digests take the
+// defaults of old servers (hmac, and an xor salt digest that clients
+// refuse).
+func ParseChallenge(p xprawire.Packet) (auth.Challenge, error) {
+	if p.Type() != "challenge" || len(p) < 2 {
+		return auth.Challenge{}, errors.New("not a challenge packet")
+	}
+	ch := auth.Challenge{Salt: bytesOf(p[1]), Digest: "hmac", SaltDigest: "xor", Prompt: "password"}
+	if len(p) > 3 {
+		ch.Digest = string(bytesOf(p[3]))
+	}
+	if len(p) > 4 {
+		ch.SaltDigest = string(bytesOf(p[4]))
+	}
+	if len(p) > 5 {
+		ch.Prompt = string(bytesOf(p[5]))
+	}
+	if len(ch.Salt) == 0 {
+		return auth.Challenge{}, errors.New("challenge without salt")
+	}
+	return ch, nil
 }
 
 func bytesOf(v any) []byte {
