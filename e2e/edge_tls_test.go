@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -461,12 +462,20 @@ func caPool(t *testing.T, file string) *x509.CertPool {
 // goLogin logs in as user over c with the Go request client and returns
 // the hello that comes back (the backend's, relayed by the proxy).
 func goLogin(c net.Conn, user, password string) (xprawire.Caps, error) {
+	_, caps, err := goLoginConn(c, user, password)
+	return caps, err
+}
+
+// goLoginConn is goLogin returning the client, to read on from it (a new
+// client over c would lose what the first one buffered).
+func goLoginConn(c net.Conn, user, password string) (*xpraclient.Conn, xprawire.Caps, error) {
 	xc := xpraclient.New(c, xprawire.Rencode)
 	caps := xpraclient.BaseCaps(user)
 	// what a real xpra server needs to accept a client
 	caps.Set("encodings", []any{"rgb24", "rgb32", "png"})
 	caps.Set("encoding", "rgb24")
-	return xc.Hello(caps, []byte(password), true, false, 20*time.Second)
+	hello, err := xc.Hello(caps, []byte(password), true, false, 20*time.Second)
+	return xc, hello, err
 }
 
 // testHTML5: xpra's HTML5 client from Debian's package, served by the
@@ -621,15 +630,16 @@ func readPNG(t *testing.T, path string) *image.RGBA {
 
 // loginSees logs in as foo over c and checks that the backend's hello
 // names want's display.
-func loginSees(t *testing.T, c net.Conn, want *xpratest.Server) {
+func loginSees(t *testing.T, c net.Conn, want *xpratest.Server) *xpraclient.Conn {
 	t.Helper()
-	caps, err := goLogin(c, tlsUser, tlsPassword)
+	xc, caps, err := goLoginConn(c, tlsUser, tlsPassword)
 	if err != nil {
 		t.Fatalf("login: %v", err)
 	}
 	if d, _ := caps.Str("display"); d != want.Display {
 		t.Fatalf("reached display %q, want %q", d, want.Display)
 	}
+	return xc
 }
 
 // testSlowClients: a second proxy with [limits] sniff_timeout = "1s" cuts
@@ -766,7 +776,34 @@ func testSlowClients(t *testing.T, be backendPair) {
 		t.Fatalf("a client that speaks could not connect: %v", err)
 	}
 	defer good.Close()
-	loginSees(t, good, be.a)
+	goodXC := loginSees(t, good, be.a)
+	// So does one over wss, and an HTTPS client fetches a file over a
+	// connection it keeps open.
+	wss := dialWS(t, op.addr, "", "/desk-b", roots)
+	defer wss.Close()
+	wssXC := loginSees(t, wss, be.b)
+	keep, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keep.Close()
+	keepR := bufio.NewReader(keep)
+	getHealth := func(when string) {
+		_ = keep.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := keep.Write([]byte("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")); err != nil {
+			t.Fatalf("keep-alive GET %s: %v", when, err)
+		}
+		resp, err := http.ReadResponse(keepR, nil)
+		if err != nil {
+			t.Fatalf("keep-alive GET %s: %v", when, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("keep-alive GET %s: %s", when, resp.Status)
+		}
+	}
+	getHealth("first")
 	if d := time.Since(began); d >= sniff {
 		t.Logf("note: the good login took %v, longer than the sniff deadline", d)
 	}
@@ -779,21 +816,27 @@ func testSlowClients(t *testing.T, be backendPair) {
 			t.Logf("%s: closed after %v", s.name, d.Round(time.Millisecond))
 		}
 	}
-	// The logged-in client is not cut by the deadline.
-	time.Sleep(sniff / 2)
-	xc := xpraclient.New(good, xprawire.Rencode)
-	if err := xc.Send(xprawire.Packet{"ping", int64(1)}); err != nil {
-		t.Fatalf("the logged-in client was cut: %v", err)
+	// Past the deadline, the logged-in clients (xpra over TLS, over wss)
+	// and the kept-open HTTPS connection still work: the sniff deadline
+	// ends with sniffing.
+	if d := time.Since(began); d < sniff+200*time.Millisecond {
+		time.Sleep(sniff + 200*time.Millisecond - d)
 	}
-	for i := 0; i < 100; i++ {
-		pk, err := xc.Read(time.Now().Add(10 * time.Second))
-		if err != nil {
-			t.Fatalf("the logged-in client was cut: %v", err)
+	for name, xc := range map[string]*xpraclient.Conn{"ssl": goodXC, "wss": wssXC} {
+		if err := xc.Send(xprawire.Packet{"ping", int64(1)}); err != nil {
+			t.Fatalf("the client logged in over %s was cut: %v", name, err)
 		}
-		if pk.Type() == "ping_echo" {
-			break
+		for i := 0; ; i++ {
+			pk, err := xc.Read(time.Now().Add(10 * time.Second))
+			if err != nil || i == 100 {
+				t.Fatalf("the client logged in over %s was cut: %v", name, err)
+			}
+			if pk.Type() == "ping_echo" {
+				break
+			}
 		}
 	}
+	getHealth("after the sniff deadline")
 	// A plain xpra request also still works on the port.
 	c := dial()
 	if _, err := xpraclient.New(c, xprawire.Rencode).Request("version", 10*time.Second); err != nil {
