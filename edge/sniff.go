@@ -123,7 +123,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		meta.tls = true
 		conn = tc
 		br = bufio.NewReaderSize(tc, readBufferSize)
-		if first, err = br.Peek(1); err != nil {
+		if _, err = br.Peek(1); err != nil {
 			s.log.Debug("tls connection closed before sending anything", "remote", meta.remote, "err", err)
 			tc.Close()
 			return
@@ -140,6 +140,12 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			return
 		}
 		// fewer bytes and the end of the stream: judged by what it sent
+	}
+	// Peek may have moved the buffered bytes (after a PROXY header was
+	// consumed): take the first byte again.
+	if first, err = br.Peek(1); err != nil {
+		conn.Close()
+		return
 	}
 	_ = c.SetDeadline(time.Time{})
 	switch {
