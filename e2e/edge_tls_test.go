@@ -18,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,6 +179,92 @@ func TestEdgeOnePort(t *testing.T) {
 	t.Run("html5", func(t *testing.T) { testHTML5(t, op) })
 	t.Run("slow-clients", func(t *testing.T) { testSlowClients(t, be) })
 	t.Run("strict-routing", func(t *testing.T) { testStrictRouting(t, be) })
+	t.Run("proxy-header-split", func(t *testing.T) { testProxyHeaderSplit(t, be) })
+}
+
+// splitConn sends a PROXY v1 header with the first byte of what the
+// client writes, then, 200 ms later, everything else written meanwhile in
+// one piece: how a balancer that sends its header at once forwards a
+// client's bytes as they come.
+type splitConn struct {
+	net.Conn
+	header string
+
+	mu      sync.Mutex
+	started bool
+	flushed bool
+	pending []byte
+}
+
+func (c *splitConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch {
+	case c.flushed || len(p) == 0:
+		return c.Conn.Write(p)
+	case !c.started:
+		c.started = true
+		if _, err := c.Conn.Write(append([]byte(c.header), p[0])); err != nil {
+			return 0, err
+		}
+		c.pending = append(c.pending, p[1:]...)
+		time.AfterFunc(200*time.Millisecond, func() {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			c.flushed = true
+			_, _ = c.Conn.Write(c.pending)
+		})
+	default:
+		c.pending = append(c.pending, p...)
+	}
+	return len(p), nil
+}
+
+// testProxyHeaderSplit: behind a trusted PROXY-protocol balancer, a
+// client whose bytes arrive split after the header is sniffed right, in
+// the clear and over TLS, and logs in with its real address.
+func testProxyHeaderSplit(t *testing.T, be backendPair) {
+	dir := t.TempDir()
+	addr := xpratest.FreeTCPAddr(t)
+	state := filepath.Join(dir, "tls")
+	cfg := fmt.Sprintf(`display = ":%d"
+socket_dir = %q
+auth = "toml"
+
+[[listener]]
+bind = %q
+proxy_protocol_from = ["127.0.0.1/32"]
+
+[tls]
+mode = "self-signed"
+state_dir = %q
+
+[[user]]
+name = %q
+password = %q
+displays = ["tcp://%s/"]
+`, xpratest.FreeDisplay(t), filepath.Join(dir, "ctl"), addr, state, tlsUser, tlsPassword, be.a.TCPAddr)
+	p := startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "edge.toml"), cfg))
+	for i, overTLS := range []bool{false, true} {
+		raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer raw.Close()
+		real := fmt.Sprintf("192.0.2.%d", 10+i)
+		var c net.Conn = &splitConn{Conn: raw, header: "PROXY TCP4 " + real + " 127.0.0.1 40000 443\r\n"}
+		if overTLS {
+			tc := tls.Client(c, &tls.Config{ServerName: "127.0.0.1", RootCAs: caPool(t, filepath.Join(state, "ca.pem"))})
+			if err := tc.Handshake(); err != nil {
+				t.Fatalf("handshake after a split PROXY header: %v", err)
+			}
+			c = tc
+		}
+		loginSees(t, c, be.a)
+		if !p.waitLog("remote="+real, 5*time.Second) {
+			t.Errorf("the proxy did not log the real client %s", real)
+		}
+	}
 }
 
 // testStrictRouting: with [routing] strict = true, a host name or path no
