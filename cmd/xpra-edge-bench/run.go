@@ -95,6 +95,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Kernel = strings.TrimSpace(string(b))
 	}
 	rep.NoFile = raiseNoFile(uint64(3*max(cfg.Idle, cfg.XpraIdle) + 2048))
+	if need := uint64(3*cfg.Idle + 2048); rep.NoFile < need {
+		// this process holds both ends of every session, and xpra-edge
+		// (which inherits the limit) a client, a backend and a control
+		// socket per session
+		logf("warning: RLIMIT_NOFILE is %d and cannot be raised to %d: fewer than %d idle sessions will open", rep.NoFile, need, cfg.Idle)
+	}
 	if cfg.Out != "" {
 		if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 			return nil, err
