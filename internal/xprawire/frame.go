@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 )
 
 // maxDisconnectLine bounds the plain-text disconnect line read before the first header.
@@ -197,16 +198,35 @@ type Frame struct {
 // records) in one vectored write (net.Buffers, so writev on TCP and unix
 // sockets). It is not safe for concurrent use.
 type FrameWriter struct {
-	w    io.Writer
-	hdr  [HeaderSize]byte
-	one  [2][]byte
-	bufs net.Buffers // WriteFrame
-	vec  net.Buffers // WriteFrames, capacity reused
-	hdrs []byte
+	w      io.Writer
+	joined bool // w has no writev: small frames are written as one buffer
+	hdr    [HeaderSize]byte
+	one    [2][]byte
+	bufs   net.Buffers // WriteFrame
+	vec    net.Buffers // WriteFrames, capacity reused
+	hdrs   []byte
 }
 
 // NewFrameWriter returns a writer to w.
-func NewFrameWriter(w io.Writer) *FrameWriter { return &FrameWriter{w: w} }
+func NewFrameWriter(w io.Writer) *FrameWriter {
+	return &FrameWriter{w: w, joined: !vectored(w)}
+}
+
+// vectored reports whether w turns net.Buffers into one writev; for other
+// writers (TLS, WebSocket) every buffer would be a separate record.
+func vectored(w io.Writer) bool {
+	switch w.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return true
+	}
+	return false
+}
+
+// joinMax is the largest payload copied next to its header so that a
+// writer without writev gets one write (one TLS record) per frame.
+const joinMax = 64 << 10
+
+var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, HeaderSize+joinMax); return &b }}
 
 // checkPayload refuses payloads over AbsMaxPacketSize (ErrTooLarge).
 func checkPayload(n int) error {
@@ -223,6 +243,17 @@ func (fw *FrameWriter) WriteFrame(h Header, payload []byte) error {
 	}
 	h.Size = uint32(len(payload))
 	h.Put(fw.hdr[:])
+	if fw.joined && len(payload) <= joinMax {
+		bp := joinPool.Get().(*[]byte)
+		b := append(append((*bp)[:0], fw.hdr[:]...), payload...)
+		_, err := fw.w.Write(b)
+		*bp = b[:0]
+		joinPool.Put(bp)
+		if err != nil {
+			return fmt.Errorf("xprawire: write frame: %w", err)
+		}
+		return nil
+	}
 	fw.one[0], fw.one[1] = fw.hdr[:], payload
 	fw.bufs = fw.one[:]
 	_, err := fw.bufs.WriteTo(fw.w)
