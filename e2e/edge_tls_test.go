@@ -180,6 +180,50 @@ func TestEdgeOnePort(t *testing.T) {
 	t.Run("slow-clients", func(t *testing.T) { testSlowClients(t, be) })
 	t.Run("strict-routing", func(t *testing.T) { testStrictRouting(t, be) })
 	t.Run("proxy-header-split", func(t *testing.T) { testProxyHeaderSplit(t, be) })
+	t.Run("unauthenticated-limit", func(t *testing.T) { testUnauthenticatedLimit(t, be) })
+}
+
+// testUnauthenticatedLimit: [limits] max_unauthenticated counts clients
+// that have not logged in yet however they came: silent WebSocket clients
+// (upgraded, no hello) fill it like silent xpra clients do, a further
+// client is refused meanwhile, and one gets in once they are gone.
+func testUnauthenticatedLimit(t *testing.T, be backendPair) {
+	op := startOnePort(t, be, "\n[limits]\nmax_unauthenticated = 3\n")
+	roots := caPool(t, op.caFile)
+	var silent []net.Conn
+	for range 3 {
+		silent = append(silent, dialWS(t, op.addr, "", "/", roots))
+	}
+	// The three hold every slot: a fourth client, xpra over TLS, is refused.
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
+	if err == nil {
+		_, err = goLogin(c, tlsUser, tlsPassword)
+		c.Close()
+	}
+	if err == nil {
+		t.Fatal("a fourth client logged in while three silent WebSocket clients held max_unauthenticated = 3")
+	}
+	if !op.waitLog("too many unauthenticated connections", 5*time.Second) {
+		t.Errorf("the proxy did not log the refusal; the fourth client got: %v", err)
+	}
+	for _, c := range silent {
+		c.Close()
+	}
+	// Once they are gone, a client gets in (bounded retries while the
+	// proxy notices the closes).
+	var last error
+	for i := 0; i < 50; i++ {
+		c := dialWS(t, op.addr, "", "/", roots)
+		_, last = goLogin(c, tlsUser, tlsPassword)
+		c.Close()
+		if last == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if last != nil {
+		t.Fatalf("no login after the silent clients left: %v", last)
+	}
 }
 
 // splitConn sends a PROXY v1 header with the first byte of what the
