@@ -779,7 +779,8 @@ func loginSees(t *testing.T, c net.Conn, want *xpratest.Server) *xpraclient.Conn
 // speaks logs in meanwhile.
 func testSlowClients(t *testing.T, be backendPair) {
 	const sniff = time.Second
-	op := startOnePort(t, be, "\n[limits]\nsniff_timeout = \"1s\"\n")
+	const login = 2 * time.Second
+	op := startOnePort(t, be, "\n[limits]\nsniff_timeout = \"1s\"\nlogin_timeout = \"2s\"\n")
 	roots := caPool(t, op.caFile)
 	dial := func() net.Conn {
 		c, err := net.DialTimeout("tcp", op.addr, 5*time.Second)
@@ -900,6 +901,28 @@ func testSlowClients(t *testing.T, be backendPair) {
 		watch(name, c, opened)
 	}
 
+	// A WebSocket client that upgrades and then sends no hello is past
+	// sniffing: the login deadline cuts it (the proxy then drains the
+	// connection for up to 1 s so a client can read why it was refused).
+	wsOpened := time.Now()
+	silentWS := dialWS(t, op.addr, "", "/", roots)
+	defer silentWS.Close()
+	wsDone := make(chan time.Duration, 1)
+	go func() {
+		_ = silentWS.SetReadDeadline(time.Now().Add(5 * login))
+		buf := make([]byte, 512)
+		for {
+			if _, err := silentWS.Read(buf); err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					wsDone <- -1
+				} else {
+					wsDone <- time.Since(wsOpened)
+				}
+				return
+			}
+		}
+	}()
+
 	// Meanwhile a client that speaks logs in over TLS.
 	began := time.Now()
 	good, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", op.addr, &tls.Config{ServerName: "127.0.0.1", RootCAs: roots})
@@ -946,6 +969,14 @@ func testSlowClients(t *testing.T, be backendPair) {
 		} else {
 			t.Logf("%s: closed after %v", s.name, d.Round(time.Millisecond))
 		}
+	}
+	switch d := <-wsDone; {
+	case d < 0:
+		t.Errorf("silent WebSocket client: still open %v after the upgrade; login_timeout is %v", 5*login, login)
+	case d < login-300*time.Millisecond || d > login+1500*time.Millisecond:
+		t.Errorf("silent WebSocket client: closed after %v, want %v (+ up to 1 s of draining)", d, login)
+	default:
+		t.Logf("silent WebSocket client: closed after %v", d.Round(time.Millisecond))
 	}
 	// Past the deadline, the logged-in clients (xpra over TLS, over wss)
 	// and the kept-open HTTPS connection still work: the sniff deadline
