@@ -86,13 +86,7 @@ func bencodeAppend(dst []byte, v any, depth int) ([]byte, error) {
 }
 
 func (d *decoder) bdecode(depth int) (any, error) {
-	if d.pos >= len(d.b) {
-		return nil, d.truncated("value expected")
-	}
-	if depth > maxDepth {
-		return nil, d.errf(ErrSyntax, "nesting deeper than %d", maxDepth)
-	}
-	if err := d.count(); err != nil {
+	if err := d.enter(depth); err != nil {
 		return nil, err
 	}
 	c := d.b[d.pos]

@@ -174,14 +174,19 @@ func (d *decoder) need(n int, what string) error {
 	return nil
 }
 
-func (d *decoder) rdecode(depth int) (any, error) {
+// enter starts decoding one value: input left, nesting bound, value count.
+func (d *decoder) enter(depth int) error {
 	if d.pos >= len(d.b) {
-		return nil, d.truncated("value expected")
+		return d.truncated("value expected")
 	}
 	if depth > maxDepth {
-		return nil, d.errf(ErrSyntax, "nesting deeper than %d", maxDepth)
+		return d.errf(ErrSyntax, "nesting deeper than %d", maxDepth)
 	}
-	if err := d.count(); err != nil {
+	return d.count()
+}
+
+func (d *decoder) rdecode(depth int) (any, error) {
+	if err := d.enter(depth); err != nil {
 		return nil, err
 	}
 	c := d.b[d.pos]
