@@ -104,8 +104,6 @@ type handshake struct {
 	client      *peer
 	helloFlags  xprawire.Flags
 	identity    auth.Identity
-	authed      bool
-	challenged  bool
 	firstHeader bool
 }
 
@@ -124,7 +122,7 @@ func (h *handshake) fail(err error) {
 		"duration", time.Since(h.start).Round(time.Millisecond))
 	if ce.reason == reasonAuthFailed {
 		// xpra waits a second before it says so; so do we.
-		time.Sleep(h.s.authFailDelay())
+		time.Sleep(h.s.limits().AuthFailDelay)
 	}
 	h.disconnect(ce.reason, ce.detail...)
 }
@@ -335,7 +333,6 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 			return h.authFailed(err)
 		}
 		h.identity = id
-		h.authed = true
 		h.s.metrics.loginOK(id.Module)
 		return nil
 	}
@@ -359,7 +356,6 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 		return h.authFailed(err)
 	}
 	h.identity = id
-	h.authed = true
 	h.s.metrics.loginOK(id.Module)
 	h.log.Debug("authenticated", "module", id.Module)
 	return nil
@@ -382,7 +378,6 @@ func (h *handshake) authFailed(err error) error {
 }
 
 func (h *handshake) sendChallenge(ch *auth.Challenge) error {
-	h.challenged = true
 	authCaps := any("")
 	if h.client.encoding == xprawire.RencodePlus {
 		authCaps = xprawire.Dict{}
@@ -531,7 +526,7 @@ func (s *Server) resolveUID(id auth.Identity) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	if uid == 0 && s.runningAsRoot() {
+	if uid == 0 && s.isRoot {
 		return 0, errors.New("sessions of root are not proxied")
 	}
 	return uid, nil

@@ -290,13 +290,11 @@ func (s *Server) Reload(st State) error {
 	return nil
 }
 
-func (s *Server) limits() Limits               { return s.state.Load().Limits }
-func (s *Server) router() *router.Router       { return s.state.Load().Router }
-func (s *Server) dialer() *BackendDialer       { return s.state.Load().Dialer }
-func (s *Server) starter() SessionStarter      { return s.state.Load().Starter }
-func (s *Server) runningAsRoot() bool          { return s.isRoot }
-func (s *Server) authFailDelay() time.Duration { return s.limits().AuthFailDelay }
-func (s *Server) nextID() int                  { return int(s.idSeq.Add(1)) }
+func (s *Server) limits() Limits          { return s.state.Load().Limits }
+func (s *Server) router() *router.Router  { return s.state.Load().Router }
+func (s *Server) dialer() *BackendDialer  { return s.state.Load().Dialer }
+func (s *Server) starter() SessionStarter { return s.state.Load().Starter }
+func (s *Server) nextID() int             { return int(s.idSeq.Add(1)) }
 
 // listener returns the current configuration of a bound listener.
 func (s *Server) listener(name string) *Listener {
@@ -306,17 +304,6 @@ func (s *Server) listener(name string) *Listener {
 		}
 	}
 	return nil
-}
-
-// Addrs returns the bound addresses, in listener order (after Serve began).
-func (s *Server) Addrs() []net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([]net.Addr, len(s.listeners))
-	for i, l := range s.listeners {
-		out[i] = l.Addr()
-	}
-	return out
 }
 
 // Bind opens every listener and the control socket. Serve calls it when
