@@ -19,24 +19,25 @@ import (
 // certs owns the certificate manager and the optional port-80 listener
 // (HTTP-01 answers, redirects to https).
 type certs struct {
-	m    *tlsconf.Manager
-	log  *slog.Logger
-	http *http.Server
+	m        *tlsconf.Manager
+	log      *slog.Logger
+	httpBind string // tls.http_bind, bound by start
+	http     *http.Server
 }
 
-func newCerts(_ context.Context, c config.TLS, log *slog.Logger) (*certs, error) {
+func newCerts(c config.TLS, log *slog.Logger) (*certs, error) {
 	m, err := tlsconf.New(c, log)
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
 	}
-	return &certs{m: m, log: log}, nil
+	return &certs{m: m, log: log, httpBind: c.HTTPBind}, nil
 }
 
 func (c *certs) tlsConfig() *tls.Config { return c.m.TLSConfig() }
 
 // start begins certificate management, the port-80 listener and the
 // certificate-expiry metric.
-func (c *certs) start(ctx context.Context, reg *prometheus.Registry, httpBind string) error {
+func (c *certs) start(ctx context.Context, reg *prometheus.Registry) error {
 	if err := c.m.Start(ctx); err != nil {
 		return fmt.Errorf("tls: %w", err)
 	}
@@ -45,8 +46,8 @@ func (c *certs) start(ctx context.Context, reg *prometheus.Registry, httpBind st
 			return err
 		}
 	}
-	if httpBind != "" {
-		ln, err := net.Listen("tcp", httpBind)
+	if c.httpBind != "" {
+		ln, err := net.Listen("tcp", c.httpBind)
 		if err != nil {
 			return fmt.Errorf("tls.http_bind: %w", err)
 		}

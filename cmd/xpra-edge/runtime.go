@@ -45,11 +45,11 @@ func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
 	return d, nil
 }
 
-func startProxy(ctx context.Context, cfg *config.Config, f *proxyFlags, log *slog.Logger) (*proxy, error) {
+func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*proxy, error) {
 	p := &proxy{log: log}
 	var tlsCfg *tls.Config
 	if cfg.TLS.Mode != "" {
-		c, err := newCerts(ctx, cfg.TLS, log.With("component", "tls"))
+		c, err := newCerts(cfg.TLS, log.With("component", "tls"))
 		if err != nil {
 			return nil, err
 		}
@@ -88,7 +88,7 @@ func startProxy(ctx context.Context, cfg *config.Config, f *proxyFlags, log *slo
 		}
 	}
 	if p.certs != nil {
-		if err := p.certs.start(ctx, srv.Registry(), cfg.TLS.HTTPBind); err != nil {
+		if err := p.certs.start(ctx, srv.Registry()); err != nil {
 			p.close()
 			return nil, err
 		}
