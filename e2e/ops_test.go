@@ -210,15 +210,7 @@ func TestReloadMetricsAndDrain(t *testing.T) {
 			t.Fatalf("no disconnect on shutdown: %v", err)
 		}
 		if pk.Type() == "disconnect" {
-			reasons = []string{}
-			for _, x := range pk[1:] {
-				switch v := x.(type) {
-				case []byte:
-					reasons = append(reasons, string(v))
-				case string:
-					reasons = append(reasons, v)
-				}
-			}
+			reasons = xpraclient.Reasons(pk)
 		}
 	}
 	if len(reasons) == 0 || reasons[0] != "server shutdown" {

@@ -159,16 +159,7 @@ func waitDisconnect(t *testing.T, c *xpraclient.Conn, d time.Duration) []string 
 			t.Fatalf("no disconnect packet: %v", err)
 		}
 		if p.Type() == "disconnect" {
-			var r []string
-			for _, x := range p[1:] {
-				switch v := x.(type) {
-				case []byte:
-					r = append(r, string(v))
-				case string:
-					r = append(r, v)
-				}
-			}
-			return r
+			return xpraclient.Reasons(p)
 		}
 	}
 }

@@ -108,11 +108,7 @@ func (c *Conn) Hello(caps xprawire.Dict, password []byte, hasPassword, allowXOR 
 				return xprawire.Caps{}, err
 			}
 		case "disconnect":
-			var r []string
-			for _, x := range p[1:] {
-				r = append(r, string(bytesOf(x)))
-			}
-			return xprawire.Caps{}, &DisconnectError{Reasons: r}
+			return xprawire.Caps{}, &DisconnectError{Reasons: Reasons(p)}
 		}
 	}
 }
@@ -139,6 +135,16 @@ func ParseChallenge(p xprawire.Packet) (auth.Challenge, error) {
 		return auth.Challenge{}, errors.New("challenge without salt")
 	}
 	return ch, nil
+}
+
+// Reasons returns the elements after a packet's type as strings (a
+// disconnect's reason and details, str or bytes on the wire).
+func Reasons(p xprawire.Packet) []string {
+	r := []string{}
+	for _, x := range p[1:] {
+		r = append(r, string(bytesOf(x)))
+	}
+	return r
 }
 
 func bytesOf(v any) []byte {
@@ -175,11 +181,7 @@ func (c *Conn) Stop(timeout time.Duration) ([]string, error) {
 			return nil, err
 		}
 		if p.Type() == "disconnect" {
-			var r []string
-			for _, x := range p[1:] {
-				r = append(r, string(bytesOf(x)))
-			}
-			return r, nil
+			return Reasons(p), nil
 		}
 	}
 }
