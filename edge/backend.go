@@ -183,8 +183,10 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 					return nil, &clientError{err: fmt.Errorf("forward early packets: %w", err)}
 				}
 			}
-			// The client now sends what the backend decodes; raise the
-			// packet limit from the hello limit to the session's.
+			// The handshake is over: its deadlines end here, and the client
+			// now sends what the backend decodes, so its packet limit rises
+			// from the hello limit to the session's.
+			_ = h.x.SetDeadline(time.Time{})
 			h.x.frames.SetMaxSize(uint32(lim.MaxPacketSize))
 			ok = true
 			return sess, nil

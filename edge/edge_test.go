@@ -441,3 +441,21 @@ func TestShutdownTellsClients(t *testing.T) {
 		t.Fatalf("told %q", reasons)
 	}
 }
+
+// TestSessionOutlivesLoginDeadlines: the deadlines of the handshake
+// (login, challenge) must not follow a session into the relay.
+func TestSessionOutlivesLoginDeadlines(t *testing.T) {
+	f := newFixture(t, fooUser, func(c *Config) {
+		c.State.Limits.LoginTimeout = 500 * time.Millisecond
+		c.State.Limits.ChallengeTimeout = 500 * time.Millisecond
+	})
+	s, err := f.login("foo", "bar", benchpeerIdle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	time.Sleep(1500 * time.Millisecond)
+	if _, err := s.Ping(3, 5*time.Second); err != nil {
+		t.Fatalf("the session died after the login deadline: %v", err)
+	}
+}
