@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/url"
 	"os/user"
 	"strconv"
 	"strings"
@@ -346,8 +347,12 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 	if err := h.updateClient(caps); err != nil {
 		return err
 	}
-	response := capBytes(caps, "challenge_response")
-	clientSalt := capBytes(caps, "challenge_client_salt")
+	response, okResponse := credentialBytes(caps, "challenge_response")
+	clientSalt, okSalt := credentialBytes(caps, "challenge_client_salt")
+	if !okResponse || !okSalt {
+		h.s.noteAuthFailure(h.meta)
+		return tell(reasonAuthFailed, errors.New("challenge response or client salt is neither bytes nor a latin-1 str"))
+	}
 	if len(response) == 0 {
 		return tell(reasonAuthFailed, errors.New("no challenge response"))
 	}
@@ -400,25 +405,70 @@ func (h *handshake) updateClient(caps xprawire.Caps) error {
 	return nil
 }
 
-// capBytes reads a str or bytes capability as bytes.
-func capBytes(c xprawire.Caps, key string) []byte {
-	v, ok := c.Get(key)
-	if !ok {
-		return nil
+// credentialBytes reads a credential the client computed over bytes
+// (challenge_response, challenge_client_salt). A bytes value is taken as it
+// is. A str value is taken as xpra takes it: one byte per code point
+// (latin-1). xpra-html5 v21 makes its client salt from random char codes
+// 0–255, sends it as a str (UTF-8 on the wire) and computes its HMAC over the
+// char codes, so the UTF-8 bytes of the str would never match. A str with a
+// code point above 255 cannot have been computed that way: ok is false.
+func credentialBytes(c xprawire.Caps, key string) (b []byte, ok bool) {
+	v, present := c.Get(key)
+	if !present {
+		return nil, true
 	}
-	switch b := v.(type) {
+	switch x := v.(type) {
 	case []byte:
-		return b
+		return x, true
 	case string:
-		return []byte(b)
+		return latin1(x)
 	}
-	return nil
+	return nil, false
+}
+
+// latin1 maps each code point of s (all ≤ 255) to one byte.
+func latin1(s string) ([]byte, bool) {
+	out := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r > 0xff {
+			return nil, false
+		}
+		out = append(out, byte(r))
+	}
+	return out, true
 }
 
 // clientDisplay is the display the client asked for: the hello's display
 // (a string; a dict from HTML5 client 18+ counts only through its "" key),
-// else the one in the WebSocket URL.
+// else the one in the WebSocket URL, else a display= in the page URL that
+// an HTML5 client sends as its argv (xpra-html5 v21 keeps its page's
+// display= to itself and sends only the screen geometry as "display").
 func (h *handshake) clientDisplay(caps xprawire.Caps) string {
+	if d := h.declaredDisplay(caps); d != "" {
+		return d
+	}
+	if h.meta.display != "" {
+		return h.meta.display
+	}
+	return argvDisplay(caps)
+}
+
+// argvDisplay is the display= query parameter of the first argv entry when
+// that entry is an http or https URL (a browser client's page address).
+func argvDisplay(caps xprawire.Caps) string {
+	argv := caps.StrList("argv")
+	if len(argv) == 0 || len(argv[0]) > 4096 {
+		return ""
+	}
+	u, err := url.Parse(argv[0])
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+		return ""
+	}
+	return u.Query().Get("display")
+}
+
+// declaredDisplay is the display named in the hello itself.
+func (h *handshake) declaredDisplay(caps xprawire.Caps) string {
 	if v, ok := caps.Dict.Get("display"); ok {
 		switch d := v.(type) {
 		case string:
@@ -431,7 +481,7 @@ func (h *handshake) clientDisplay(caps xprawire.Caps) string {
 			}
 		}
 	}
-	return h.meta.display
+	return ""
 }
 
 func (h *handshake) route(ctx context.Context, caps xprawire.Caps) (router.Target, error) {
