@@ -247,7 +247,16 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%v\n", err)
 		return 1
 	}
-	problems := cfg.Problems()
+	cfg.FillDefaults()
+	var problems []error
+	for _, p := range cfg.Problems() {
+		if errors.Is(p, config.ErrNoListener) {
+			// --bind-tcp and friends can complete the file at start.
+			fmt.Fprintf(stdout, "%s: note: no [[listener]]; the proxy needs --bind-tcp, --bind-ssl, --bind-ws, --bind-wss or --bind at start\n", args[0])
+			continue
+		}
+		problems = append(problems, p)
+	}
 	if len(problems) == 0 {
 		// Build what a start would build (auth modules, routes), binding
 		// nothing, so module options are checked too.

@@ -125,3 +125,45 @@ func TestHelpListsEveryCommand(t *testing.T) {
 		}
 	}
 }
+
+func TestSSLOnAloneGetsADefaultStateDir(t *testing.T) {
+	t.Setenv("XDG_STATE_HOME", t.TempDir())
+	f, _, err := parseProxyArgs([]string{":7", "--bind-tcp=127.0.0.1:2,auth=allow", "--ssl=on"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := effectiveConfig(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("--ssl=on alone: %v", err)
+	}
+	if cfg.TLS.Mode != "self-signed" || !filepath.IsAbs(cfg.TLS.StateDir) || filepath.Base(cfg.TLS.StateDir) != "tls" {
+		t.Fatalf("tls = %+v", cfg.TLS)
+	}
+}
+
+func TestCheckConfigLeavesListenersToTheCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "c.toml")
+	if err := os.WriteFile(path, []byte("auth = \"allow\"\n[tls]\nmode = \"self-signed\"\nstate_dir = \""+dir+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if rc := runCheckConfig([]string{path}, &out, &errb); rc != 0 {
+		t.Fatalf("check-config of a file without [[listener]]: rc %d: %s", rc, errb.String())
+	}
+	if !strings.Contains(out.String(), "no [[listener]]") || !strings.Contains(out.String(), ": ok") {
+		t.Fatalf("check-config output: %q", out.String())
+	}
+	// A real problem still fails.
+	if err := os.WriteFile(path, []byte("auth = \"allow\"\n[log]\nlevel = \"loud\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	if rc := runCheckConfig([]string{path}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "log.level") {
+		t.Fatalf("check-config of a bad file: rc %d: %s", rc, errb.String())
+	}
+}

@@ -246,6 +246,7 @@ func effectiveConfig(f *proxyFlags) (*config.Config, error) {
 	if cfg.Display == "" {
 		cfg.Display = ":14500"
 	}
+	cfg.FillDefaults()
 	return cfg, nil
 }
 

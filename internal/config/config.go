@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -217,6 +218,37 @@ func Load(path string) (*Config, error) {
 	return c, nil
 }
 
+// ErrNoListener is the problem of a configuration with no [[listener]]:
+// a file may leave them to the command line (--bind-tcp and friends), so
+// check-config reports it as a note, and a start refuses it.
+var ErrNoListener = errors.New("listener: at least one [[listener]] (or --bind-tcp) is required")
+
+// DefaultStateDir is where TLS state (the self-signed development CA, ACME
+// accounts and certificates) lives when tls.state_dir is not set:
+// /var/lib/xpra-edge/tls for root, else $XDG_STATE_HOME/xpra-edge/tls
+// (~/.local/state/xpra-edge/tls).
+func DefaultStateDir() string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/xpra-edge/tls"
+	}
+	if d := os.Getenv("XDG_STATE_HOME"); filepath.IsAbs(d) {
+		return filepath.Join(d, "xpra-edge", "tls")
+	}
+	if home, err := os.UserHomeDir(); err == nil {
+		return filepath.Join(home, ".local", "state", "xpra-edge", "tls")
+	}
+	return ""
+}
+
+// FillDefaults sets what has a default that depends on other settings:
+// tls.state_dir for the modes that keep state (self-signed, and acme
+// without its own storage).
+func (c *Config) FillDefaults() {
+	if c.TLS.StateDir == "" && (c.TLS.Mode == "self-signed" || (c.TLS.Mode == "acme" && c.TLS.Storage == "")) {
+		c.TLS.StateDir = DefaultStateDir()
+	}
+}
+
 // Problems lists every validation problem, each naming its element.
 func (c *Config) Problems() []error {
 	var errs []error
@@ -225,7 +257,7 @@ func (c *Config) Problems() []error {
 		add("display: %q must look like \":100\"", c.Display)
 	}
 	if len(c.Listeners) == 0 {
-		add("listener: at least one [[listener]] (or --bind-tcp) is required")
+		errs = append(errs, ErrNoListener)
 	}
 	for i, l := range c.Listeners {
 		name := fmt.Sprintf("listener[%d]", i)
