@@ -8,7 +8,7 @@
 // It must not touch anything outside its temporary and output
 // directories, nor talk to any address but loopback.
 //
-//	xpra-edge-bench [-out DIR] [-smoke] [-idle N | -idle-10k] [-profile] [-edge BIN] [-xpra BIN]
+//	xpra-edge-bench [-out DIR] [-smoke] [-idle N | -idle-10k] [-profile] [-edge BIN] [-base BIN] [-xpra BIN]
 package main
 
 import (
@@ -27,8 +27,9 @@ import (
 type Config struct {
 	Out       string        // directory for results.json and results.txt; empty: none
 	EdgeBin   string        // xpra-edge binary
+	BaseBin   string        // an earlier xpra-edge for the base-* scenarios (before/after in one run)
 	XpraBin   string        // Debian's xpra; empty or missing: that scenario is skipped
-	Scenarios []string      // subset of direct, edge-tcp, edge-tls, xpra-proxy
+	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, base-{tcp,tls,ws,wss}, xpra-proxy
 	Sessions  int           // concurrent sessions of the many-session throughput run
 	Duration  time.Duration // streaming time of each throughput run
 	Repeat    int           // runs of each throughput measure; the best is kept
@@ -51,7 +52,7 @@ func DefaultConfig() Config {
 	return Config{
 		EdgeBin:   "./bin/xpra-edge",
 		XpraBin:   "/usr/bin/xpra",
-		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "xpra-proxy"},
+		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy"},
 		Sessions:  64,
 		Duration:  3 * time.Second,
 		Repeat:    2,
@@ -89,7 +90,8 @@ func main() {
 	out := flag.String("out", "", "write results.json and results.txt to `DIR`")
 	edge := flag.String("edge", cfg.EdgeBin, "xpra-edge `binary`")
 	xpra := flag.String("xpra", cfg.XpraBin, "Debian xpra `binary` (empty: skip the xpra proxy scenario)")
-	scen := flag.String("scenarios", strings.Join(cfg.Scenarios, ","), "comma-separated `list` of direct, edge-tcp, edge-tls, xpra-proxy")
+	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy (default: direct, edge-*, xpra-proxy, and base-* with -base)")
+	base := flag.String("base", "", "an earlier xpra-edge `binary`: adds base-tcp/tls/ws/wss scenarios, measured side by side with edge-*")
 	idle := flag.Int("idle", 0, "idle sessions for the memory measure (default 1000)")
 	idle10k := flag.Bool("idle-10k", false, "measure memory at 10,000 idle sessions")
 	xidle := flag.Int("xpra-idle", 0, "idle sessions through xpra proxy, one process each (default 100)")
@@ -102,7 +104,12 @@ func main() {
 		cfg = SmokeConfig()
 	}
 	cfg.Out, cfg.EdgeBin, cfg.XpraBin = *out, *edge, *xpra
-	cfg.Scenarios = strings.Split(*scen, ",")
+	cfg.BaseBin = *base
+	if *scen != "" {
+		cfg.Scenarios = strings.Split(*scen, ",")
+	} else if cfg.BaseBin != "" {
+		cfg.Scenarios = append(cfg.Scenarios, "base-tcp", "base-tls", "base-ws", "base-wss")
+	}
 	cfg.Profile = *prof
 	if *idle > 0 {
 		cfg.Idle = *idle

@@ -62,12 +62,46 @@ func fmtNum(v float64) string {
 	}
 }
 
-// WriteTable prints the results with the ratios xpra-edge/direct (plain and
-// TLS) and xpra-edge/xpra proxy, then the targets.
+// ratioCol is one ratio column of the table: a's value over b's.
+type ratioCol struct{ label, a, b string }
+
+// ratioCols are the ratios worth printing for the scenarios that ran:
+// each edge transport over direct, edge-tcp over xpra proxy, and each
+// edge transport over the same transport of the -base binary.
+func (rep *Report) ratioCols() []ratioCol {
+	var out []ratioCol
+	has := func(n string) bool { return rep.result(n) != nil }
+	transports := []string{"tcp", "tls", "ws", "wss"}
+	for _, x := range transports {
+		if has("edge-"+x) && has("direct") {
+			out = append(out, ratioCol{x + "/direct", "edge-" + x, "direct"})
+		}
+	}
+	if has("edge-tcp") && has("xpra-proxy") {
+		out = append(out, ratioCol{"tcp/xpra", "edge-tcp", "xpra-proxy"})
+	}
+	for _, x := range transports {
+		if has("edge-"+x) && has("base-"+x) {
+			out = append(out, ratioCol{x + " new/base", "edge-" + x, "base-" + x})
+		}
+	}
+	return out
+}
+
+// WriteTable prints the results with the ratios of ratioCols, then the
+// targets.
 func (rep *Report) WriteTable(w io.Writer) {
 	tw := tabwriter.NewWriter(w, 4, 0, 2, ' ', tabwriter.AlignRight)
-	cols := []string{"direct", "edge-tcp", "edge-tls", "xpra-proxy"}
-	fmt.Fprintf(tw, "metric\t%s\tedge/direct\ttls/direct\tedge/xpra\t\n", strings.Join(cols, "\t"))
+	var cols []string
+	for _, r := range rep.Results {
+		cols = append(cols, r.Name)
+	}
+	rcols := rep.ratioCols()
+	fmt.Fprintf(tw, "metric\t%s", strings.Join(cols, "\t"))
+	for _, rc := range rcols {
+		fmt.Fprintf(tw, "\t%s", rc.label)
+	}
+	fmt.Fprintf(tw, "\t\n")
 	ratio := func(m metric, a, b string) string {
 		ra, rb := rep.result(a), rep.result(b)
 		if ra == nil || rb == nil {
@@ -83,22 +117,18 @@ func (rep *Report) WriteTable(w io.Writer) {
 	for _, m := range metrics(rep) {
 		fmt.Fprintf(tw, "%s", m.name)
 		for _, c := range cols {
-			r := rep.result(c)
-			if r == nil {
+			if r := rep.result(c); r == nil {
 				fmt.Fprintf(tw, "\t-")
-				continue
-			}
-			if v, ok := m.get(r); ok {
+			} else if v, ok := m.get(r); ok {
 				fmt.Fprintf(tw, "\t%s", fmtNum(v))
 			} else {
 				fmt.Fprintf(tw, "\t-")
 			}
 		}
-		if strings.HasPrefix(m.name, "added") || strings.HasPrefix(m.name, "idle") {
-			fmt.Fprintf(tw, "\t-\t-\t%s\t\n", ratio(m, "edge-tcp", "xpra-proxy"))
-			continue
+		for _, rc := range rcols {
+			fmt.Fprintf(tw, "\t%s", ratio(m, rc.a, rc.b))
 		}
-		fmt.Fprintf(tw, "\t%s\t%s\t%s\t\n", ratio(m, "edge-tcp", "direct"), ratio(m, "edge-tls", "direct"), ratio(m, "edge-tcp", "xpra-proxy"))
+		fmt.Fprintf(tw, "\t\n")
 	}
 	_ = tw.Flush()
 	for _, r := range rep.Results {

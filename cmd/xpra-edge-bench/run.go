@@ -190,13 +190,20 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string) (t 
 	switch name {
 	case "direct":
 		return directTarget(backend), func() {}, ""
-	case "edge-tcp", "edge-tls":
-		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+	case "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "base-tcp", "base-tls", "base-ws", "base-wss":
+		bin := cfg.EdgeBin
+		if strings.HasPrefix(name, "base-") {
+			if cfg.BaseBin == "" {
+				return nil, nil, "no -base binary given"
+			}
+			bin = cfg.BaseBin
+		}
+		e, err := startEdge(ctx, bin, dir, backend)
 		if err != nil {
 			return nil, nil, "xpra-edge did not start: " + err.Error()
 		}
 		var once sync.Once
-		return e.target(name, name == "edge-tls"), func() {
+		return e.target(name, name[strings.IndexByte(name, '-')+1:]), func() {
 			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
 		}, ""
 	case "xpra-proxy":

@@ -54,8 +54,11 @@ func TestSmoke(t *testing.T) {
 		haveXpra = false
 	}
 	if !haveXpra {
-		cfg.Scenarios = []string{"direct", "edge-tcp", "edge-tls"}
+		cfg.Scenarios = []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss"}
 	}
+	// the -base path runs too (with the same binary), so that it cannot rot
+	cfg.BaseBin = cfg.EdgeBin
+	cfg.Scenarios = append(cfg.Scenarios, "base-wss")
 	var log strings.Builder
 	cfg.Log = &log
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -20,6 +20,8 @@ import (
 	"regexp"
 	"strconv"
 	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/wsconn"
 )
 
 // Bench credentials: a throwaway user in a throwaway database.
@@ -36,6 +38,9 @@ type target struct {
 	user     string
 	pass     string
 	allowXOR bool
+	// ws makes the client speak WebSocket (after TLS when tls is set), as
+	// the HTML5 client does.
+	ws bool
 	// root is the proxy's pid (0 for direct).
 	root int
 	// baseProcs is how many processes the proxy has with no session.
@@ -58,17 +63,25 @@ func (t *target) dial(ctx context.Context) (net.Conn, error) {
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	if t.tls == nil {
-		return c, nil
-	}
-	tc := tls.Client(c, t.tls)
 	hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := tc.HandshakeContext(hctx); err != nil {
-		_ = c.Close()
-		return nil, fmt.Errorf("tls handshake: %w", err)
+	if t.tls != nil {
+		tc := tls.Client(c, t.tls)
+		if err := tc.HandshakeContext(hctx); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("tls handshake: %w", err)
+		}
+		c = tc
 	}
-	return tc, nil
+	if !t.ws {
+		return c, nil
+	}
+	wc, err := wsconn.Dial(hctx, c, "localhost", "/")
+	if err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("websocket upgrade: %w", err)
+	}
+	return wc, nil
 }
 
 func directTarget(serverAddr string) *target {
@@ -153,10 +166,13 @@ func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, er
 		tlsConfig: &tls.Config{RootCAs: pool, ServerName: "localhost", MinVersion: tls.VersionTLS12}}, nil
 }
 
-func (e *edgeInstance) target(name string, useTLS bool) *target {
+// target is the client's way into this instance: transport is tcp, tls,
+// ws or wss (all on the one port).
+func (e *edgeInstance) target(name, transport string) *target {
 	t := &target{name: name, addr: e.addr, user: benchUser, pass: benchPass, root: e.p.pid(),
-		baseProcs: len(tree(e.p.pid())), heap: e.heap, profile: e.profile, heapProfile: e.heapProfile, stop: func() {}}
-	if useTLS {
+		baseProcs: len(tree(e.p.pid())), heap: e.heap, profile: e.profile, heapProfile: e.heapProfile, stop: func() {},
+		ws: transport == "ws" || transport == "wss"}
+	if transport == "tls" || transport == "wss" {
 		t.tls = e.tlsConfig
 		t.allowXOR = true
 	}
