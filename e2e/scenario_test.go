@@ -234,3 +234,56 @@ func TestScenario1LocalSessionsAllow(t *testing.T) {
 }
 
 var _ = syscall.SIGTERM
+
+// TestDeclaredDisplaysOfAnotherUID: a sqlite row declares ":A,:B", local
+// sessions an admin started as another user in the proxy's --socket-dir (not
+// the row's uid). xpra 3.1.3's proxy attaches to either by display; so must
+// we (the router once looked only at sockets owned by the row's uid).
+func TestDeclaredDisplaysOfAnotherUID(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "root", "useradd")
+	dir, err := os.MkdirTemp("", "xe-declared-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil { // the servers' user must reach the shared dir
+		t.Fatal(err)
+	}
+	owner := xpratest.CreateUser(t, "xedeclown", "unused-pw")
+	sockDir := filepath.Join(dir, "shared")
+	if err := os.Mkdir(sockDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(sockDir, 0o1777); err != nil {
+		t.Fatal(err)
+	}
+	a := xpratest.StartServer(t, xpratest.ServerOptions{User: owner.Name, SocketDir: sockDir})
+	b := xpratest.StartServer(t, xpratest.ServerOptions{User: owner.Name, SocketDir: sockDir})
+	db := filepath.Join(dir, "auth.sdb")
+	for _, args := range [][]string{
+		{"sqlite", db, "create"},
+		{"sqlite", db, "add", "multi", "mmm", "nobody", "nobody", a.Display + "," + b.Display},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("xpra-edge %v: exit %d\n%s", args, code, out)
+		}
+	}
+	addr := xpratest.FreeTCPAddr(t)
+	display := fmt.Sprintf(":%d", xpratest.FreeDisplay(t))
+	startProxy(t, addr, display, "--bind-tcp="+addr+",auth=sqlite,filename="+db,
+		"--socket-dir="+filepath.Join(dir, "proxy"), "--socket-dirs="+sockDir)
+
+	// Without a display both are offered, by name.
+	none := xpratest.Attach(t, "tcp://multi:mmm@"+addr+"/", xpratest.ClientOptions{})
+	if _, err := none.Wait(30 * time.Second); err != nil || !strings.Contains(none.Output(), "please specify a display") {
+		t.Fatalf("no display named: %v\n%s", err, none.Output())
+	}
+	// Each attaches by display.
+	for _, s := range []*xpratest.Server{b, a} {
+		c := xpratest.Attach(t, "tcp://multi:mmm@"+addr+"/"+strings.TrimPrefix(s.Display, ":"), xpratest.ClientOptions{})
+		if err := c.WaitWindow("xterm", attachTimeout); err != nil {
+			t.Fatalf("display %s: %v\n%s", s.Display, err, c.Output())
+		}
+		c.Stop()
+	}
+}
