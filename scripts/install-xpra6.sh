@@ -94,9 +94,9 @@ EOF
 check() {
 	local prefix=$1 site
 	site=$prefix/lib/python
-	PYTHONPATH=$site python3 -c '
+	PYTHONPATH=$site /usr/bin/python3 -c '
 import xpra, xpra.net.rencodeplus.rencodeplus, xpra.net.lz4.lz4, xpra.net.brotli.compressor
-import xpra.x11.bindings.xkb, xpra.x11.bindings.window, xpra.server.auth.sqlite
+import xpra.x11.bindings.xkb, xpra.x11.bindings.window, xpra.auth.sqlite
 print(xpra.__version__)' >/dev/null
 }
 
