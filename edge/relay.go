@@ -37,6 +37,8 @@ type session struct {
 	pingTimer   atomic.Pointer[time.Timer]
 	pingStopped atomic.Bool
 	stopped     chan struct{}
+	clientGone  chan struct{} // closed once the client's side stops reading (EOF or error)
+	goneOnce    sync.Once
 	reason      atomic.Value // string: why it ended
 	done        chan struct{}
 
@@ -51,16 +53,17 @@ func (s *Server) newSession(h *handshake, t router.Target, b *xconn) *session {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	sess := &session{
-		uuid:    hex.EncodeToString(u[:]),
-		user:    h.identity.Username,
-		module:  h.identity.Module,
-		remote:  h.meta.remote,
-		target:  t,
-		started: time.Now(),
-		c:       h.x,
-		b:       b,
-		stopped: make(chan struct{}),
-		done:    make(chan struct{}),
+		uuid:       hex.EncodeToString(u[:]),
+		user:       h.identity.Username,
+		module:     h.identity.Module,
+		remote:     h.meta.remote,
+		target:     t,
+		started:    time.Now(),
+		c:          h.x,
+		b:          b,
+		stopped:    make(chan struct{}),
+		clientGone: make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	sess.id = s.nextID()
 	sess.log = s.log.With("session", sess.id, "user", sess.user, "remote", sess.remote, "target", t.String())
@@ -102,11 +105,24 @@ func (sess *session) stop(reason string, detail ...string) {
 			}(x, leg(i))
 		}
 		wg.Wait()
+		// Let the client act on the disconnect and close first: an xpra 6
+		// client over WebSocket drops the packets it has not parsed yet
+		// when the close frame arrives, and so never learnt why.
+		linger := time.NewTimer(disconnectLinger)
+		select {
+		case <-sess.clientGone:
+		case <-linger.C:
+		}
+		linger.Stop()
 		close(sess.stopped)
 		sess.c.Close()
 		sess.b.Close()
 	})
 }
+
+// disconnectLinger bounds how long a session that tells the client why it
+// ends waits for the client to close its side.
+const disconnectLinger = time.Second
 
 // endedBy closes both sides without telling anyone (the peer already
 // said goodbye, or a leg is gone).
@@ -200,6 +216,9 @@ func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
 		}
 		h, err := src.frames.NextHeader()
 		if err != nil {
+			if from == legClient {
+				sess.goneOnce.Do(func() { close(sess.clientGone) })
+			}
 			release()
 			s.legEnded(sess, from, err)
 			return
