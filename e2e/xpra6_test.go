@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -54,4 +55,51 @@ func TestXpra6OnePort(t *testing.T) {
 			t.Errorf("the client was not told the session ended:\n%s", c.Output())
 		}
 	})
+}
+
+// TestSystemwidePAMXpra6: system-wide mode with xpra 6.x: two real users,
+// each with a 6.x session running as themselves, log in with PAM over TLS
+// and wss from the 6.x client; each reaches their own session; a wrong
+// password is refused as xpra refuses it.
+func TestSystemwidePAMXpra6(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra6", "Xvfb", "root")
+	sessDir := sharedSocketDir(t)
+	type account struct {
+		u  *xpratest.User
+		pw string
+		s  *xpratest.Server
+	}
+	var users []account
+	for _, prefix := range []string{"x6a", "x6b"} {
+		pw := randomPassword(t)
+		u := xpratest.CreateUser(t, userName(prefix), pw)
+		s := xpratest.StartServer(t, xpratest.ServerOptions{Gen: xpratest.Xpra6, User: u.Name, SocketDir: sessDir, Start: "xterm -T edge-" + u.Name})
+		users = append(users, account{u, pw, s})
+	}
+	service := fmt.Sprintf("xpra-edge-e2e6-%d", os.Getpid())
+	installPAMService(t, service, pamServiceFile)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, pamService: service})
+	ca := "--ssl-ca-certs=" + sp.caFile
+	id := 0
+	for _, a := range users {
+		for _, scheme := range []string{"ssl", "wss"} {
+			url := scheme + "://" + a.u.Name + ":" + a.pw + "@" + sp.addr + "/"
+			c := xpratest.Attach(t, url, xpratest.ClientOptions{Gen: xpratest.Xpra6, Args: []string{ca}})
+			w, err := c.WaitWindowInfo("xterm", attachTimeout)
+			if err != nil || !strings.Contains(w.Title, "edge-"+a.u.Name) {
+				t.Fatalf("%s over %s: window %q (%v)\n%s\nproxy:\n%s", a.u.Name, scheme, w.Title, err, c.Output(), sp.log.String())
+			}
+			id++
+			info, code := xpratest.RunGen(t, xpratest.Xpra6, 30*time.Second, "info", fmt.Sprintf(":proxy-%d", id), "--socket-dirs="+sp.ctlDir)
+			if code != 0 {
+				t.Fatalf("xpra6 info :proxy-%d: exit %d\n%s", id, code, info)
+			}
+			wantInfo(t, info, "proxy.user", a.u.Name, "proxy.auth", "pam", "proxy.display", a.s.Display,
+				"proxy.target", "socket://"+a.s.SocketPath)
+			c.Stop()
+		}
+	}
+	bad := xpratest.Attach(t, "ssl://"+users[0].u.Name+":"+users[0].pw+"x@"+sp.addr+"/", xpratest.ClientOptions{Gen: xpratest.Xpra6, Args: []string{ca}})
+	refused(t, "wrong password", bad, "authentication failed")
+	noSecrets(t, sp.proxy, users[0].pw, users[1].pw)
 }
