@@ -39,7 +39,7 @@ type Limits struct {
 	LoginTimeout            time.Duration // first hello
 	ChallengeTimeout        time.Duration // answer to a challenge
 	BackendHandshakeTimeout time.Duration // backend hello after connect
-	WriteTimeout            time.Duration // one handshake packet
+	WriteTimeout            time.Duration // every write to a leg (a peer accepting nothing that long ends its session)
 	IdleTimeout             time.Duration // 0: none (xpra pings keep live sessions busy)
 	MaxHelloSize            int           // bytes, before authentication
 	MaxPacketSize           int           // bytes, after the hello
@@ -55,7 +55,7 @@ var DefaultLimits = Limits{
 	LoginTimeout:            31 * time.Second,
 	ChallengeTimeout:        120 * time.Second,
 	BackendHandshakeTimeout: 20 * time.Second,
-	WriteTimeout:            10 * time.Second,
+	WriteTimeout:            30 * time.Second,
 	MaxHelloSize:            1 << 20,
 	MaxPacketSize:           16 << 20,
 	AuthFailDelay:           time.Second,

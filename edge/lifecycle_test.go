@@ -1,0 +1,185 @@
+package edge
+
+import (
+	"net"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
+	"github.com/xpra-edge/xpra-edge/internal/sockdir"
+	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
+)
+
+// chunkStaller logs in, sends one raw chunk (index 1) without its main
+// packet, and then sends nothing more.
+func (f *fixture) chunkStaller() *xpraclient.Conn {
+	f.t.Helper()
+	c := f.dial()
+	xc := xpraclient.New(c, xprawire.Rencode)
+	caps := xpraclient.BaseCaps("foo")
+	caps.Set("bench.mode", "idle")
+	if _, err := xc.Hello(caps, []byte("bar"), true, false, 10*time.Second); err != nil {
+		f.t.Fatalf("login: %v", err)
+	}
+	fw := xprawire.NewFrameWriter(c)
+	if err := fw.WriteFrame(xprawire.Header{Flags: xprawire.FlagRencode, Index: 1}, make([]byte, 100)); err != nil {
+		f.t.Fatal(err)
+	}
+	return xc
+}
+
+// dialSmallWindow connects with a tiny receive buffer, so that a peer that
+// never reads makes the proxy's writes to it block quickly.
+func (f *fixture) dialSmallWindow() net.Conn {
+	f.t.Helper()
+	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	c, err := d.Dial("tcp", f.addr)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// neverReader logs in, asks the backend for an endless stream with no
+// acknowledgement window, and never reads again.
+func (f *fixture) neverReader() net.Conn {
+	f.t.Helper()
+	c := f.dialSmallWindow()
+	w := benchpeer.Workload{Mode: benchpeer.ModeStream, Seed: 11, Window: 1 << 20}
+	if _, err := benchpeer.Login(c, f.pool, benchpeer.LoginOptions{Username: "foo", Password: "bar", Workload: w, Timeout: 10 * time.Second}); err != nil {
+		f.t.Fatalf("login: %v", err)
+	}
+	return c
+}
+
+// waitStuck waits until the relay of session id has a write to the
+// client blocked (its writer stays taken while nothing moves).
+func (f *fixture) waitStuck(id int) {
+	f.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	var last int64 = -1
+	for time.Now().Before(deadline) {
+		f.srv.mu.Lock()
+		sess := f.srv.sessions[id]
+		f.srv.mu.Unlock()
+		if sess != nil {
+			n := sess.b.bytesIn.Load()
+			if n > 0 && n == last {
+				return
+			}
+			last = n
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	f.t.Fatalf("session %d never stalled", id)
+}
+
+func (f *fixture) control(display string) *xpraclient.Conn {
+	f.t.Helper()
+	path := filepath.Join(f.sockDir, sockdir.SocketName(display))
+	c, err := net.DialTimeout("unix", path, 2*time.Second)
+	if err != nil {
+		f.t.Fatalf("control socket %s: %v", display, err)
+	}
+	f.t.Cleanup(func() { c.Close() })
+	return xpraclient.New(c, xprawire.Rencode)
+}
+
+// TestStopEndsStalledSessions: `stop :proxy-N` ends, within 2 s, a session
+// whose client sent a raw chunk and stalled, and one whose client never
+// reads, while another session keeps answering pings. Before the relay
+// owned its writes, the first stop waited for the client (the backend
+// leg's write lock was held until the chunk's main packet came) and the
+// second forever (a write without deadline held the client leg's lock).
+func TestStopEndsStalledSessions(t *testing.T) {
+	f := newFixture(t, fooUser, nil)
+	staller := f.chunkStaller() // :proxy-1
+	_ = f.neverReader()         // :proxy-2
+	other, err := f.login("foo", "bar", benchpeerIdle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	f.waitStuck(2)
+
+	// Pings of the healthy session meanwhile.
+	pinged := make(chan []time.Duration, 1)
+	go func() {
+		var all []time.Duration
+		for i := 0; i < 20; i++ {
+			rtts, err := other.Ping(1, 2*time.Second)
+			if err != nil {
+				break
+			}
+			all = append(all, rtts...)
+			time.Sleep(50 * time.Millisecond)
+		}
+		pinged <- all
+	}()
+
+	for _, display := range []string{":proxy-1", ":proxy-2"} {
+		start := time.Now()
+		reasons, err := f.control(display).Stop(5 * time.Second)
+		d := time.Since(start)
+		if err != nil || len(reasons) == 0 || reasons[0] != "server shutdown" {
+			t.Fatalf("stop %s: %q %v after %v", display, reasons, err, d)
+		}
+		if d > 2*time.Second {
+			t.Fatalf("stop %s took %v", display, d)
+		}
+		t.Logf("stop %s: %v", display, d.Round(time.Millisecond))
+	}
+	if r := waitDisconnect(t, staller, 2*time.Second); len(r) < 2 || r[1] != "socket request" {
+		t.Fatalf("the chunk staller was told %q", r)
+	}
+	if n := f.srv.SessionCount(); n != 1 {
+		t.Fatalf("%d sessions left, want 1", n)
+	}
+	rtts := <-pinged
+	if len(rtts) < 20 {
+		t.Fatalf("the healthy session answered %d of 20 pings meanwhile", len(rtts))
+	}
+	var worst time.Duration
+	for _, r := range rtts {
+		worst = max(worst, r)
+	}
+	t.Logf("healthy session meanwhile: %d pings, worst round trip %v", len(rtts), worst)
+}
+
+// TestWriteTimeoutEndsStalledSessions: with no stop, the write timeout
+// alone ends a client that never reads and one that stalls after a raw
+// chunk, each with a reason saying so.
+func TestWriteTimeoutEndsStalledSessions(t *testing.T) {
+	const wt = 700 * time.Millisecond
+	f := newFixture(t, fooUser, func(c *Config) { c.State.Limits.WriteTimeout = wt })
+	staller := f.chunkStaller()
+	start := time.Now()
+	r := waitDisconnect(t, staller, 5*time.Second)
+	if d := time.Since(start); d > wt+time.Second {
+		t.Fatalf("the chunk staller was ended after %v", d)
+	}
+	if len(r) < 2 || !strings.Contains(r[1], "stalled") {
+		t.Fatalf("the chunk staller was told %q", r)
+	}
+
+	_ = f.neverReader()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.srv.SessionCount() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session of a client that never reads is still live")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.Contains(f.log.String(), "write timeout: the client accepted nothing for 700ms") {
+		t.Fatalf("no write timeout logged:\n%s", f.log.String())
+	}
+}
