@@ -25,6 +25,9 @@ type lifecycleProxy struct {
 
 func startLifecycleProxy(t *testing.T, limits string, args ...string) *lifecycleProxy {
 	t.Helper()
+	// The race-built binary sleeps 1 s at exit by default (to catch races
+	// at exit); these tests time exits and commands.
+	t.Setenv("GORACE", "atexit_sleep_ms=0")
 	dir := t.TempDir()
 	backend, pool := startSyntheticBackend(t)
 	addr := xpratest.FreeTCPAddr(t)
@@ -229,5 +232,72 @@ func TestStalledSessionsEndedByWriteTimeout(t *testing.T) {
 	lp.waitEnded(t, 2, 5*time.Second)
 	if !strings.Contains(lp.log.String(), "write timeout: the client accepted nothing for 1s") {
 		t.Fatalf("no write timeout reason:\n%s", lp.log.String())
+	}
+}
+
+// TestSIGTERMIsBounded (against the binary): SIGTERM with --drain=2s, a
+// client stalled after a raw chunk, one that never reads, a login waiting
+// in its challenge and a connection that sent nothing: the process exits
+// 0 within 3 s, the login is ended at once and the sessions are told
+// "server shutdown" after the drain.
+func TestSIGTERMIsBounded(t *testing.T) {
+	lp := startLifecycleProxy(t, `sniff_timeout = "60s"`, "--drain=2s")
+	staller := lp.chunkStaller(t)
+	_ = lp.neverReader(t)
+	c, err := net.DialTimeout("tcp", lp.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	login := xpraclient.New(c, xprawire.Rencode)
+	caps := xpraclient.BaseCaps("alice")
+	caps.Set("challenge", true)
+	if err := login.Send(xprawire.Packet{"hello", caps}); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := login.Read(time.Now().Add(5 * time.Second)); err != nil || p.Type() != "challenge" {
+		t.Fatalf("no challenge: %v", err)
+	}
+	silent, err := net.DialTimeout("tcp", lp.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	time.Sleep(1500 * time.Millisecond) // the never-reader's window fills
+
+	start := time.Now()
+	_ = lp.cmd.Process.Signal(syscall.SIGTERM)
+	if _, err := login.Read(time.Now().Add(5 * time.Second)); err == nil {
+		t.Fatal("the login in progress got a packet instead of its end")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("the login in progress was ended after %v", d)
+	}
+	select {
+	case err := <-lp.done:
+		lp.done <- err
+		d := time.Since(start)
+		t.Logf("exited after %v: %v", d.Round(time.Millisecond), err)
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+		if d > 3*time.Second {
+			t.Fatalf("exited %v after SIGTERM with a 2 s drain", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no exit 10 s after SIGTERM")
+	}
+	var reasons []string
+	for reasons == nil {
+		p, err := staller.Read(time.Now().Add(time.Second))
+		if err != nil {
+			t.Fatalf("the chunk staller was not told: %v", err)
+		}
+		if p.Type() == "disconnect" {
+			reasons = xpraclient.Reasons(p)
+		}
+	}
+	if reasons[0] != "server shutdown" {
+		t.Fatalf("the chunk staller was told %q", reasons)
 	}
 }

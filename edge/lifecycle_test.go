@@ -183,3 +183,83 @@ func TestWriteTimeoutEndsStalledSessions(t *testing.T) {
 		t.Fatalf("no write timeout logged:\n%s", f.log.String())
 	}
 }
+
+// loginInProgress sends a hello that asks for a challenge, reads the
+// challenge and never answers it.
+func (f *fixture) loginInProgress() *xpraclient.Conn {
+	f.t.Helper()
+	xc := xpraclient.New(f.dial(), xprawire.Rencode)
+	caps := xpraclient.BaseCaps("foo")
+	caps.Set("challenge", true)
+	if err := xc.Send(xprawire.Packet{"hello", caps}); err != nil {
+		f.t.Fatal(err)
+	}
+	p, err := xc.Read(time.Now().Add(5 * time.Second))
+	if err != nil || p.Type() != "challenge" {
+		f.t.Fatalf("no challenge: %v %v", p.Type(), err)
+	}
+	return xc
+}
+
+// TestShutdownIsBounded: a shutdown with a 2 s drain returns within 3 s
+// while a login waits in its challenge (120 s timeout), a client has sent
+// nothing yet, one stalls after a raw chunk and one never reads. The
+// logins end at once; the sessions run for the drain, then are told
+// "server shutdown". Before the registry, shutdown waited for the
+// challenge timeout.
+func TestShutdownIsBounded(t *testing.T) {
+	f := newFixture(t, fooUser, func(c *Config) { c.State.Limits.SniffTimeout = time.Minute })
+	login := f.loginInProgress()
+	silent := f.dial()
+	staller := f.chunkStaller()
+	_ = f.neverReader()
+	f.waitStuck(2)
+
+	loginEnded := make(chan time.Time, 1)
+	go func() {
+		for {
+			if _, err := login.Read(time.Now().Add(10 * time.Second)); err != nil {
+				loginEnded <- time.Now()
+				return
+			}
+		}
+	}()
+	silentEnded := make(chan time.Time, 1)
+	go func() {
+		var b [64]byte
+		_ = silent.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, err := silent.Read(b[:]); err != nil {
+				silentEnded <- time.Now()
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	f.srv.shutdown(2 * time.Second)
+	d := time.Since(start)
+	t.Logf("shutdown took %v", d.Round(time.Millisecond))
+	if d > 3*time.Second {
+		t.Fatalf("shutdown with a 2 s drain took %v", d)
+	}
+	for what, ch := range map[string]chan time.Time{"the login in progress": loginEnded, "the silent connection": silentEnded} {
+		select {
+		case at := <-ch:
+			if e := at.Sub(start); e > 500*time.Millisecond {
+				t.Fatalf("%s was ended after %v", what, e)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s was not ended", what)
+		}
+	}
+	r := waitDisconnect(t, staller, time.Second)
+	if len(r) == 0 || r[0] != "server shutdown" {
+		t.Fatalf("the chunk staller was told %q", r)
+	}
+	f.srv.mu.Lock()
+	left := len(f.srv.live)
+	f.srv.mu.Unlock()
+	if left != 0 || f.srv.SessionCount() != 0 {
+		t.Fatalf("after shutdown: %d connections, %d sessions", left, f.srv.SessionCount())
+	}
+}
