@@ -1,7 +1,10 @@
 package edge
 
 import (
+	"bufio"
+	"fmt"
 	"net"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -261,5 +264,74 @@ func TestShutdownIsBounded(t *testing.T) {
 	f.srv.mu.Unlock()
 	if left != 0 || f.srv.SessionCount() != 0 {
 		t.Fatalf("after shutdown: %d connections, %d sessions", left, f.srv.SessionCount())
+	}
+}
+
+// TestWebSocketPingFloodIsCutAtLoginDeadline: a WebSocket client that
+// floods pings and reads nothing is cut at the login deadline (plus the
+// refusal's 1 s drain) and gives its unauthenticated slot back: with
+// max_unauthenticated = 1 a client logs in right after. Before, the pong
+// write blocked Read forever and the slot was never freed.
+func TestWebSocketPingFloodIsCutAtLoginDeadline(t *testing.T) {
+	const login = time.Second
+	f := newFixture(t, fooUser, func(c *Config) {
+		c.State.Limits.LoginTimeout = login
+		c.State.Limits.MaxUnauthenticated = 1
+	})
+	c := f.dialSmallWindow()
+	fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: edge\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: binary\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	start := time.Now()
+	// Masked pings, as fast as the proxy takes them, never reading.
+	ping := []byte{0x89, 0x84, 1, 2, 3, 4, 'p' ^ 1, 'i' ^ 2, 'n' ^ 3, 'g' ^ 4}
+	burst := make([]byte, 0, 256*len(ping))
+	for len(burst)+len(ping) <= cap(burst) {
+		burst = append(burst, ping...)
+	}
+	cut := make(chan time.Duration, 1)
+	go func() {
+		for {
+			_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Write(burst); err != nil {
+				cut <- time.Since(start)
+				return
+			}
+		}
+	}()
+	// The slot is taken meanwhile.
+	time.Sleep(login / 2)
+	if _, err := f.login("foo", "bar", benchpeerIdle); err == nil {
+		t.Fatal("a second client got in while the flood held the only unauthenticated slot")
+	}
+	var in time.Duration
+	for {
+		s, err := f.login("foo", "bar", benchpeerIdle)
+		if err == nil {
+			in = time.Since(start)
+			s.Close()
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("no login 10 s after the flood began: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("a client logged in %v after the flood began (login timeout %v)", in.Round(time.Millisecond), login)
+	if in > login+1500*time.Millisecond {
+		t.Fatalf("the slot was freed after %v", in)
+	}
+	select {
+	case d := <-cut:
+		t.Logf("the flood was cut after %v", d.Round(time.Millisecond))
+	case <-time.After(5 * time.Second):
+		t.Fatal("the flood is still being read")
+	}
+	if !strings.Contains(f.log.String(), "login timeout") {
+		t.Fatalf("not refused for its login timeout:\n%s", f.log.String())
 	}
 }

@@ -215,11 +215,12 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 	meta.path = r.URL.Path
 	meta.display = r.URL.Query().Get("display")
 	// The upgraded stream is tracked like an accepted connection.
-	ctx, done, ok := s.track(c, phaseLogin)
+	// Its context is the tracked connection's, not the web server's.
+	connCtx, done, ok := s.track(c, phaseLogin)
 	if !ok {
 		c.Close()
 		return
 	}
 	defer done()
-	s.serveXpra(ctx, c, nil, meta)
+	s.serveXpra(connCtx, c, nil, meta)
 }
