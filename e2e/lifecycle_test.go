@@ -301,3 +301,91 @@ func TestSIGTERMIsBounded(t *testing.T) {
 		t.Fatalf("the chunk staller was told %q", reasons)
 	}
 }
+
+// TestReloadReadyAndAddedListener (against the binary, as systemd runs
+// it with Type=notify): every reload, refused or not, ends with READY=1;
+// a [[listener]] added to the file is bound and takes logins; one whose
+// address is taken refuses the reload with that reason.
+func TestReloadReadyAndAddedListener(t *testing.T) {
+	dir := t.TempDir()
+	notifyPath := filepath.Join(dir, "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: notifyPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer notify.Close()
+	t.Setenv("NOTIFY_SOCKET", notifyPath)
+	backend, pool := startSyntheticBackend(t)
+	addr, added := xpratest.FreeTCPAddr(t), xpratest.FreeTCPAddr(t)
+	display := xpratest.FreeDisplay(t)
+	conf := func(extra string) string {
+		return fmt.Sprintf(`display = ":%d"
+socket_dir = %q
+auth = "toml"
+
+[[listener]]
+bind = %q
+%s
+[[user]]
+name = "alice"
+password = "alice-pw"
+displays = ["tcp://%s/"]
+
+[limits]
+auth_fail_delay = "10ms"
+`, display, filepath.Join(dir, "ctl"), addr, extra, backend)
+	}
+	path := writeFile(t, filepath.Join(dir, "config.toml"), conf(""))
+	p := startProxy(t, addr, "--config="+path)
+	states := func(want ...string) {
+		t.Helper()
+		buf := make([]byte, 4096)
+		for _, w := range want {
+			_ = notify.SetReadDeadline(time.Now().Add(10 * time.Second))
+			for {
+				n, err := notify.Read(buf)
+				if err != nil {
+					t.Fatalf("no %s on NOTIFY_SOCKET: %v\n%s", w, err, p.log.String())
+				}
+				if strings.Contains(string(buf[:n]), w) {
+					break
+				}
+			}
+		}
+	}
+	states("READY=1")
+
+	// A broken file: refused, and READY=1 again.
+	writeFile(t, path, conf("")+"\nno_such_key = 1\n")
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	states("RELOADING=1", "READY=1")
+	if !p.waitLog("reload rejected", 5*time.Second) {
+		t.Fatalf("not rejected:\n%s", p.log.String())
+	}
+
+	// An added listener: bound, logins work on it.
+	writeFile(t, path, conf(fmt.Sprintf("\n[[listener]]\nbind = %q\n", added)))
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	states("RELOADING=1", "READY=1")
+	if !p.waitLog("configuration reloaded", 5*time.Second) || !strings.Contains(p.log.String(), "listener added") {
+		t.Fatalf("no reload with the added listener:\n%s", p.log.String())
+	}
+	s, err := benchLogin(t, added, "alice", "alice-pw", pool, benchpeer.Workload{Mode: benchpeer.ModeIdle})
+	if err != nil {
+		t.Fatalf("login on the added listener: %v", err)
+	}
+	s.Close()
+
+	// An added listener on a taken address: refused with that reason.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	writeFile(t, path, conf(fmt.Sprintf("\n[[listener]]\nbind = %q\n\n[[listener]]\nbind = %q\n", added, busy.Addr().String())))
+	_ = p.cmd.Process.Signal(syscall.SIGHUP)
+	states("RELOADING=1", "READY=1")
+	if !p.waitLog("address already in use", 5*time.Second) {
+		t.Fatalf("the unbindable listener was not the reason:\n%s", p.log.String())
+	}
+}

@@ -335,3 +335,69 @@ func TestWebSocketPingFloodIsCutAtLoginDeadline(t *testing.T) {
 		t.Fatalf("not refused for its login timeout:\n%s", f.log.String())
 	}
 }
+
+// freeAddr is a loopback address nobody listens on (just now).
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestReloadBindsAddedListener: a listener added by Reload is bound and
+// takes logins at once; one that cannot be bound refuses the reload with
+// the reason and leaves the old configuration; moving a listener is
+// refused. Before, the added listener was stored and never bound.
+func TestReloadBindsAddedListener(t *testing.T) {
+	f := newFixture(t, fooUser, nil)
+	st := *f.srv.state.Load()
+	first := st.Listeners[0]
+	addr := freeAddr(t)
+	st.Listeners = []*Listener{first, {Name: "added", Address: addr, Auth: first.Auth, AllowPlain: true}}
+	if err := f.srv.Reload(st); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatalf("the added listener does not accept: %v", err)
+	}
+	s, err := benchpeer.Login(c, f.pool, benchpeer.LoginOptions{Username: "foo", Password: "bar", Workload: benchpeerIdle, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatalf("login on the added listener: %v", err)
+	}
+	s.Close()
+
+	// An address in use: refused, named; the state stays.
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	st2 := *f.srv.state.Load()
+	st2.Listeners = append(append([]*Listener(nil), st2.Listeners...), &Listener{Name: "busy", Address: busy.Addr().String(), Auth: first.Auth, AllowPlain: true})
+	st2.Limits.MaxSessions = 1
+	err = f.srv.Reload(st2)
+	if err == nil || !strings.Contains(err.Error(), `"busy"`) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("reload with an unbindable listener: %v", err)
+	}
+	if f.srv.limits().MaxSessions != 0 || len(f.srv.state.Load().Listeners) != 2 {
+		t.Fatal("a refused reload changed the state")
+	}
+	// Moving a listener: refused.
+	st3 := *f.srv.state.Load()
+	st3.Listeners = []*Listener{first, {Name: "added", Address: freeAddr(t), Auth: first.Auth, AllowPlain: true}}
+	if err := f.srv.Reload(st3); err == nil || !strings.Contains(err.Error(), "cannot move listener") {
+		t.Fatalf("moving a listener: %v", err)
+	}
+	// Shutdown closes the added listener too.
+	f.cancel()
+	<-f.done
+	f.done <- nil
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("the added listener still accepts after shutdown")
+	}
+}

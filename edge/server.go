@@ -214,6 +214,7 @@ type Server struct {
 	// live is every connection from accept to close, in every phase.
 	live     map[*tracked]struct{}
 	byConn   map[net.Conn]*tracked
+	serving  bool // Serve runs the accept loops (a listener added by Reload gets one)
 	draining bool // no new network connections
 	final    bool // no new connections at all
 	// loops counts the accept and control-socket loops still running.
@@ -275,6 +276,10 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Reload swaps the reloadable state; live sessions are not touched.
+// Listeners are matched by name: a listener added to the configuration is
+// bound (a listener that cannot be bound refuses the whole reload, with
+// the reason), and removing a listener or changing its address is refused
+// (that needs a restart).
 func (s *Server) Reload(st State) error {
 	if st.Router == nil {
 		return errors.New("edge: reload without a router")
@@ -282,20 +287,83 @@ func (s *Server) Reload(st State) error {
 	if st.Dialer == nil {
 		st.Dialer = &BackendDialer{}
 	}
-	old := s.state.Load()
-	byName := map[string]*Listener{}
 	for _, l := range st.Listeners {
-		byName[l.Name] = l
+		if l.Name == "" {
+			l.Name = l.Address
+		}
+	}
+	old := s.state.Load()
+	oldByName := map[string]*Listener{}
+	for _, l := range old.Listeners {
+		oldByName[l.Name] = l
+	}
+	newByName := map[string]*Listener{}
+	for _, l := range st.Listeners {
+		if _, dup := newByName[l.Name]; dup {
+			return fmt.Errorf("edge: reload: two listeners named %q", l.Name)
+		}
+		newByName[l.Name] = l
 	}
 	for _, l := range old.Listeners {
-		if _, ok := byName[l.Name]; !ok {
+		if _, ok := newByName[l.Name]; !ok {
 			return fmt.Errorf("edge: reload cannot remove listener %q; restart to change listeners", l.Name)
 		}
 	}
+	var added []*Listener
+	for _, l := range st.Listeners {
+		o, ok := oldByName[l.Name]
+		if !ok {
+			added = append(added, l)
+			continue
+		}
+		if networkOf(o) != networkOf(l) || o.Address != l.Address {
+			return fmt.Errorf("edge: reload cannot move listener %q from %s to %s; restart to change a listener's address", l.Name, o.Address, l.Address)
+		}
+	}
+	var bound []boundListener
+	closeBound := func() {
+		for _, bl := range bound {
+			bl.ln.Close()
+		}
+	}
+	for _, l := range added {
+		ln, err := bindListener(l)
+		if err != nil {
+			closeBound()
+			return fmt.Errorf("edge: reload cannot add listener %q: %w", l.Name, err)
+		}
+		bound = append(bound, boundListener{name: l.Name, ln: ln})
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		closeBound()
+		return errors.New("edge: reload while stopping")
+	}
+	s.listeners = append(s.listeners, bound...)
+	serving := s.serving
 	st.Limits = st.Limits.withDefaults()
-	s.state.Store(&st)
+	s.state.Store(&st) // before the new listeners accept: they look themselves up in it
+	s.mu.Unlock()
 	s.bans.setPolicy(st.Bans)
+	for _, bl := range bound {
+		s.log.Info("listener added", "listener", bl.name, "addr", bl.ln.Addr().String())
+		if serving {
+			s.loops.Add(1)
+			go func(bl boundListener) {
+				defer s.loops.Add(-1)
+				s.acceptLoop(bl.ln, bl.name)
+			}(bl)
+		}
+	}
 	return nil
+}
+
+func networkOf(l *Listener) string {
+	if l.Network == "" {
+		return "tcp"
+	}
+	return l.Network
 }
 
 func (s *Server) limits() Limits          { return s.state.Load().Limits }
@@ -352,11 +420,7 @@ func bindListener(l *Listener) (net.Listener, error) {
 	if l.Listener != nil {
 		return l.Listener, nil
 	}
-	network := l.Network
-	if network == "" {
-		network = "tcp"
-	}
-	ln, err := net.Listen(network, l.Address)
+	ln, err := net.Listen(networkOf(l), l.Address)
 	if err != nil {
 		return nil, fmt.Errorf("listen %s: %w", l.Name, err)
 	}
@@ -379,6 +443,7 @@ func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	s.mu.Lock()
 	lns := append([]boundListener(nil), s.listeners...)
 	ctl := s.controls[0]
+	s.serving = true
 	s.mu.Unlock()
 
 	webCtx, cancelWeb := context.WithCancel(context.Background())
