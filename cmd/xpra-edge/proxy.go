@@ -320,7 +320,7 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 	l := cfg.Limits
 	st.Limits = edge.Limits{
 		SniffTimeout: l.SniffTimeout.Std(), LoginTimeout: l.LoginTimeout.Std(), ChallengeTimeout: l.ChallengeTimeout.Std(),
-		BackendHandshakeTimeout: l.BackendTimeout.Std(), IdleTimeout: l.IdleTimeout.Std(),
+		BackendHandshakeTimeout: l.BackendTimeout.Std(), IdleTimeout: l.IdleTimeout.Std(), WriteTimeout: l.WriteTimeout.Std(),
 		MaxHelloSize: l.MaxHelloSize, MaxPacketSize: l.MaxPacketSize, AuthFailDelay: l.AuthFailDelay.Std(),
 		MaxSessions: l.MaxSessions, MaxSessionsPerIP: l.MaxSessionsPerIP, MaxUnauthenticated: l.MaxUnauthenticated,
 	}

@@ -159,6 +159,7 @@ type Limits struct {
 	ChallengeTimeout   Duration `toml:"challenge_timeout"`   // default 120s
 	BackendTimeout     Duration `toml:"backend_timeout"`     // default 20s
 	IdleTimeout        Duration `toml:"idle_timeout"`        // default none
+	WriteTimeout       Duration `toml:"write_timeout"`       // default 30s
 	AuthFailDelay      Duration `toml:"auth_fail_delay"`     // default 1s
 }
 
