@@ -75,7 +75,13 @@ func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, me
 	start := time.Now()
 	log := s.log.With("remote", meta.remote, "transport", meta.transport.Kind)
 	x := newXconn(c, br)
+	// Before the session starts, no record may be larger than the hello
+	// limit, compressed or decompressed (the packet reader caps what it
+	// inflates at the frame limit), and raw chunks are refused before they
+	// are inflated: a client that is not logged in has no use for them,
+	// and each would be held, inflated, until its main packet came.
 	x.frames.SetMaxSize(uint32(s.limits().MaxHelloSize))
+	x.pr.NoChunks = true
 	h := &handshake{s: s, x: x, meta: meta, log: log, start: start}
 	sess, err := h.run(ctx)
 	if err != nil {

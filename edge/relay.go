@@ -286,7 +286,7 @@ func (sess *session) intercepted(typ string, from leg) bool {
 
 // intercept handles one decoded packet; stop reports that the session ended.
 func (s *Server) intercept(sess *session, src, dst *xconn, from leg, typ string, h xprawire.Header, payload []byte) (stop bool, err error) {
-	p, err := xprawire.DecodeMain(h, payload)
+	p, err := xprawire.DecodeMainLimit(h, payload, s.limits().MaxPacketSize)
 	if err != nil {
 		return false, fmt.Errorf("decode %s: %w", typ, err)
 	}
