@@ -220,6 +220,12 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 	if err := h.authenticate(ctx, caps); err != nil {
 		return nil, err
 	}
+	// Logged in: the connection no longer counts as unauthenticated (in
+	// total and for its address) before the client hears of its session,
+	// so a client that logs in again at once finds its slot free.
+	if h.meta.authDone != nil {
+		h.meta.authDone()
+	}
 	caps = h.client.caps
 
 	switch req {

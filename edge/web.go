@@ -188,21 +188,19 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 	// Until it logs in, the xpra stream inside holds an unauthenticated
 	// slot like a plain xpra connection does (the sniffed HTTP connection
 	// gave its slot back when it reached the web server).
-	lim := s.limits()
-	if n := s.unauth.Add(1); lim.MaxUnauthenticated > 0 && int(n) > lim.MaxUnauthenticated {
-		s.unauth.Add(-1)
-		s.log.Warn("connection refused", "remote", meta.remote, "reason", "too many unauthenticated connections")
-		http.Error(w, "too many unauthenticated connections, try again later", http.StatusServiceUnavailable)
+	slot := s.takeUnauth()
+	if slot == nil || (meta.listener.Network != "unix" && !slot.claimAddr(meta.remote)) {
+		why := "too many unauthenticated connections"
+		if slot == nil {
+			s.log.Warn("connection refused", "remote", meta.remote, "reason", why)
+		} else {
+			s.log.Warn("connection refused", "remote", meta.remote, "reason", why+" from this address")
+		}
+		http.Error(w, why+", try again later", http.StatusServiceUnavailable)
 		return
 	}
-	released := false
-	meta.authDone = func() {
-		if !released {
-			released = true
-			s.unauth.Add(-1)
-		}
-	}
-	defer meta.authDone()
+	meta.authDone = slot.release
+	defer slot.release()
 	c, err := wsconn.Upgrade(w, r)
 	if err != nil {
 		s.log.Info("websocket upgrade refused", "remote", meta.remote, "err", err)

@@ -137,17 +137,19 @@ type Routing struct {
 
 // Limits, each with the default that applies when it is not set.
 type Limits struct {
-	MaxSessions        int      `toml:"max_sessions"`        // 0: unlimited
-	MaxSessionsPerIP   int      `toml:"max_sessions_per_ip"` // 0: unlimited
-	MaxUnauthenticated int      `toml:"max_unauthenticated"` // default 1024
-	MaxHelloSize       int      `toml:"max_hello_size"`      // default 1 MiB
-	MaxPacketSize      int      `toml:"max_packet_size"`     // default 16 MiB
-	SniffTimeout       Duration `toml:"sniff_timeout"`       // default 3s
-	LoginTimeout       Duration `toml:"login_timeout"`       // default 31s
-	ChallengeTimeout   Duration `toml:"challenge_timeout"`   // default 120s
-	BackendTimeout     Duration `toml:"backend_timeout"`     // default 20s
-	IdleTimeout        Duration `toml:"idle_timeout"`        // default none
-	AuthFailDelay      Duration `toml:"auth_fail_delay"`     // default 1s
+	MaxSessions        int `toml:"max_sessions"`        // 0: unlimited
+	MaxSessionsPerIP   int `toml:"max_sessions_per_ip"` // 0: unlimited
+	MaxUnauthenticated int `toml:"max_unauthenticated"` // default 1024
+	// MaxUnauthenticatedPerIP: the same from one client address, default 8.
+	MaxUnauthenticatedPerIP int      `toml:"max_unauthenticated_per_ip"`
+	MaxHelloSize            int      `toml:"max_hello_size"`    // default 1 MiB
+	MaxPacketSize           int      `toml:"max_packet_size"`   // default 16 MiB
+	SniffTimeout            Duration `toml:"sniff_timeout"`     // default 3s
+	LoginTimeout            Duration `toml:"login_timeout"`     // default 31s
+	ChallengeTimeout        Duration `toml:"challenge_timeout"` // default 120s
+	BackendTimeout          Duration `toml:"backend_timeout"`   // default 20s
+	IdleTimeout             Duration `toml:"idle_timeout"`      // default none
+	AuthFailDelay           Duration `toml:"auth_fail_delay"`   // default 1s
 }
 
 // Bans configure brute-force protection.
@@ -339,7 +341,7 @@ func (c *Config) Problems() []error {
 			add("admin.bind: %q is not host:port", c.Admin.Bind)
 		}
 	}
-	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 {
+	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
 		add("limits: sizes and counts cannot be negative")
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
