@@ -36,6 +36,9 @@ func newPAM(o *optionReader, defService string) (*PAM, error) {
 	if !pamAvailable {
 		return nil, fmt.Errorf("pam: this binary was built without PAM support (cgo)")
 	}
+	if err := pamLoad(); err != nil {
+		return nil, fmt.Errorf("pam: %w", err)
+	}
 	return p, nil
 }
 

@@ -130,6 +130,10 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 	if err != nil {
 		return nil, tell(reasonServerError, err, "invalid session options")
 	}
+	opts.username = t.Username
+	if opts.username == "" {
+		opts.username = h.identity.Username
+	}
 	sess := s.newSession(h, t, b)
 	sess.release = release
 	info := sess.helloInfo(h.client)

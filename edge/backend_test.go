@@ -152,3 +152,25 @@ func TestNoSecretsInLogs(t *testing.T) {
 		t.Fatal("nothing was logged; the test proves nothing")
 	}
 }
+
+// TestBackendToldTheURLUser: the backend's hello names the display URL's
+// user when it has one (a backend with its own auth checks that name), else
+// the identity the proxy authenticated, never a name the client chose.
+func TestBackendToldTheURLUser(t *testing.T) {
+	rec := startRecorder(t)
+	for _, tc := range []struct{ display, want string }{
+		{"tcp://backenduser@" + rec.ln.Addr().String() + "/", "backenduser"},
+		{"tcp://backenduser:pw@" + rec.ln.Addr().String() + "/", "backenduser"},
+		{"tcp://" + rec.ln.Addr().String() + "/", "moo"},
+	} {
+		a := tomlAuth(t, auth.User{Name: "moo", Password: "cow", Displays: []string{tc.display}})
+		addr, _ := miniProxy(t, a, Limits{})
+		c := connect(t, addr, xprawire.Rencode)
+		if _, err := c.Hello(xpraclient.BaseCaps("moo"), []byte("cow"), true, false, 5*time.Second); err != nil {
+			t.Fatalf("%s: %v", tc.display, err)
+		}
+		if got, _ := rec.lastHello(t).Str("username"); got != tc.want {
+			t.Errorf("%s: backend told username %q, want %q", tc.display, got, tc.want)
+		}
+	}
+}

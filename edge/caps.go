@@ -171,6 +171,11 @@ func clientHelloForBackend(client *peer, keepChallenge bool, backendXOR bool, in
 	} else if lvl, ok := client.caps.Int("compression_level"); ok {
 		d.Set("compression_level", lvl)
 	}
+	if opts.username != "" {
+		d.Set("username", opts.username)
+	} else {
+		d.Delete("username")
+	}
 	d.Set("proxy", true)
 	for k, v := range info {
 		d.Set("proxy."+k, v)
@@ -225,4 +230,8 @@ func keyString(k any) string {
 type sessionOptions struct {
 	hasCompressionLevel bool
 	compressionLevel    int64
+	// username is the name the backend is told: the display URL's user
+	// when it has one (the backend's own auth checks it), else the
+	// identity the proxy authenticated. Never the client's own field.
+	username string
 }

@@ -46,7 +46,8 @@ type Session struct {
 	Socket  string // absolute path of its unix socket
 }
 
-// SessionLister finds the live local sessions of a system user.
+// SessionLister finds the live local sessions of a system user (uid), or
+// with AnyOwner those in the proxy's own socket directories.
 type SessionLister interface {
 	LiveSessions(uid int) ([]Session, error)
 }
@@ -248,14 +249,33 @@ func (r *Router) localByDisplay(display string, req Request) (Target, error) {
 	if err != nil {
 		return Target{}, refuse(ReasonAuthError, "cannot access sessions")
 	}
-	for _, s := range sessions {
-		if s.Display == display {
-			t := Target{Scheme: "unix", Address: s.Socket, Display: display, Options: mergeOptions(req.Options, nil)}
-			t.applyPasswordOption()
+	if t, ok := sessionByDisplay(sessions, display, req); ok {
+		return t, nil
+	}
+	// A display the auth module declares may belong to another uid (a
+	// session an admin started for a shared account): as xpra's proxy does,
+	// look for it in the proxy's own socket directories, whoever owns it.
+	if any, err := r.Sessions.LiveSessions(AnyOwner); err == nil {
+		if t, ok := sessionByDisplay(any, display, req); ok {
 			return t, nil
 		}
 	}
 	return Target{}, refuse(ReasonSessionNotFound, "display '%s' not found", display)
+}
+
+// AnyOwner asks a SessionLister for the sessions in the proxy's own socket
+// directories, whoever owns them (the per-user directories are not read).
+const AnyOwner = -1
+
+func sessionByDisplay(sessions []Session, display string, req Request) (Target, bool) {
+	for _, s := range sessions {
+		if s.Display == display {
+			t := Target{Scheme: "unix", Address: s.Socket, Display: display, Options: mergeOptions(req.Options, nil)}
+			t.applyPasswordOption()
+			return t, true
+		}
+	}
+	return Target{}, false
 }
 
 // choose applies the display rules to a list of candidates.

@@ -126,6 +126,18 @@ func TestLocalSessions(t *testing.T) {
 	if rf := refusal(t, err); rf.Detail != "display ':105' not found" {
 		t.Fatalf("detail = %q", rf.Detail)
 	}
+	// A declared display owned by another uid is found in the proxy's own
+	// socket directories, as xpra's proxy finds it.
+	r.Sessions.(fakeLister)[AnyOwner] = []Session{{Display: ":1194", Socket: "/run/xpra/h-1194"}}
+	got, err = r.Route(Request{Declared: []string{":1193", ":1194"}, Display: "1194", UID: 1000})
+	if err != nil || got.Address != "/run/xpra/h-1194" || got.Display != ":1194" {
+		t.Fatalf("declared display of another uid: got %+v, %v", got, err)
+	}
+	// Only declared displays: an undeclared one stays unreachable.
+	_, err = r.Route(Request{Declared: []string{":1193"}, Display: "1194", UID: 1000})
+	if rf := refusal(t, err); rf.Detail != "display ':1194' not found" {
+		t.Fatalf("undeclared display: %q", rf.Detail)
+	}
 	_, err = r.Route(Request{})
 	if rf := refusal(t, err); rf.Detail != "no sessions found" {
 		t.Fatalf("detail = %q", rf.Detail)

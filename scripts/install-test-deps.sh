@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the xpra-edge tests run against (Debian 12 "bookworm", as root):
 # the xpra 3.1.3 server and client, Xvfb, xterm, the X11 inspection tools, the python modules the
-# xpra server needs to draw a window (python3-pil) and to speak rencode, PAM headers for the pam
-# auth module, and chromium for the HTML5 client tests.
+# xpra server needs to draw a window (python3-pil) and to speak rencode, and chromium for the HTML5
+# client tests; then a real xpra 6.x built from PyPI's source release (scripts/install-xpra6.sh).
 #
 # Idempotent and fast: when every package is already installed it only runs dpkg-query and exits.
 # Otherwise it runs one `apt-get update` and one `apt-get install` of the missing packages.
@@ -19,7 +19,7 @@ PACKAGES=(
 	xterm           # the application started in test sessions
 	x11-utils       # xwininfo, xprop: prove a remote window is mapped on the client's display
 	xdotool         # type and click into test sessions
-	libpam0g-dev    # the pam auth module (cgo)
+	libpam0g        # PAM itself (the pam module loads libpam.so.0 at run time: no -dev package)
 	chromium        # the HTML5 client, headless
 	procps          # ps, pkill (process checks in tests)
 	passwd          # useradd, userdel, chpasswd (tests create users)
@@ -36,8 +36,9 @@ for p in "${PACKAGES[@]}"; do
 	fi
 done
 
+here=$(dirname "$0")
 if [ ${#missing[@]} -eq 0 ]; then
-	exit 0
+	exec bash "$here/install-xpra6.sh"
 fi
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -56,3 +57,5 @@ apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 for b in xpra Xvfb xterm xwininfo xprop xdotool chromium runuser setpriv useradd chpasswd; do
 	command -v "$b" >/dev/null || { echo "install-test-deps: $b still missing" >&2; exit 1; }
 done
+
+exec bash "$here/install-xpra6.sh"

@@ -16,6 +16,7 @@ import (
 
 // ClientOptions configures Attach.
 type ClientOptions struct {
+	Gen          Gen      // the xpra generation (default Xpra3, Debian's 3.1.3)
 	PasswordFile string   // --password-file (write it 0600 with WritePasswordFile)
 	Args         []string // extra `xpra attach` arguments; later ones win over ClientQuietArgs
 	Env          []string // extra environment, e.g. "XPRA_..."=...
@@ -62,7 +63,7 @@ type Client struct {
 // WaitWindow or Wait. t.Cleanup stops the client and its Xvfb.
 func Attach(t testing.TB, url string, o ClientOptions) *Client {
 	t.Helper()
-	RequirePeers(t, "xpra", "Xvfb", "xwininfo")
+	RequirePeers(t, o.Gen.String(), "Xvfb", "xwininfo")
 	if o.Lifetime == 0 {
 		o.Lifetime = 5 * time.Minute
 	}
@@ -76,16 +77,16 @@ func Attach(t testing.TB, url string, o ClientOptions) *Client {
 		t.Fatalf("xpratest: %v", err)
 	}
 	args := []string{"attach", url, "--socket-dirs=" + sock, "--socket-dir=" + sock}
-	args = append(args, ClientQuietArgs...)
+	args = append(args, o.Gen.clientQuietArgs()...)
 	if o.PasswordFile != "" {
 		args = append(args, "--password-file="+o.PasswordFile)
 	}
 	args = append(args, o.Args...)
-	cmd := exec.Command(XpraBin, args...)
+	cmd := exec.Command(o.Gen.Bin(), args...)
 	cmd.Env = append(w.env("DISPLAY="+x.Display), o.Env...)
 	cmd.Dir = w.home
 	cmd.Stdin = nil
-	p, err := startProc("xpra attach "+redactURL(url), cmd, filepath.Join(w.root, "client.log"), o.Lifetime)
+	p, err := startProc(o.Gen.String()+" attach "+redactURL(url), cmd, filepath.Join(w.root, "client.log"), o.Lifetime)
 	if err != nil {
 		t.Fatalf("xpratest: %v", err)
 	}

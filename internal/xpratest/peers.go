@@ -23,8 +23,8 @@ const pilDir = "/usr/lib/python3/dist-packages/PIL"
 // RequirePeers checks that the named peers are usable and otherwise fails
 // the test (when XPRA_EDGE_REQUIRE_PEERS=1) or skips it.
 //
-// Names: "root" (effective uid 0), "xpra" (the xpra launcher and the python
-// modules its server needs), "chromium", or any other name, looked up as an
+// Names: "root" (effective uid 0), "xpra" (the xpra 3.1.3 launcher and the
+// python modules its server needs), "xpra6" (the xpra 6.x wrapper), "chromium", or any other name, looked up as an
 // executable in the harness PATH (for example "Xvfb", "xterm", "xwininfo",
 // "xprop", "xdotool", "useradd").
 func RequirePeers(t testing.TB, names ...string) {
@@ -50,6 +50,14 @@ func peerMissing(name string) string {
 	case "root":
 		if os.Geteuid() != 0 {
 			return "root (tests must run as uid 0)"
+		}
+		return ""
+	case "xpra6":
+		if why := xpra6Missing(); why != "" {
+			return why
+		}
+		if _, err := os.Stat(pilDir); err != nil {
+			return "python3-pil (xpra server cannot send windows without it)"
 		}
 		return ""
 	case "xpra":

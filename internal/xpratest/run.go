@@ -18,8 +18,14 @@ import (
 // for commands that look up sessions, or the user's real ones are searched.
 func Run(t testing.TB, d time.Duration, args ...string) (out string, exitCode int) {
 	t.Helper()
-	RequirePeers(t, "xpra")
-	return runCmd(t, d, XpraBin, args...)
+	return RunGen(t, Xpra3, d, args...)
+}
+
+// RunGen is Run with the launcher of generation g.
+func RunGen(t testing.TB, g Gen, d time.Duration, args ...string) (out string, exitCode int) {
+	t.Helper()
+	RequirePeers(t, g.String())
+	return runCmd(t, d, g.Bin(), args...)
 }
 
 func runCmd(t testing.TB, d time.Duration, bin string, args ...string) (string, int) {

@@ -17,6 +17,7 @@ import (
 // (current user) server on a free display with only a unix socket, running
 // xterm.
 type ServerOptions struct {
+	Gen       Gen      // the xpra generation (default Xpra3, Debian's 3.1.3)
 	Display   int      // :N; 0 = FreeDisplay
 	BindTCP   string   // "127.0.0.1:PORT" for --bind-tcp, "" for none (unix socket only)
 	User      string   // system user to run as ("" = current user); needs root; the socket is then owned by that user
@@ -32,6 +33,7 @@ type ServerOptions struct {
 
 // Server is a running `xpra start --daemon=no` with its own Xvfb.
 type Server struct {
+	Gen        Gen    // the xpra generation it runs
 	Display    string // ":N"
 	DisplayNum int
 	SocketDir  string // the --socket-dir and --socket-dirs of the server
@@ -76,7 +78,7 @@ const ReadyLine = "xpra is ready."
 // Xvfb included) and removes its files.
 func StartServer(t testing.TB, o ServerOptions) *Server {
 	t.Helper()
-	RequirePeers(t, "xpra", "Xvfb")
+	RequirePeers(t, o.Gen.String(), "Xvfb")
 	if o.Start == "" {
 		o.Start = "xterm"
 	}
@@ -124,10 +126,10 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 	if o.Start != "-" {
 		args = append(args, "--start="+o.Start)
 	}
-	args = append(args, ServerQuietArgs...)
+	args = append(args, o.Gen.serverQuietArgs()...)
 	args = append(args, o.Args...)
 
-	cmd := exec.Command(XpraBin, args...)
+	cmd := exec.Command(o.Gen.Bin(), args...)
 	cmd.Dir = w.home
 	cmd.Env = w.env()
 	if cred != nil {
@@ -141,7 +143,7 @@ func StartServer(t testing.TB, o ServerOptions) *Server {
 		t.Fatalf("xpratest: %v", err)
 	}
 	s := &Server{
-		Display: disp, DisplayNum: o.Display, SocketDir: sockDir, TCPAddr: o.BindTCP,
+		Gen: o.Gen, Display: disp, DisplayNum: o.Display, SocketDir: sockDir, TCPAddr: o.BindTCP,
 		PID: p.pid(), UID: os.Getuid(), GID: os.Getgid(), LogPath: logPath,
 		Home: w.home, RuntimeDir: w.runtime, p: p, w: w,
 	}
@@ -260,7 +262,7 @@ func (s *Server) Processes() []int { return s.p.members() }
 func (s *Server) Xpra(t testing.TB, d time.Duration, subcommand string, args ...string) (out string, exitCode int) {
 	t.Helper()
 	a := append([]string{subcommand, s.SocketURL(), "--socket-dirs=" + s.SocketDir}, args...)
-	return Run(t, d, a...)
+	return RunGen(t, s.Gen, d, a...)
 }
 
 func tail(s string, lines int) string {
