@@ -44,6 +44,9 @@ type connMeta struct {
 	listener  *Listener
 	// authDone releases the connection's unauthenticated slot.
 	authDone func()
+	// slot is that slot; an HTTP connection keeps it until it closes or
+	// its WebSocket logs in.
+	slot *unauthSlot
 }
 
 // clientError is a failure the client is told about with a disconnect.

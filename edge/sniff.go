@@ -62,7 +62,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth}
+	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth, slot: slot}
 	if l.Network == "unix" {
 		meta.remote = "unix:" + l.Address
 	}

@@ -69,6 +69,20 @@ func (t *unauthTable) dropLocked(key string) {
 	}
 }
 
+// transfer hands the slot to a new owner: the returned slot holds the
+// same counts and this one's release does nothing; nil if it was already
+// released.
+func (u *unauthSlot) transfer() *unauthSlot {
+	if u == nil || !u.done.CompareAndSwap(false, true) {
+		return nil
+	}
+	u.s.unauthIP.mu.Lock()
+	defer u.s.unauthIP.mu.Unlock()
+	n := &unauthSlot{s: u.s, key: u.key}
+	u.key = ""
+	return n
+}
+
 // release gives the slot back (once).
 func (u *unauthSlot) release() {
 	if u == nil || !u.done.CompareAndSwap(false, true) {

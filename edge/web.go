@@ -75,7 +75,16 @@ type metaKey struct{}
 type Web struct {
 	// Root is a directory served at / (xpra's HTML5 client); empty: none.
 	Root string
+	// IdleTimeout closes a keep-alive connection idle this long
+	// (default DefaultWebIdleTimeout). Until it closes, an HTTP connection
+	// counts as unauthenticated, in total and for its address.
+	IdleTimeout time.Duration
 }
+
+// DefaultWebIdleTimeout is Web.IdleTimeout's default: long enough for a
+// browser to fetch the HTML5 client's files over its connections, short
+// enough that idle ones do not hold unauthenticated slots for long.
+const DefaultWebIdleTimeout = 10 * time.Second
 
 // webServer is the one http.Server behind every listener.
 type webServer struct {
@@ -117,14 +126,25 @@ func (s *Server) startWeb(ctx context.Context) {
 		mux.ServeHTTP(w, r)
 	})
 	ws := &webServer{ln: newConnListener()}
+	idle := s.cfg.Web.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultWebIdleTimeout
+	}
 	ws.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       idle,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          nil,
+		// A connection's unauthenticated slot is given back when it
+		// closes; a hijacked one (a WebSocket) keeps it until it logs in.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if mc, ok := c.(*metaConn); ok && st == http.StateClosed {
+				mc.meta.slot.release()
+			}
+		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if mc, ok := c.(*metaConn); ok {
 				return context.WithValue(ctx, metaKey{}, mc.meta)
@@ -163,12 +183,16 @@ func securityHeaders(h http.Header, tls bool) {
 
 // serveHTTP hands a sniffed HTTP connection to the web server; the first
 // request's header must arrive before sniffDeadline.
+// The connection keeps its unauthenticated slot (idle keep-alive
+// connections count like logins that have not finished) until it closes.
 func (s *Server) serveHTTP(c net.Conn, meta connMeta, sniffDeadline time.Time) {
-	if meta.authDone != nil {
-		meta.authDone() // the http server has its own limits
-		meta.authDone = nil
+	meta.slot = meta.slot.transfer() // from the sniffing goroutine to the http server
+	meta.authDone = nil
+	if meta.slot != nil {
+		meta.authDone = meta.slot.release
 	}
 	if s.web == nil || !s.web.ln.push(&metaConn{Conn: c, meta: meta, sniffDeadline: sniffDeadline}) {
+		meta.slot.release()
 		c.Close()
 	}
 }
@@ -185,19 +209,15 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
-	// Until it logs in, the xpra stream inside holds an unauthenticated
-	// slot like a plain xpra connection does (the sniffed HTTP connection
-	// gave its slot back when it reached the web server).
-	slot := s.takeUnauth()
-	if slot == nil || (meta.listener.Network != "unix" && !slot.claimAddr(meta.remote)) {
-		why := "too many unauthenticated connections"
-		if slot == nil {
-			s.log.Warn("connection refused", "remote", meta.remote, "reason", why)
-		} else {
-			s.log.Warn("connection refused", "remote", meta.remote, "reason", why+" from this address")
+	// Until it logs in, the xpra stream inside holds the HTTP
+	// connection's unauthenticated slot, like a plain xpra connection.
+	slot := meta.slot
+	if slot == nil {
+		if slot = s.takeUnauth(); slot == nil {
+			s.log.Warn("connection refused", "remote", meta.remote, "reason", "too many unauthenticated connections")
+			http.Error(w, "too many unauthenticated connections, try again later", http.StatusServiceUnavailable)
+			return
 		}
-		http.Error(w, why+", try again later", http.StatusServiceUnavailable)
-		return
 	}
 	meta.authDone = slot.release
 	defer slot.release()
