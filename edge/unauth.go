@@ -1,16 +1,19 @@
 package edge
 
 import (
+	"net"
 	"sync"
 	"sync/atomic"
 )
 
 // unauthTable counts connections that have not logged in yet per client
 // address key, for Limits.MaxUnauthenticatedPerIP (the proxy-wide count
-// is Server.unauth).
+// is Server.unauth), and knows the idle HTTP keep-alive connections, which
+// hold slots too but give them up to a connection that needs one.
 type unauthTable struct {
 	mu    sync.Mutex
 	byKey map[string]int
+	idle  map[*metaConn]struct{}
 }
 
 // unauthSlot is one connection's hold on the unauthenticated limits: the
@@ -19,48 +22,109 @@ type unauthTable struct {
 // be called more than once, from any goroutine.
 type unauthSlot struct {
 	s    *Server
-	key  string // address key counted; "" while none is
+	key  string // address key counted; "" while none is (guarded by unauthTable.mu)
 	done atomic.Bool
 }
 
-// takeUnauth takes a proxy-wide unauthenticated slot; nil when the limit
-// is reached.
+// takeUnauth takes a proxy-wide unauthenticated slot, from an idle HTTP
+// keep-alive connection (closed) if every slot is taken; nil when none is
+// free.
 func (s *Server) takeUnauth() *unauthSlot {
 	lim := s.limits()
 	if n := s.unauth.Add(1); lim.MaxUnauthenticated > 0 && int(n) > lim.MaxUnauthenticated {
-		s.unauth.Add(-1)
-		return nil
+		t := &s.unauthIP
+		t.mu.Lock()
+		v, vkey := t.evictLocked("", false)
+		if v != nil && vkey != "" {
+			t.dropLocked(vkey)
+		}
+		t.mu.Unlock()
+		if v == nil {
+			s.unauth.Add(-1)
+			return nil
+		}
+		s.unauth.Add(-1) // the idle connection's count is now ours
+		v.Conn.Close()
 	}
 	return &unauthSlot{s: s}
 }
 
 // claimAddr counts the slot against its client address (remote, host:port
-// or host); false when the address already holds its limit (the slot is
+// or host); false when the address already holds its limit and none of its
+// connections is an idle HTTP keep-alive one to take it from (the slot is
 // then released). Unix listeners have no address to count.
 func (u *unauthSlot) claimAddr(remote string) bool {
 	key := addrKey(remote)
-	if key == "" || u.key == key || u.done.Load() {
+	if key == "" || u.done.Load() {
 		return true
 	}
 	t := &u.s.unauthIP
 	max := u.s.limits().MaxUnauthenticatedPerIP
 	t.mu.Lock()
+	if u.key == key {
+		t.mu.Unlock()
+		return true
+	}
 	if u.key != "" {
 		t.dropLocked(u.key)
 		u.key = ""
 	}
+	var victim net.Conn
 	if max > 0 && t.byKey[key] >= max {
-		t.mu.Unlock()
-		u.release()
-		return false
+		v, _ := t.evictLocked(key, true)
+		if v == nil {
+			t.mu.Unlock()
+			u.release()
+			return false
+		}
+		// The idle connection's count for key is now ours; its
+		// proxy-wide one is given back (we hold our own).
+		u.s.unauth.Add(-1)
+		u.key = key
+		victim = v.Conn
+	} else {
+		if t.byKey == nil {
+			t.byKey = map[string]int{}
+		}
+		t.byKey[key]++
+		u.key = key
 	}
-	if t.byKey == nil {
-		t.byKey = map[string]int{}
-	}
-	t.byKey[key]++
-	u.key = key
 	t.mu.Unlock()
+	if victim != nil {
+		victim.Close()
+	}
 	return true
+}
+
+// evictLocked picks an idle HTTP keep-alive connection (of address key,
+// when matchKey) whose slot is still held, marks that slot given up and
+// forgets the connection; the caller takes over its counts and closes it.
+func (t *unauthTable) evictLocked(key string, matchKey bool) (*metaConn, string) {
+	for mc := range t.idle {
+		sl := mc.meta.slot
+		if sl == nil || matchKey && sl.key != key || !sl.done.CompareAndSwap(false, true) {
+			continue
+		}
+		delete(t.idle, mc)
+		k := sl.key
+		sl.key = ""
+		return mc, k
+	}
+	return nil, ""
+}
+
+// setIdle records whether an HTTP connection is idle between requests.
+func (t *unauthTable) setIdle(mc *metaConn, idle bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !idle {
+		delete(t.idle, mc)
+		return
+	}
+	if t.idle == nil {
+		t.idle = map[*metaConn]struct{}{}
+	}
+	t.idle[mc] = struct{}{}
 }
 
 func (t *unauthTable) dropLocked(key string) {

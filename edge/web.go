@@ -139,9 +139,16 @@ func (s *Server) startWeb(ctx context.Context) {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          nil,
 		// A connection's unauthenticated slot is given back when it
-		// closes; a hijacked one (a WebSocket) keeps it until it logs in.
+		// closes; a hijacked one (a WebSocket) keeps it until it logs in;
+		// an idle one gives it up (and is closed) when a connection needs
+		// a slot and none is free.
 		ConnState: func(c net.Conn, st http.ConnState) {
-			if mc, ok := c.(*metaConn); ok && st == http.StateClosed {
+			mc, ok := c.(*metaConn)
+			if !ok {
+				return
+			}
+			s.unauthIP.setIdle(mc, st == http.StateIdle)
+			if st == http.StateClosed {
 				mc.meta.slot.release()
 			}
 		},
