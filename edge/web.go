@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -75,6 +76,13 @@ type metaKey struct{}
 type Web struct {
 	// Root is a directory served at / (xpra's HTML5 client); empty: none.
 	Root string
+	// Disable serves no files, whatever Root says (WebSocket still works).
+	Disable bool
+	// AllowedOrigins are the origins ("https://portal.example.com") whose
+	// pages may open WebSockets besides the proxy's own (an Origin that
+	// matches the request's Host). A request without Origin (xpra's own
+	// clients) is always allowed.
+	AllowedOrigins []string
 	// IdleTimeout closes a keep-alive connection idle this long
 	// (default DefaultWebIdleTimeout). Until it closes, an HTTP connection
 	// counts as unauthenticated, in total and for its address.
@@ -100,8 +108,12 @@ func (s *Server) startWeb(ctx context.Context) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	var files http.Handler = http.NotFoundHandler()
-	if s.cfg.Web.Root != "" {
-		files = http.FileServer(http.Dir(s.cfg.Web.Root))
+	if s.cfg.Web.Root != "" && !s.cfg.Web.Disable {
+		if wf, err := newWebFiles(s.cfg.Web.Root); err != nil {
+			s.log.Warn("web root not served", "root", s.cfg.Web.Root, "err", err)
+		} else {
+			files = wf
+		}
 	}
 	mux.Handle("/", files)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -112,8 +124,16 @@ func (s *Server) startWeb(ctx context.Context) {
 				http.Error(w, "websocket connections are not accepted on this port", http.StatusForbidden)
 				return
 			}
+			if !s.originAllowed(r) {
+				s.log.Info("websocket refused", "remote", meta.remote, "reason", "origin does not match the host", "origin", r.Header.Get("Origin"), "host", r.Host)
+				http.Error(w, "cross-origin websocket connections are not allowed", http.StatusForbidden)
+				return
+			}
 			s.serveWebSocket(ctx, w, r, meta)
 			return
+		}
+		if r.URL.Path != "/healthz" {
+			w.Header().Set("Content-Security-Policy", contentSecurityPolicy)
 		}
 		if scheme := pick(meta.tls, "http", "https"); meta.listener != nil && r.URL.Path != "/healthz" && !meta.listener.accepts(scheme) {
 			http.Error(w, "this port serves no files over "+scheme, http.StatusForbidden)
@@ -176,6 +196,63 @@ func (s *Server) stopWeb() {
 	defer cancel()
 	_ = s.web.srv.Shutdown(ctx)
 	s.web.wg.Wait()
+}
+
+// contentSecurityPolicy is sent with every file. xpra's HTML5 client has
+// inline scripts and styles, draws with data: and blob: images, decodes
+// in blob: workers and connects back to the proxy over ws/wss.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; " +
+	"img-src 'self' data: blob:; media-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; " +
+	"connect-src 'self' ws: wss:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+
+// originAllowed: a WebSocket request with an Origin header must come from
+// a page of the proxy itself (the Origin's host and port are the Host's)
+// or of a configured origin; without one (xpra's Python client) it is
+// allowed. Any web page could otherwise open a WebSocket to the proxy
+// with the visitor's network position.
+func (s *Server) originAllowed(r *http.Request) bool {
+	o := r.Header.Values("Origin")
+	if len(o) == 0 {
+		return true
+	}
+	if len(o) > 1 {
+		return false
+	}
+	origin := strings.TrimSpace(o[0])
+	for _, a := range s.cfg.Web.AllowedOrigins {
+		if strings.EqualFold(strings.TrimRight(a, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+		return false
+	}
+	var def string
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		def = "443"
+	case "http":
+		def = "80"
+	default:
+		return false
+	}
+	return sameHostPort(u.Host, r.Host, def)
+}
+
+// sameHostPort compares host[:port] values, a missing port being def on
+// the origin's side and the origin scheme's default on the Host's too.
+func sameHostPort(a, b, def string) bool {
+	split := func(hp string) (string, string) {
+		h, p, err := net.SplitHostPort(hp)
+		if err != nil {
+			return strings.Trim(hp, "[]"), def
+		}
+		return h, p
+	}
+	ha, pa := split(a)
+	hb, pb := split(b)
+	return ha != "" && strings.EqualFold(ha, hb) && pa == pb
 }
 
 func securityHeaders(h http.Header, tls bool) {

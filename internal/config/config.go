@@ -95,8 +95,12 @@ type Web struct {
 	// Root is served at / (xpra's HTML5 client). Default: Debian's
 	// /usr/share/xpra/www when it exists.
 	Root string `toml:"root"`
-	// Disable serves no files (WebSocket connections still work).
+	// Disable serves no files (WebSocket connections still work), even
+	// when Root is set.
 	Disable bool `toml:"disable"`
+	// AllowedOrigins may open WebSockets besides the proxy's own pages
+	// (an Origin matching the Host); requests without Origin always may.
+	AllowedOrigins []string `toml:"allowed_origins"`
 }
 
 // Listener is one bound port.
