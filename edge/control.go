@@ -61,9 +61,13 @@ func (s *Server) controlLoop(ctx context.Context, ln net.Listener, sess *session
 		if err != nil {
 			return
 		}
-		s.conns.Add(1)
+		ctx, done, ok := s.track(c, phaseControl)
+		if !ok {
+			c.Close()
+			continue
+		}
 		go func() {
-			defer s.conns.Done()
+			defer done()
 			defer c.Close()
 			s.serveControl(ctx, c, sess)
 		}()

@@ -529,6 +529,15 @@ func (h *handshake) declaredDisplay(caps xprawire.Caps) string {
 			}
 		}
 	}
+	// xpra 6.x clients send "display" as their screen description and
+	// name the session they want in "session": {"display": ":N"}.
+	if v, ok := caps.Dict.Get("session"); ok {
+		if d, ok := v.(xprawire.Dict); ok {
+			if s, ok := (xprawire.Caps{Dict: d}).Str("display"); ok {
+				return s
+			}
+		}
+	}
 	return ""
 }
 

@@ -17,7 +17,8 @@ import (
 	"github.com/xpra-edge/xpra-edge/router"
 )
 
-// session is one relayed client ↔ backend pair.
+// session is one relayed client ↔ backend pair. It owns its two legs,
+// both relay goroutines and the ping timer; end is the one way it ends.
 type session struct {
 	id      int
 	uuid    string
@@ -27,18 +28,21 @@ type session struct {
 	target  router.Target
 	started time.Time
 	log     *slog.Logger
+	lim     Limits // taken when the session starts
 
 	c, b           *xconn
 	client, server *peer
 
-	stopOnce    sync.Once
+	endOnce     sync.Once
 	release     func() // the session's slot under the limits
 	pinging     bool   // the proxy pings a leg (set before the relay starts)
 	pingTimer   atomic.Pointer[time.Timer]
 	pingStopped atomic.Bool
-	stopped     chan struct{}
-	reason      atomic.Value // string: why it ended
-	done        chan struct{}
+	ending      chan struct{} // closed by end, after both legs are closed
+	clientGone  chan struct{} // closed once the client's side stops reading (EOF or error)
+	goneOnce    sync.Once
+	reason      atomic.Value  // string: why it ended
+	done        chan struct{} // closed when runSession returns
 
 	latency struct {
 		sync.Mutex
@@ -51,16 +55,17 @@ func (s *Server) newSession(h *handshake, t router.Target, b *xconn) *session {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	sess := &session{
-		uuid:    hex.EncodeToString(u[:]),
-		user:    h.identity.Username,
-		module:  h.identity.Module,
-		remote:  h.meta.remote,
-		target:  t,
-		started: time.Now(),
-		c:       h.x,
-		b:       b,
-		stopped: make(chan struct{}),
-		done:    make(chan struct{}),
+		uuid:       hex.EncodeToString(u[:]),
+		user:       h.identity.Username,
+		module:     h.identity.Module,
+		remote:     h.meta.remote,
+		target:     t,
+		started:    time.Now(),
+		c:          h.x,
+		b:          b,
+		ending:     make(chan struct{}),
+		clientGone: make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	sess.id = s.nextID()
 	sess.log = s.log.With("session", sess.id, "user", sess.user, "remote", sess.remote, "target", t.String())
@@ -80,9 +85,26 @@ func (sess *session) helloInfo(client *peer) map[string]any {
 	}
 }
 
-// stop ends the session once: both sides are told why, then closed.
-func (sess *session) stop(reason string, detail ...string) {
-	sess.stopOnce.Do(func() {
+// Which legs end tells why.
+type tellMask uint8
+
+const (
+	tellNone   tellMask = 0
+	tellClient tellMask = 1 << legClient
+	tellServer tellMask = 1 << legServer
+	tellBoth            = tellClient | tellServer
+)
+
+// tellTimeout bounds how long end waits to tell a leg why its session
+// ends; a peer that does not take the packet by then is closed untold.
+const tellTimeout = 500 * time.Millisecond
+
+// end is the one way a session ends, once: the legs in tell are sent
+// ["disconnect", "server shutdown", reason, detail...] (each within
+// tellTimeout, whatever the peers do), then both legs are closed, which
+// ends both relay goroutines.
+func (sess *session) end(reason string, tell tellMask, detail ...string) {
+	sess.endOnce.Do(func() {
 		sess.reason.Store(reason)
 		p := xprawire.Packet{"disconnect", reasonServerShutdown}
 		if reason != "" {
@@ -92,32 +114,42 @@ func (sess *session) stop(reason string, detail ...string) {
 			p = append(p, d)
 		}
 		var wg sync.WaitGroup
-		for i, x := range []*xconn{sess.c, sess.b} {
+		for l, x := range []*xconn{sess.c, sess.b} {
+			if tell&(1<<l) == 0 {
+				continue
+			}
 			wg.Add(1)
 			go func(x *xconn, l leg) {
 				defer wg.Done()
-				if err := x.sendDeadline(p, time.Second); err != nil {
+				if err := x.tell(p, tellTimeout); err != nil {
 					sess.log.Debug("could not send disconnect", "to", l.String(), "err", err)
 				}
-			}(x, leg(i))
+			}(x, leg(l))
 		}
 		wg.Wait()
-		close(sess.stopped)
+		if tell&tellClient != 0 {
+			// Let the client act on the disconnect and close first: an xpra
+			// 6 client over WebSocket drops the packets it has not parsed
+			// yet when the close frame arrives, and so never learns why.
+			linger := time.NewTimer(disconnectLinger)
+			select {
+			case <-sess.clientGone:
+			case <-linger.C:
+			}
+			linger.Stop()
+		}
 		sess.c.Close()
 		sess.b.Close()
+		close(sess.ending)
 	})
 }
 
-// endedBy closes both sides without telling anyone (the peer already
-// said goodbye, or a leg is gone).
-func (sess *session) endedBy(reason string) {
-	sess.stopOnce.Do(func() {
-		sess.reason.Store(reason)
-		close(sess.stopped)
-		sess.c.Close()
-		sess.b.Close()
-	})
-}
+// disconnectLinger bounds how long end waits, after telling the client, for
+// the client to close its side.
+const disconnectLinger = 500 * time.Millisecond
+
+// stop ends the session on request, telling both sides.
+func (sess *session) stop(reason string, detail ...string) { sess.end(reason, tellBoth, detail...) }
 
 func (s *Server) runSession(ctx context.Context, sess *session) {
 	defer close(sess.done)
@@ -125,6 +157,9 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	s.metrics.sessionStarted(sess.module)
 	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String())
 
+	sess.lim = s.limits()
+	sess.c.writeTimeout = sess.lim.WriteTimeout
+	sess.b.writeTimeout = sess.lim.WriteTimeout
 	sess.pinging = sess.client.pingEcho || sess.server.pingEcho
 	// The handshake is over: drop what only it needed.
 	sess.client.forget()
@@ -133,8 +168,8 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	sess.b.frames.Release()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); s.relay(sess, sess.c, sess.b, legClient) }()
-	go func() { defer wg.Done(); s.relay(sess, sess.b, sess.c, legServer) }()
+	go func() { defer wg.Done(); sess.relay(sess.c, sess.b, legClient) }()
+	go func() { defer wg.Done(); sess.relay(sess.b, sess.c, legServer) }()
 	if sess.pinging {
 		// A timer, not a goroutine: idle sessions stay small.
 		t := time.AfterFunc(pingInterval, func() { sess.ping() })
@@ -145,9 +180,9 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 		}()
 	}
 	select {
-	case <-sess.stopped:
+	case <-sess.ending:
 	case <-ctx.Done():
-		sess.stop("proxy shutdown")
+		sess.end("proxy shutdown", tellBoth)
 	}
 	wg.Wait()
 	reason, _ := sess.reason.Load().(string)
@@ -172,101 +207,189 @@ func (l leg) String() string {
 	return "server"
 }
 
+func (l leg) other() leg { return 1 - l }
+
+func (l leg) tell() tellMask { return 1 << l }
+
 // spliceMin is the raw chunk size from which the relay moves a payload
 // kernel to kernel instead of copying it through its own buffer.
 const spliceMin = 64 << 10
 
-// relay moves frames from src to dst until either side ends. Raw chunks
+// relay moves frames from src to dst until the session ends. Raw chunks
 // and main packets pass unchanged; only the few packet types the proxy
 // must see are decoded. Large raw chunks between two plain TCP legs are
 // spliced and never copied into user space.
-func (s *Server) relay(sess *session, src, dst *xconn, from leg) {
-	idle := s.limits().IdleTimeout
+//
+// The relay is the one writer of data to dst. It takes dst's writer for
+// each frame and gives it back after the frame, except between a raw
+// chunk and its main packet (a group), which go out contiguously: then it
+// keeps the writer and reads the rest of the group under the write
+// timeout, so a peer that stalls inside a group holds nothing for longer.
+func (sess *session) relay(src, dst *xconn, from leg) {
+	idle := sess.lim.IdleTimeout
+	wt := sess.lim.WriteTimeout
 	dstFlush := (from == legClient && sess.server.flush) || (from == legServer && sess.client.flush)
-	_, srcTCP := src.Conn.(*net.TCPConn)
-	_, dstTCP := dst.Conn.(*net.TCPConn)
-	canSplice := srcTCP && dstTCP
-	holding := false // dst write lock held across a group of chunks
-	release := func() {
-		if holding {
-			dst.wmu.Unlock()
-			holding = false
+	srcTCP, _ := src.Conn.(*net.TCPConn)
+	dstTCP, _ := dst.Conn.(*net.TCPConn)
+	canSplice := srcTCP != nil && dstTCP != nil
+	group := false             // dst's writer is ours until the group's main packet
+	var readDeadline time.Time // as last set on src
+	stale := true              // src's read deadline is not readDeadline
+	// fail ends the session after a failure; dst's writer is given back
+	// first so that end can tell dst at once.
+	fail := func(reason string, tell tellMask) {
+		if group {
+			group = false
+			_ = dst.unlockWriter()
+		}
+		sess.end(reason, tell)
+	}
+	readFailed := func(err error) {
+		if from == legClient {
+			sess.goneOnce.Do(func() { close(sess.clientGone) })
+		}
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout() && group:
+			fail(fmt.Sprintf("%s stalled for %v inside a packet (after a raw chunk)", from, wt), tellBoth)
+		case errors.As(err, &ne) && ne.Timeout():
+			fail("idle timeout", tellBoth)
+		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+			fail(from.lostReason(), from.other().tell())
+		default:
+			fail(from.errorReason(err), from.other().tell())
 		}
 	}
-	defer release()
+	writeFailed := func(err error) {
+		fail(writeFailReason(from.other(), err, wt), from.tell())
+	}
 	for {
-		if idle > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
+		// The read deadline: the write timeout inside a group, else the
+		// idle timeout (if any). Set only when it changes by much, so a
+		// busy relay does not touch the runtime's timers per frame.
+		var want time.Time
+		slack := time.Second
+		switch {
+		case group:
+			want, slack = time.Now().Add(wt), min(slack, wt/8)
+		case idle > 0:
+			want, slack = time.Now().Add(idle), min(slack, idle/8)
+		}
+		if stale || want.IsZero() != readDeadline.IsZero() || want.Sub(readDeadline) > slack {
+			_ = src.SetReadDeadline(want)
+			readDeadline, stale = want, false
 		}
 		h, err := src.frames.NextHeader()
 		if err != nil {
-			release()
-			s.legEnded(sess, from, err)
+			readFailed(err)
 			return
 		}
 		if !dstFlush {
 			h.Flags &^= xprawire.FlagFlush
 		}
-		if h.Index > 0 {
-			if !holding {
-				dst.wmu.Lock()
-				holding = true
+		if h.Index > 0 && canSplice && h.Size >= spliceMin {
+			if !group {
+				dst.lockWriter()
+				group = true
 			}
-			if canSplice && h.Size >= spliceMin {
-				var hb [xprawire.HeaderSize]byte
-				h.Put(hb[:])
-				_, err := dst.Conn.Write(hb[:])
-				var n int64
-				if err == nil {
-					n, err = src.frames.CopyPayload(dst.Conn, src.Conn, h)
-				}
-				src.bytesIn.Add(xprawire.HeaderSize + n)
-				if err != nil {
-					release()
-					sess.stop("relay error")
-					return
-				}
-				continue
+			var hb [xprawire.HeaderSize]byte
+			h.Put(hb[:])
+			dst.armWrite(wt)
+			_, err := dst.Conn.Write(hb[:])
+			var n int64
+			if err == nil {
+				n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
 			}
+			stale = true // the splice moved src's read deadline
+			src.bytesIn.Add(xprawire.HeaderSize + n)
+			if err != nil {
+				var ne net.Error
+				switch {
+				case errors.As(err, &ne) && ne.Timeout() && !writable(dstTCP):
+					writeFailed(err)
+				case errors.As(err, &ne) && ne.Timeout():
+					readFailed(err)
+				default:
+					fail("relay error", tellBoth)
+				}
+				return
+			}
+			continue
 		}
 		payload, err := src.frames.Payload(h)
 		if err != nil {
-			release()
-			s.legEnded(sess, from, err)
+			readFailed(err)
 			return
 		}
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
 		if h.Index > 0 {
-			if err := dst.fw.WriteFrame(h, payload); err != nil {
-				release()
-				s.legEnded(sess, 1-from, err)
+			if !group {
+				dst.lockWriter()
+				group = true
+			}
+			if err := dst.writeFrame(h, payload); err != nil {
+				writeFailed(err)
 				return
 			}
 			continue
 		}
 		src.packetsIn.Add(1)
-		typ, _ := xprawire.PeekType(h, payload)
-		if !holding && sess.intercepted(typ, from) {
-			stop, err := s.intercept(sess, src, dst, from, typ, h, payload)
-			if err != nil {
-				s.legEnded(sess, from, err)
-				return
+		if !group {
+			typ, _ := xprawire.PeekType(h, payload)
+			if sess.intercepted(typ, from) {
+				end, err := sess.intercept(src, dst, from, typ, h, payload)
+				if err != nil {
+					var de decodeError
+					if errors.As(err, &de) {
+						fail(from.errorReason(err), tellBoth)
+					} else {
+						writeFailed(err)
+					}
+					return
+				}
+				if end {
+					return
+				}
+				continue
 			}
-			if stop {
-				return
-			}
-			continue
+			dst.lockWriter()
 		}
-		if !holding {
-			dst.wmu.Lock()
-			holding = true
+		err = dst.writeFrame(h, payload)
+		group = false
+		if err2 := dst.unlockWriter(); err == nil {
+			err = err2
 		}
-		err = dst.fw.WriteFrame(h, payload)
-		release()
 		if err != nil {
-			s.legEnded(sess, 1-from, err)
+			writeFailed(err)
 			return
 		}
+	}
+}
+
+func (l leg) lostReason() string {
+	if l == legServer {
+		return "backend connection lost"
+	}
+	return "client connection lost"
+}
+
+func (l leg) errorReason(err error) string {
+	if l == legServer {
+		return "backend connection error"
+	}
+	return "client connection error: " + err.Error()
+}
+
+// writeFailReason says why writing to leg to failed.
+func writeFailReason(to leg, err error, wt time.Duration) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return fmt.Sprintf("write timeout: the %s accepted nothing for %v", to, wt)
+	case errors.Is(err, errOutboxFull):
+		return fmt.Sprintf("write timeout: the %s accepts nothing", to)
+	default:
+		return to.lostReason()
 	}
 }
 
@@ -284,11 +407,15 @@ func (sess *session) intercepted(typ string, from leg) bool {
 	return false
 }
 
-// intercept handles one decoded packet; stop reports that the session ended.
-func (s *Server) intercept(sess *session, src, dst *xconn, from leg, typ string, h xprawire.Header, payload []byte) (stop bool, err error) {
-	p, err := xprawire.DecodeMainLimit(h, payload, s.limits().MaxPacketSize)
+// decodeError is a packet from src that could not be decoded.
+type decodeError struct{ error }
+
+// intercept handles one decoded packet; end reports that the session
+// ended. Other errors are write failures.
+func (sess *session) intercept(src, dst *xconn, from leg, typ string, h xprawire.Header, payload []byte) (end bool, err error) {
+	p, err := xprawire.DecodeMainLimit(h, payload, sess.lim.MaxPacketSize)
 	if err != nil {
-		return false, fmt.Errorf("decode %s: %w", typ, err)
+		return false, decodeError{fmt.Errorf("decode %s: %w", typ, err)}
 	}
 	switch typ {
 	case "ping_echo":
@@ -301,8 +428,12 @@ func (s *Server) intercept(sess *session, src, dst *xconn, from leg, typ string,
 	case "set_deflate":
 		if from == legClient {
 			// Echoed, as xpra's proxy does; the backend's compression is
-			// the proxy's business.
-			return false, src.send(p)
+			// the proxy's business. Posted: src's writer belongs to the
+			// other relay, which may be inside a group.
+			if err := src.post(p, sess.lim.WriteTimeout); err != nil {
+				sess.end(writeFailReason(from, err, sess.lim.WriteTimeout), from.other().tell())
+				return true, nil
+			}
 		}
 		return false, nil
 	case "hello", "challenge":
@@ -313,8 +444,8 @@ func (s *Server) intercept(sess *session, src, dst *xconn, from leg, typ string,
 		return false, nil
 	case "disconnect":
 		// Pass it on, then end the session.
-		_ = dst.sendDeadline(p, time.Second)
-		sess.endedBy(fmt.Sprintf("%s disconnected: %s", from, packetStrings(p[1:])))
+		_ = dst.tell(p, tellTimeout)
+		sess.end(fmt.Sprintf("%s disconnected: %s", from, packetStrings(p[1:])), tellNone)
 		return true, nil
 	case "info-response":
 		if len(p) > 1 {
@@ -327,43 +458,18 @@ func (s *Server) intercept(sess *session, src, dst *xconn, from leg, typ string,
 	return false, dst.send(p)
 }
 
-// legEnded handles a read or write failure on one leg.
-func (s *Server) legEnded(sess *session, l leg, err error) {
-	select {
-	case <-sess.stopped:
-		return // already ending; this is the close it caused
-	default:
-	}
-	var ne net.Error
-	switch {
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		if l == legServer {
-			sess.stop("backend connection lost")
-		} else {
-			sess.endedBy("client connection lost")
-		}
-	case errors.As(err, &ne) && ne.Timeout():
-		sess.stop("idle timeout")
-	default:
-		if l == legServer {
-			sess.stop("backend connection error")
-		} else {
-			sess.endedBy("client connection error: " + err.Error())
-		}
-	}
-}
-
 const pingInterval = 5 * time.Second
 
 // ping measures latency to both legs with the proxy's own pings (only to
 // peers that echo the source id back, as xpra's proxy does), then
-// schedules itself again.
+// schedules itself again. Pings are posted: they never wait behind a
+// stalled peer, and a leg that cannot take one ends the session.
 func (sess *session) ping() {
 	if sess.pingStopped.Load() {
 		return
 	}
 	select {
-	case <-sess.stopped:
+	case <-sess.ending:
 		return
 	default:
 	}
@@ -377,7 +483,10 @@ func (sess *session) ping() {
 			continue
 		}
 		sess.pingsOut.Store(x.l, mono)
-		_ = x.c.sendDeadline(xprawire.Packet{"ping", mono, mono, sess.uuid}, time.Second)
+		if err := x.c.post(xprawire.Packet{"ping", mono, mono, sess.uuid}, sess.lim.WriteTimeout); err != nil {
+			sess.end(writeFailReason(x.l, err, sess.lim.WriteTimeout), x.l.other().tell())
+			return
+		}
 	}
 	if t := sess.pingTimer.Load(); t != nil && !sess.pingStopped.Load() {
 		t.Reset(pingInterval)

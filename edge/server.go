@@ -39,7 +39,7 @@ type Limits struct {
 	LoginTimeout            time.Duration // first hello
 	ChallengeTimeout        time.Duration // answer to a challenge
 	BackendHandshakeTimeout time.Duration // backend hello after connect
-	WriteTimeout            time.Duration // one handshake packet
+	WriteTimeout            time.Duration // every write to a leg (a peer accepting nothing that long ends its session)
 	IdleTimeout             time.Duration // 0: none (xpra pings keep live sessions busy)
 	MaxHelloSize            int           // bytes, before authentication
 	MaxPacketSize           int           // bytes, after the hello
@@ -60,7 +60,7 @@ var DefaultLimits = Limits{
 	LoginTimeout:            31 * time.Second,
 	ChallengeTimeout:        120 * time.Second,
 	BackendHandshakeTimeout: 20 * time.Second,
-	WriteTimeout:            10 * time.Second,
+	WriteTimeout:            30 * time.Second,
 	MaxHelloSize:            1 << 20,
 	MaxPacketSize:           16 << 20,
 	AuthFailDelay:           time.Second,
@@ -219,8 +219,15 @@ type Server struct {
 	slots     int            // reserved or live sessions
 	slotsByIP map[string]int // the same, per client address
 	controls  map[int]net.Listener
-	listeners []net.Listener
-	conns     sync.WaitGroup
+	listeners []boundListener
+	// live is every connection from accept to close, in every phase.
+	live     map[*tracked]struct{}
+	byConn   map[net.Conn]*tracked
+	serving  bool // Serve runs the accept loops (a listener added by Reload gets one)
+	draining bool // no new network connections
+	final    bool // no new connections at all
+	// loops counts the accept and control-socket loops still running.
+	loops atomic.Int64
 
 	unauth    atomic.Int64
 	unauthIP  unauthTable // unauthenticated connections per address
@@ -260,6 +267,8 @@ func New(cfg Config) (*Server, error) {
 		sessions:  map[int]*session{},
 		slotsByIP: map[string]int{},
 		controls:  map[int]net.Listener{},
+		live:      map[*tracked]struct{}{},
+		byConn:    map[net.Conn]*tracked{},
 		stopReq:   make(chan string, 1),
 		isRoot:    os.Geteuid() == 0,
 		bans:      newBanList(),
@@ -277,6 +286,10 @@ func New(cfg Config) (*Server, error) {
 }
 
 // Reload swaps the reloadable state; live sessions are not touched.
+// Listeners are matched by name: a listener added to the configuration is
+// bound (a listener that cannot be bound refuses the whole reload, with
+// the reason), and removing a listener or changing its address is refused
+// (that needs a restart).
 func (s *Server) Reload(st State) error {
 	if st.Router == nil {
 		return errors.New("edge: reload without a router")
@@ -284,20 +297,83 @@ func (s *Server) Reload(st State) error {
 	if st.Dialer == nil {
 		st.Dialer = &BackendDialer{}
 	}
-	old := s.state.Load()
-	byName := map[string]*Listener{}
 	for _, l := range st.Listeners {
-		byName[l.Name] = l
+		if l.Name == "" {
+			l.Name = l.Address
+		}
+	}
+	old := s.state.Load()
+	oldByName := map[string]*Listener{}
+	for _, l := range old.Listeners {
+		oldByName[l.Name] = l
+	}
+	newByName := map[string]*Listener{}
+	for _, l := range st.Listeners {
+		if _, dup := newByName[l.Name]; dup {
+			return fmt.Errorf("edge: reload: two listeners named %q", l.Name)
+		}
+		newByName[l.Name] = l
 	}
 	for _, l := range old.Listeners {
-		if _, ok := byName[l.Name]; !ok {
+		if _, ok := newByName[l.Name]; !ok {
 			return fmt.Errorf("edge: reload cannot remove listener %q; restart to change listeners", l.Name)
 		}
 	}
+	var added []*Listener
+	for _, l := range st.Listeners {
+		o, ok := oldByName[l.Name]
+		if !ok {
+			added = append(added, l)
+			continue
+		}
+		if networkOf(o) != networkOf(l) || o.Address != l.Address {
+			return fmt.Errorf("edge: reload cannot move listener %q from %s to %s; restart to change a listener's address", l.Name, o.Address, l.Address)
+		}
+	}
+	var bound []boundListener
+	closeBound := func() {
+		for _, bl := range bound {
+			bl.ln.Close()
+		}
+	}
+	for _, l := range added {
+		ln, err := bindListener(l)
+		if err != nil {
+			closeBound()
+			return fmt.Errorf("edge: reload cannot add listener %q: %w", l.Name, err)
+		}
+		bound = append(bound, boundListener{name: l.Name, ln: ln})
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		closeBound()
+		return errors.New("edge: reload while stopping")
+	}
+	s.listeners = append(s.listeners, bound...)
+	serving := s.serving
 	st.Limits = st.Limits.withDefaults()
-	s.state.Store(&st)
+	s.state.Store(&st) // before the new listeners accept: they look themselves up in it
+	s.mu.Unlock()
 	s.bans.setPolicy(st.Bans)
+	for _, bl := range bound {
+		s.log.Info("listener added", "listener", bl.name, "addr", bl.ln.Addr().String())
+		if serving {
+			s.loops.Add(1)
+			go func(bl boundListener) {
+				defer s.loops.Add(-1)
+				s.acceptLoop(bl.ln, bl.name)
+			}(bl)
+		}
+	}
 	return nil
+}
+
+func networkOf(l *Listener) string {
+	if l.Network == "" {
+		return "tcp"
+	}
+	return l.Network
 }
 
 func (s *Server) limits() Limits          { return s.state.Load().Limits }
@@ -325,20 +401,12 @@ func (s *Server) Bind() error {
 		return nil
 	}
 	for _, l := range s.state.Load().Listeners {
-		ln := l.Listener
-		if ln == nil {
-			network := l.Network
-			if network == "" {
-				network = "tcp"
-			}
-			var err error
-			ln, err = net.Listen(network, l.Address)
-			if err != nil {
-				s.closeListenersLocked()
-				return fmt.Errorf("listen %s: %w", l.Name, err)
-			}
+		ln, err := bindListener(l)
+		if err != nil {
+			s.closeListenersLocked()
+			return err
 		}
-		s.listeners = append(s.listeners, ln)
+		s.listeners = append(s.listeners, boundListener{name: l.Name, ln: ln})
 	}
 	if s.cfg.SocketDir != "" && s.cfg.Display != "" {
 		ln, err := listenControl(s.cfg.SocketDir, s.cfg.Display)
@@ -351,46 +419,58 @@ func (s *Server) Bind() error {
 	return nil
 }
 
+// boundListener is a bound socket and the name of the listener it serves.
+type boundListener struct {
+	name string
+	ln   net.Listener
+}
+
+// bindListener binds l (or takes its pre-opened socket).
+func bindListener(l *Listener) (net.Listener, error) {
+	if l.Listener != nil {
+		return l.Listener, nil
+	}
+	ln, err := net.Listen(networkOf(l), l.Address)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", l.Name, err)
+	}
+	return ln, nil
+}
+
 func (s *Server) closeListenersLocked() {
 	for _, l := range s.listeners {
-		l.Close()
+		l.ln.Close()
 	}
 	s.listeners = nil
 }
 
 // Serve accepts until ctx ends or a stop is requested through the control
-// socket, then drains: live sessions are told "server shutdown" after
-// drain, and Serve returns once every goroutine it started has ended.
+// socket, then shuts down (see shutdown) and returns within drain + 1 s.
 func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	if err := s.Bind(); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	sessCtx, cancelSessions := context.WithCancel(context.Background())
-	defer cancelSessions()
-
 	s.mu.Lock()
-	lns := append([]net.Listener(nil), s.listeners...)
-	cfgs := s.state.Load().Listeners
+	lns := append([]boundListener(nil), s.listeners...)
 	ctl := s.controls[0]
+	s.serving = true
 	s.mu.Unlock()
 
-	s.startWeb(sessCtx)
-	defer s.stopWeb()
-	var accepts sync.WaitGroup
-	for i, ln := range lns {
-		accepts.Add(1)
-		go func(ln net.Listener, name string) {
-			defer accepts.Done()
-			s.acceptLoop(sessCtx, ln, name)
-		}(ln, cfgs[i].Name)
+	webCtx, cancelWeb := context.WithCancel(context.Background())
+	defer cancelWeb()
+	s.startWeb(webCtx)
+	for _, bl := range lns {
+		s.loops.Add(1)
+		go func(bl boundListener) {
+			defer s.loops.Add(-1)
+			s.acceptLoop(bl.ln, bl.name)
+		}(bl)
 	}
 	if ctl != nil {
-		accepts.Add(1)
+		s.loops.Add(1)
 		go func() {
-			defer accepts.Done()
-			s.controlLoop(sessCtx, ctl, nil)
+			defer s.loops.Add(-1)
+			s.controlLoop(context.Background(), ctl, nil)
 		}()
 	}
 	s.log.Info("xpra-edge serving", "version", Version, "display", s.cfg.Display, "listeners", len(lns))
@@ -401,26 +481,159 @@ func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	case reason = <-s.stopReq:
 	}
 	s.log.Info("stopping", "reason", reason, "sessions", s.SessionCount(), "drain", drain)
-	s.closeAll()
-	accepts.Wait()
-	if drain > 0 && s.SessionCount() > 0 {
-		deadline := time.NewTimer(drain)
-		tick := time.NewTicker(50 * time.Millisecond)
-		for s.SessionCount() > 0 {
-			select {
-			case <-deadline.C:
-			case <-tick.C:
-				continue
-			}
-			break
-		}
-		deadline.Stop()
-		tick.Stop()
-	}
-	cancelSessions()
-	s.conns.Wait()
+	s.shutdown(drain)
 	s.log.Info("stopped")
 	return nil
+}
+
+// Phases of a tracked connection.
+type connPhase uint8
+
+const (
+	phaseLogin   connPhase = iota // sniffing, TLS, hello, challenge, routing, backend handshake
+	phaseSession                  // relayed
+	phaseControl                  // a local control-socket request
+)
+
+// tracked is one live connection in the server's registry. Its context is
+// the connection's: cancelled when the server ends it.
+type tracked struct {
+	c      net.Conn
+	cancel context.CancelFunc
+	phase  connPhase // under Server.mu
+	ended  bool      // under Server.mu: closed by shutdown
+}
+
+type trackedKey struct{}
+
+// track registers a live connection from its accept (or upgrade) until
+// done is called. ok is false when the server no longer takes it.
+func (s *Server) track(c net.Conn, phase connPhase) (ctx context.Context, done func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.final || (s.draining && phase != phaseControl) {
+		return nil, nil, false
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &tracked{c: c, cancel: cancel, phase: phase}
+	s.live[tr] = struct{}{}
+	s.byConn[c] = tr
+	return context.WithValue(ctx, trackedKey{}, tr), func() {
+		s.mu.Lock()
+		delete(s.live, tr)
+		if s.byConn[c] == tr {
+			delete(s.byConn, c)
+		}
+		s.mu.Unlock()
+		cancel()
+	}, true
+}
+
+// enterSessionLocked marks the tracked connection under c (a TLS or
+// sniffing wrapper of it, or itself) as relayed: shutdown lets it run for
+// the drain instead of ending it at once. It is false when shutdown has
+// already ended that connection.
+func (s *Server) enterSessionLocked(c net.Conn) bool {
+	for c != nil {
+		if tr := s.byConn[c]; tr != nil {
+			if tr.ended {
+				return false
+			}
+			tr.phase = phaseSession
+			return true
+		}
+		switch w := c.(type) {
+		case *tls.Conn:
+			c = w.NetConn()
+		case *bufConn:
+			c = w.Conn
+		default:
+			c = nil
+		}
+	}
+	return true // not tracked (tests driving a session directly)
+}
+
+// endTracked cancels the tracked connections that match, closing those
+// that are not sessions (a session ends itself when its context ends,
+// telling its peers). It returns how many matched.
+func (s *Server) endTracked(match func(*tracked) bool, closeSessions bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for tr := range s.live {
+		if !match(tr) {
+			continue
+		}
+		n++
+		tr.cancel()
+		if tr.phase != phaseSession || closeSessions {
+			// Under the lock, so that a login cannot become a session
+			// (register) after this decision and before the close.
+			tr.ended = true
+			tr.c.Close()
+		}
+	}
+	return n
+}
+
+// waitIdle waits until no connection or loop is left, or until deadline.
+func (s *Server) waitIdle(deadline time.Time) bool {
+	for {
+		s.mu.Lock()
+		n := len(s.live)
+		s.mu.Unlock()
+		if n == 0 && s.loops.Load() == 0 {
+			return true
+		}
+		if !time.Now().Before(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// shutdown stops accepting, ends connections still logging in at once,
+// lets sessions run for drain, tells them "server shutdown", closes
+// everything it tracks and waits: it returns within drain + 1 s whatever
+// the peers do.
+func (s *Server) shutdown(drain time.Duration) {
+	s.closeAll()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+	if n := s.endTracked(func(tr *tracked) bool { return tr.phase == phaseLogin }, false); n > 0 {
+		s.log.Info("ended connections still logging in", "count", n)
+	}
+	webDone := make(chan struct{})
+	go func() { defer close(webDone); s.stopWeb() }()
+
+	if drain > 0 {
+		deadline := time.Now().Add(drain)
+		for s.SessionCount() > 0 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	// The end: sessions are told (each within tellTimeout) and closed,
+	// everything else is closed now.
+	end := time.Now().Add(time.Second)
+	s.mu.Lock()
+	s.final = true
+	s.mu.Unlock()
+	s.endTracked(func(*tracked) bool { return true }, false)
+	if !s.waitIdle(end.Add(-300 * time.Millisecond)) {
+		s.endTracked(func(*tracked) bool { return true }, true)
+		if !s.waitIdle(end.Add(-50 * time.Millisecond)) {
+			s.mu.Lock()
+			n := len(s.live)
+			s.mu.Unlock()
+			s.log.Warn("connections still ending at exit", "count", n)
+		}
+	}
+	select {
+	case <-webDone:
+	case <-time.After(time.Until(end)):
+	}
 }
 
 // RequestStop asks Serve to stop, as `xpra stop` does.
@@ -450,7 +663,7 @@ func (s *Server) SessionCount() int {
 	return len(s.sessions)
 }
 
-func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, name string) {
+func (s *Server) acceptLoop(ln net.Listener, name string) {
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -469,9 +682,13 @@ func (s *Server) acceptLoop(ctx context.Context, ln net.Listener, name string) {
 			return
 		}
 		backoff = 0
-		s.conns.Add(1)
+		ctx, done, ok := s.track(c, phaseLogin)
+		if !ok {
+			c.Close()
+			continue
+		}
 		go func() {
-			defer s.conns.Done()
+			defer done()
 			s.handleConn(ctx, c, name)
 		}()
 	}
@@ -528,6 +745,10 @@ func (s *Server) reserve(remote string) (release func(), err error) {
 // register adds a live session and its control socket.
 func (s *Server) register(sess *session) error {
 	s.mu.Lock()
+	if !s.enterSessionLocked(sess.c.Conn) {
+		s.mu.Unlock()
+		return errors.New("edge: the server is shutting down")
+	}
 	s.sessions[sess.id] = sess
 	s.mu.Unlock()
 	if s.cfg.SocketDir == "" {
@@ -540,9 +761,9 @@ func (s *Server) register(sess *session) error {
 	s.mu.Lock()
 	s.controls[sess.id] = ln
 	s.mu.Unlock()
-	s.conns.Add(1)
+	s.loops.Add(1)
 	go func() {
-		defer s.conns.Done()
+		defer s.loops.Add(-1)
 		s.controlLoop(context.Background(), ln, sess)
 	}()
 	return nil

@@ -316,7 +316,13 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 	}
 	meta.path = r.URL.Path
 	meta.display = r.URL.Query().Get("display")
-	s.conns.Add(1)
-	defer s.conns.Done()
-	s.serveXpra(ctx, c, nil, meta)
+	// The upgraded stream is tracked like an accepted connection.
+	// Its context is the tracked connection's, not the web server's.
+	connCtx, done, ok := s.track(c, phaseLogin)
+	if !ok {
+		c.Close()
+		return
+	}
+	defer done()
+	s.serveXpra(connCtx, c, nil, meta)
 }

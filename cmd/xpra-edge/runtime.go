@@ -137,8 +137,10 @@ func (p *proxy) startAdmin(a config.Admin) error {
 }
 
 // reload re-reads the configuration; on any error the old one stays.
+// Either way it ends by telling systemd READY=1 again.
 func (p *proxy) reload(f *proxyFlags) {
 	notify(p.log, daemon.SdNotifyReloading)
+	defer notify(p.log, daemon.SdNotifyReady)
 	cfg, err := effectiveConfig(f)
 	if err == nil {
 		err = cfg.Validate()
@@ -158,7 +160,6 @@ func (p *proxy) reload(f *proxyFlags) {
 		return
 	}
 	p.log.Info("configuration reloaded", "sessions", p.srv.SessionCount())
-	notify(p.log, daemon.SdNotifyReady)
 }
 
 func (p *proxy) close() {

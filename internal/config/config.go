@@ -76,8 +76,10 @@ type Config struct {
 // modules (allow, none, password, pam): system-wide mode.
 type Sessions struct {
 	// Start starts a session as the user when they have none or ask for
-	// one (xpra's --proxy-start-sessions). It needs the proxy to run as root.
-	Start bool `toml:"start"`
+	// one (xpra's --proxy-start-sessions). It needs the proxy to run as
+	// root. Unset: on when the proxy runs as root, as xpra's own default
+	// (yes, /etc/xpra/conf.d/65_proxy.conf) applies; StartEnabled decides.
+	Start *bool `toml:"start"`
 	// Xpra is the xpra program used to start sessions.
 	Xpra string `toml:"xpra"`
 	// Timeout bounds the wait for a started session's socket.
@@ -88,6 +90,16 @@ type Sessions struct {
 	// Env names variables passed from the proxy's environment to started
 	// sessions ("LC_*" is a prefix); empty: LANG, LANGUAGE, LC_*, TZ.
 	Env []string `toml:"env"`
+}
+
+// StartEnabled is whether sessions are started: the configured start, else
+// on for a proxy running as root (only logins of the modules whose sessions
+// are a system user's own, allow, none, password and pam, ever start one).
+func (s Sessions) StartEnabled(isRoot bool) bool {
+	if s.Start != nil {
+		return *s.Start
+	}
+	return isRoot
 }
 
 // Web configures what listeners serve over HTTP(S).
@@ -153,6 +165,7 @@ type Limits struct {
 	ChallengeTimeout        Duration `toml:"challenge_timeout"` // default 120s
 	BackendTimeout          Duration `toml:"backend_timeout"`   // default 20s
 	IdleTimeout             Duration `toml:"idle_timeout"`      // default none
+	WriteTimeout            Duration `toml:"write_timeout"`     // default 30s
 	AuthFailDelay           Duration `toml:"auth_fail_delay"`   // default 1s
 }
 

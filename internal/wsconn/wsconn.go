@@ -3,7 +3,8 @@
 // whatever their boundaries, and Write sends one binary frame per call.
 //
 // It accepts the unmasked client frames that xpra's Python client sends
-// (against RFC 6455) as well as a browser's masked ones, answers pings,
+// (against RFC 6455) as well as a browser's masked ones, answers pings
+// (rate-limited, each pong under a write deadline),
 // reassembles continuations and ends the stream on close. Upgrade is the
 // server handshake (any path, subprotocol "binary" required, as xpra does);
 // Dial is the client handshake for ws/wss backends over an established
@@ -78,6 +79,19 @@ const (
 	maxHeaderSize    = 14 // 2 + 8 (length) + 4 (mask)
 )
 
+// Control-frame replies (pong, the echo of a close) are written on behalf
+// of Read: each has a write deadline of ControlWriteTimeout, or Read's own
+// deadline when that comes sooner, so a peer that sends pings and reads
+// nothing cannot hold a Read (and what waits on it) past its deadline.
+const ControlWriteTimeout = 10 * time.Second
+
+// Pings are answered at most pingRate per second after a burst of
+// pingBurst; pings beyond that are read and dropped, unanswered.
+const (
+	pingBurst = 16
+	pingRate  = 4
+)
+
 // Conn is a WebSocket as a net.Conn byte stream. Read must be called by
 // one goroutine at a time (as for any stream); Write and Close are safe
 // for concurrent use. Deadlines apply to the underlying connection.
@@ -96,6 +110,13 @@ type Conn struct {
 	maskedIn  int  // data frames received masked (browsers)
 	rerr      error
 	ctrl      [maxControlLength]byte
+	pingTok   float64   // pongs we may still send now
+	pingAt    time.Time // when pingTok was last refilled
+
+	// The deadlines as the caller set them: a control reply sets its own
+	// write deadline, then puts the caller's back.
+	dmu      sync.Mutex
+	rdl, wdl time.Time
 
 	wmu      sync.Mutex
 	wclosed  bool // a close frame was sent; no more frames
@@ -114,7 +135,7 @@ func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 	} else if br.Size() < minReadBufSize {
 		br = bufio.NewReaderSize(br, readBufSize) // control frames are peeked whole
 	}
-	wc := &Conn{conn: c, br: br, client: client}
+	wc := &Conn{conn: c, br: br, client: client, pingTok: pingBurst}
 	if client {
 		var seed [32]byte
 		_, _ = rand.Read(seed[:]) // never fails (Go 1.24+)
@@ -334,8 +355,17 @@ func (c *Conn) control(h *frameHeader, payload []byte) error {
 	}
 	switch h.op {
 	case opPing:
-		if err := c.writeFrame(opPong, payload); err != nil && !errors.Is(err, net.ErrClosed) {
-			return fmt.Errorf("websocket pong: %w", err)
+		if !c.pingAllowed() {
+			return nil // a flood: read, not answered
+		}
+		if atReadDeadline, err := c.writeControl(opPong, payload); err != nil && !errors.Is(err, net.ErrClosed) {
+			if atReadDeadline && isTimeout(err) {
+				// Read's own deadline passed: a timeout, as a read's
+				// (no frame is written after a failed one).
+				return fmt.Errorf("websocket pong: %w", err)
+			}
+			c.rerr = fmt.Errorf("websocket pong: %v", err)
+			return c.rerr
 		}
 	case opClose:
 		if len(payload) == 1 {
@@ -347,10 +377,44 @@ func (c *Conn) control(h *frameHeader, payload []byte) error {
 		if len(code) > 2 {
 			code = code[:2]
 		}
-		_ = c.writeFrame(opClose, code)
+		_, _ = c.writeControl(opClose, code)
 		return io.EOF
 	}
 	return nil // pong
+}
+
+// pingAllowed takes a token of the ping rate limit (reader only).
+func (c *Conn) pingAllowed() bool {
+	now := time.Now()
+	if !c.pingAt.IsZero() {
+		c.pingTok = min(pingBurst, c.pingTok+now.Sub(c.pingAt).Seconds()*pingRate)
+	}
+	c.pingAt = now
+	if c.pingTok < 1 {
+		return false
+	}
+	c.pingTok--
+	return true
+}
+
+// writeControl writes a control reply under ControlWriteTimeout (or the
+// read deadline, when sooner: atReadDeadline), then restores the caller's
+// write deadline.
+func (c *Conn) writeControl(op byte, p []byte) (atReadDeadline bool, err error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	d := time.Now().Add(ControlWriteTimeout)
+	c.dmu.Lock()
+	if !c.rdl.IsZero() && c.rdl.Before(d) {
+		d, atReadDeadline = c.rdl, true
+	}
+	c.dmu.Unlock()
+	_ = c.conn.SetWriteDeadline(d)
+	err = c.writeFrameLocked(op, p)
+	c.dmu.Lock()
+	_ = c.conn.SetWriteDeadline(c.wdl)
+	c.dmu.Unlock()
+	return atReadDeadline, err
 }
 
 // failClose tells the peer why we stop reading (best effort, bounded by
@@ -474,13 +538,29 @@ func (c *Conn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 func (c *Conn) RemoteAddr() net.Addr { return c.conn.RemoteAddr() }
 
 // SetDeadline sets both deadlines on the underlying connection.
-func (c *Conn) SetDeadline(t time.Time) error { return c.conn.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.rdl, c.wdl = t, t
+	return c.conn.SetDeadline(t)
+}
 
-// SetReadDeadline sets the underlying connection's read deadline.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+// SetReadDeadline sets the underlying connection's read deadline; it also
+// bounds the control replies a Read writes.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.rdl = t
+	return c.conn.SetReadDeadline(t)
+}
 
 // SetWriteDeadline sets the underlying connection's write deadline.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.conn.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error {
+	c.dmu.Lock()
+	defer c.dmu.Unlock()
+	c.wdl = t
+	return c.conn.SetWriteDeadline(t)
+}
 
 // NetConn returns the underlying connection (for example a *tls.Conn).
 func (c *Conn) NetConn() net.Conn { return c.conn }
