@@ -225,9 +225,11 @@ func testUnauthenticatedLimit(t *testing.T, be backendPair) {
 	// proxy notices the closes).
 	var last error
 	for i := 0; i < 50; i++ {
-		c := dialWS(t, op.addr, "", "/", roots)
-		_, last = goLogin(c, tlsUser, tlsPassword)
-		c.Close()
+		var c net.Conn
+		if c, last = dialWSErr(op.addr, "", "/", roots); last == nil {
+			_, last = goLogin(c, tlsUser, tlsPassword)
+			c.Close()
+		}
 		if last == nil {
 			break
 		}
@@ -566,9 +568,19 @@ func rootsIf(tls bool, roots *x509.CertPool) *x509.CertPool {
 // empty) verified against roots, or plain when roots is nil.
 func dialWS(t *testing.T, addr, host, path string, roots *x509.CertPool) net.Conn {
 	t.Helper()
-	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	ws, err := dialWSErr(addr, host, path, roots)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ws
+}
+
+// dialWSErr is dialWS returning its error (for retries: the proxy may
+// still hold the slots of clients that have just closed).
+func dialWSErr(addr, host, path string, roots *x509.CertPool) (net.Conn, error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	var c net.Conn = raw
 	if roots != nil {
@@ -583,9 +595,9 @@ func dialWS(t *testing.T, addr, host, path string, roots *x509.CertPool) net.Con
 	ws, err := wsconn.Dial(ctx, c, addr, path)
 	if err != nil {
 		raw.Close()
-		t.Fatalf("websocket %s: %v", path, err)
+		return nil, fmt.Errorf("websocket %s: %w", path, err)
 	}
-	return ws
+	return ws, nil
 }
 
 // caPool reads a PEM file of roots.

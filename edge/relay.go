@@ -413,7 +413,7 @@ type decodeError struct{ error }
 // intercept handles one decoded packet; end reports that the session
 // ended. Other errors are write failures.
 func (sess *session) intercept(src, dst *xconn, from leg, typ string, h xprawire.Header, payload []byte) (end bool, err error) {
-	p, err := xprawire.DecodeMain(h, payload)
+	p, err := xprawire.DecodeMainLimit(h, payload, sess.lim.MaxPacketSize)
 	if err != nil {
 		return false, decodeError{fmt.Errorf("decode %s: %w", typ, err)}
 	}
