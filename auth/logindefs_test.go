@@ -10,9 +10,9 @@ func TestReadUIDMin(t *testing.T) {
 	dir := t.TempDir()
 	for content, want := range map[string]int{
 		"# comment\nUID_MIN\t\t 2000\nUID_MAX 60000\n": 2000,
-		"UID_MAX 60000\n":                              DefaultUIDMin,
-		"UID_MIN nope\n":                               DefaultUIDMin,
-		"UID_MIN -5\n":                                 DefaultUIDMin,
+		"UID_MAX 60000\n": DefaultUIDMin,
+		"UID_MIN nope\n":  DefaultUIDMin,
+		"UID_MIN -5\n":    DefaultUIDMin,
 	} {
 		p := filepath.Join(dir, "login.defs")
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {

@@ -644,7 +644,9 @@ func createRootAlias(t *testing.T, name, password string) { createAccount(t, nam
 
 // createSystemAccount makes a system account (useradd -r: a uid below
 // UID_MIN) with a password, removed in t.Cleanup.
-func createSystemAccount(t *testing.T, name, password string) { createAccount(t, name, password, false) }
+func createSystemAccount(t *testing.T, name, password string) {
+	createAccount(t, name, password, false)
+}
 
 func createAccount(t *testing.T, name, password string, uid0 bool) {
 	t.Helper()
