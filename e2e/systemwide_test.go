@@ -111,3 +111,32 @@ func TestStarterNeverOpensPathsFromOutput(t *testing.T) {
 		t.Fatalf("the proxy read a file named in xpra's output: %q", lines)
 	}
 }
+
+// TestAnySystemUserRefusedOnNetworkAsRoot: as root, a listener on a
+// non-loopback address with a module that lets the client name any system
+// user (allow, none, password) is refused at start, unless the listener
+// says any_system_user = true. check-config builds what a start builds
+// without binding, so nothing listens off loopback in this test.
+func TestAnySystemUserRefusedOnNetworkAsRoot(t *testing.T) {
+	xpratest.RequirePeers(t, "root")
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		module, bind, extra string
+		ok                  bool
+	}{
+		{"allow", "0.0.0.0:14599", "", false},
+		{"password,value=x", "[::]:14599", "", false},
+		{"none", "0.0.0.0:14599", "any_system_user = true\n", true},
+		{"allow", "127.0.0.1:14599", "", true},
+		{"toml", "0.0.0.0:14599", "", true},
+	} {
+		cfg := writeFile(t, filepath.Join(dir, "edge.toml"), fmt.Sprintf("[[listener]]\nbind = %q\nauth = %q\n%s", tc.bind, tc.module, tc.extra))
+		out, code := edgeCmd(t, "check-config", cfg)
+		if (code == 0) != tc.ok {
+			t.Errorf("%s on %s (%q): exit %d\n%s", tc.module, tc.bind, tc.extra, code, out)
+		}
+		if !tc.ok && !strings.Contains(out, "any_system_user") {
+			t.Errorf("%s on %s: the refusal does not say what to do:\n%s", tc.module, tc.bind, out)
+		}
+	}
+}

@@ -129,6 +129,12 @@ type Listener struct {
 	// ProxyProtocolFrom are the networks (CIDR) of load balancers whose
 	// connections may start with a PROXY protocol v1/v2 header.
 	ProxyProtocolFrom []string `toml:"proxy_protocol_from"`
+	// AnySystemUser lets the modules that do not check who the user is
+	// (allow, none, password: the client names any system user) serve a
+	// non-loopback address of a proxy running as root. Off, such a
+	// listener is refused: anyone reaching it could use any user's
+	// sessions and start commands as them.
+	AnySystemUser bool `toml:"any_system_user"`
 }
 
 // TLS selects certificates for listeners that accept TLS: tlsconf's own
