@@ -84,6 +84,9 @@ type Sessions struct {
 	Xpra string `toml:"xpra"`
 	// Timeout bounds the wait for a started session's socket.
 	Timeout Duration `toml:"timeout"`
+	// MaxPerUser bounds the live sessions a user may have before the
+	// proxy refuses to start another (0: 4; negative: no bound).
+	MaxPerUser int `toml:"max_per_user"`
 	// AllowedOptions are the start options a client may set in its
 	// start-new-session request; empty: the built-in safe list.
 	AllowedOptions []string `toml:"allowed_options"`
