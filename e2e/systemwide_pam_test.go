@@ -847,7 +847,7 @@ func TestSystemwideExampleConfig(t *testing.T) {
 	sessDir := sharedSocketDir(t)
 	cfg := replaceLines(t, string(raw),
 		`display = ":443"`, fmt.Sprintf("display = \":%d\"", xpratest.FreeDisplay(t)),
-		`socket_dir = "/run/xpra"`, fmt.Sprintf("socket_dir = %q", ctl),
+		`socket_dir = "/run/xpra-edge"`, fmt.Sprintf("socket_dir = %q", ctl),
 		`socket_dirs = ["/run/xpra"]`, fmt.Sprintf("socket_dirs = [%q]", sessDir),
 		`bind = "0.0.0.0:443"`, fmt.Sprintf("bind = %q", addr),
 		`mode = "acme"`, `mode = "self-signed"`,
