@@ -420,3 +420,62 @@ func TestGen6RefusesOtherEncodings(t *testing.T) {
 		t.Fatalf("server stats %+v, want the rencode packet as its error", st)
 	}
 }
+
+// TestGen6ResponseHelloAsksNoChallenge: the hello that carries a Gen6
+// client's challenge response no longer says "challenge" (a 6.x server
+// answers one that does with another, fake, challenge); Gen3's keeps it,
+// as 3.1.3 clients do.
+func TestGen6ResponseHelloAsksNoChallenge(t *testing.T) {
+	for _, gen := range []Gen{Gen3, Gen6} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan []bool, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			pr := xprawire.NewPacketReader(bufio.NewReader(c))
+			enc := xprawire.Rencode
+			if gen == Gen6 {
+				enc = xprawire.RencodePlus
+			}
+			pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(c), enc)
+			var asks []bool
+			for i := 0; i < 2; i++ {
+				p, _, err := pr.ReadPacket()
+				if err != nil {
+					break
+				}
+				d, _ := p[1].(xprawire.Dict)
+				asks = append(asks, xprawire.Caps{Dict: d}.Bool("challenge", false))
+				if i == 0 {
+					_ = pw.WritePacket(xprawire.Packet{"challenge", []byte("0123456789abcdef0123456789abcdef"), "", "hmac+sha256", "hmac+sha256"})
+				} else {
+					_ = pw.WritePacket(xprawire.Packet{"hello", serverHello(enc)})
+				}
+			}
+			got <- asks
+		}()
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Login(c, testPool, LoginOptions{Gen: gen, Username: "u", Password: "p", Workload: Workload{Mode: ModeIdle}, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("%v: %v", gen, err)
+		}
+		if !s.Challenged {
+			t.Errorf("%v: not challenged", gen)
+		}
+		asks := <-got
+		_ = s.Close()
+		_ = ln.Close()
+		if want := []bool{true, gen == Gen3}; len(asks) != 2 || asks[0] != want[0] || asks[1] != want[1] {
+			t.Errorf("%v: hellos ask for a challenge %v, want %v", gen, asks, want)
+		}
+	}
+}

@@ -173,6 +173,11 @@ func Login(c net.Conn, pool *Pool, o LoginOptions) (*Session, error) {
 			}
 			hello.Set("challenge_response", resp)
 			hello.Set("challenge_client_salt", salt)
+			if o.Gen == Gen6 {
+				// a 6.x server answers a response hello that still
+				// asks for a challenge with another (fake) challenge
+				hello.Delete("challenge")
+			}
 			if err := s.send(xprawire.Packet{"hello", hello}); err != nil {
 				return nil, err
 			}
