@@ -71,3 +71,43 @@ func startsSessionForUserWithoutOne(t *testing.T, gen xpratest.Gen, prefix strin
 		t.Fatalf("started %d sessions, want 1", n)
 	}
 }
+
+// TestStarterNeverOpensPathsFromOutput: what `xpra start` prints is the
+// user's to choose (a usercustomize.py runs first). Root once opened the
+// "log file" the output named, a path the user picked (their pty became
+// the proxy's controlling terminal). Now only the log file the proxy named
+// itself is read: a planted file named in the output never is.
+func TestStarterNeverOpensPathsFromOutput(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
+	name := fmt.Sprintf("xo%d", os.Getpid()%100000)
+	u := xpratest.CreateUser(t, name, "irrelevant")
+	cleanUpUser(t, u.UID)
+	planted := filepath.Join(u.Home, "planted.log")
+	site := filepath.Join(u.Home, ".local/lib/python3.11/site-packages")
+	for path, content := range map[string]string{
+		planted:                                 "PLANTED-LOG-CONTENT\n",
+		filepath.Join(site, "usercustomize.py"): "import sys\nprint('Actual log file name is now: " + planted + "', flush=True)\nsys.exit(1)\n",
+	} {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, path, content)
+	}
+	if out, err := exec.Command("chown", "-R", name+":", u.Home).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	dir := t.TempDir()
+	addr := xpratest.FreeTCPAddr(t)
+	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr, "--tcp-auth=allow",
+		"--socket-dir="+filepath.Join(dir, "ctl"))
+	c := xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{})
+	if code, err := c.Wait(60 * time.Second); err != nil || code == 0 || !strings.Contains(c.Output(), "failed to start a new session") {
+		t.Fatalf("want a failed start: exit %d, %v\n%s", code, err, c.Output())
+	}
+	if !p.waitLog("start a session for "+name, 5*time.Second) {
+		t.Fatalf("the proxy did not log the failed start:\n%s", p.log.String())
+	}
+	if lines := grepLines(p.log.String(), "PLANTED-LOG-CONTENT"); len(lines) > 0 {
+		t.Fatalf("the proxy read a file named in xpra's output: %q", lines)
+	}
+}
