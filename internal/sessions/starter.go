@@ -43,6 +43,10 @@ type Starter struct {
 	BaseArgs []string
 	// Timeout bounds the wait for the new live socket (default 30s).
 	Timeout time.Duration
+	// MaxPerUser bounds the live sessions (each an X server) a user may
+	// have in the socket directory before Start refuses another
+	// (default DefaultMaxPerUser; negative: no bound).
+	MaxPerUser int
 	// Log receives debug and summary lines (nil: discarded).
 	Log *slog.Logger
 
@@ -56,6 +60,9 @@ type Started struct {
 	Socket  string // path of the live unix socket, owned by the user
 	PID     int    // the xpra server process (from SO_PEERCRED), 0 if unknown
 }
+
+// DefaultMaxPerUser is Starter.MaxPerUser's default.
+const DefaultMaxPerUser = 4
 
 // DefaultPath is the PATH of a started session unless "PATH" is whitelisted.
 const DefaultPath = "/usr/local/bin:/usr/bin:/bin"
@@ -166,6 +173,8 @@ var (
 	ErrTimeout = errors.New("timed out waiting for the session socket")
 	// ErrDisplayInUse: the requested display already has a live session.
 	ErrDisplayInUse = errors.New("display already has a live session")
+	// ErrTooMany: the user has MaxPerUser live sessions already.
+	ErrTooMany = errors.New("too many sessions for this user")
 )
 
 // StartError is the error of a failed Start. Its message is safe for logs
@@ -269,6 +278,13 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 		return fail("prepare", "", err)
 	}
 	before := liveSockets(sdir, u.UID)
+	max := s.MaxPerUser
+	if max == 0 {
+		max = DefaultMaxPerUser
+	}
+	if max > 0 && len(before) >= max {
+		return fail("prepare", "", fmt.Errorf("%w: %d live, at most %d", ErrTooMany, len(before), max))
+	}
 	if r.Display != "" {
 		if _, ok := before[filepath.Join(sdir, sockdir.SocketName(r.Display))]; ok {
 			return fail("prepare", "", fmt.Errorf("%w: %s", ErrDisplayInUse, r.Display))
