@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bytes"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -59,5 +60,34 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 	}
 	if pongs < 16 || pongs > 18 {
 		t.Fatalf("%d pongs for 500 pings, want about 16", pongs)
+	}
+}
+
+// TestIsUpgrade: the one rule, by tokens. Before, the edge's own check
+// took "Connection: upgraded" (a substring) and refused "Upgrade:
+// websocket, h2c" (a list), unlike Upgrade.
+func TestIsUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		upgrade, connection string
+		want                bool
+	}{
+		{"websocket", "Upgrade", true},
+		{"WebSocket", "keep-alive, Upgrade", true},
+		{"h2c, websocket", "upgrade", true},
+		{"websocket", "upgraded", false},
+		{"websocket", "", false},
+		{"", "upgrade", false},
+		{"websockets", "upgrade", false},
+	} {
+		h := http.Header{}
+		if tc.upgrade != "" {
+			h.Set("Upgrade", tc.upgrade)
+		}
+		if tc.connection != "" {
+			h.Set("Connection", tc.connection)
+		}
+		if got := IsUpgrade(h); got != tc.want {
+			t.Errorf("Upgrade %q, Connection %q: %v, want %v", tc.upgrade, tc.connection, got, tc.want)
+		}
 	}
 }

@@ -572,6 +572,14 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(h[:])
 }
 
+// IsUpgrade is the one rule for what counts as a WebSocket upgrade
+// request: an Upgrade header with the token "websocket" and a Connection
+// header with the token "upgrade" (comma-separated lists, any case).
+// Upgrade refuses what it rejects; the edge routes what it accepts here.
+func IsUpgrade(h http.Header) bool {
+	return headerHasToken(h, "Upgrade", "websocket") && headerHasToken(h, "Connection", "upgrade")
+}
+
 // headerHasToken reports whether a comma-separated header contains tok
 // (case-insensitive, spaces trimmed).
 func headerHasToken(h http.Header, name, tok string) bool {
@@ -603,7 +611,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
 	if r.Method != http.MethodGet {
 		return refuse(http.StatusBadRequest, fmt.Errorf("%w: method %s", ErrBadHandshake, r.Method), "websocket: GET required")
 	}
-	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
+	if !IsUpgrade(r.Header) {
 		return refuse(http.StatusBadRequest, fmt.Errorf("%w: not an upgrade request", ErrBadHandshake), "websocket: upgrade request required")
 	}
 	switch v := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Version")); v {
@@ -699,7 +707,7 @@ func Dial(ctx context.Context, conn net.Conn, host, path string) (net.Conn, erro
 	switch {
 	case resp.StatusCode != http.StatusSwitchingProtocols:
 		return nil, fmt.Errorf("%w: server answered %s", ErrBadHandshake, resp.Status)
-	case !headerHasToken(resp.Header, "Upgrade", "websocket"), !headerHasToken(resp.Header, "Connection", "upgrade"):
+	case !IsUpgrade(resp.Header):
 		return nil, fmt.Errorf("%w: response is not an upgrade", ErrBadHandshake)
 	case resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key):
 		return nil, fmt.Errorf("%w: wrong Sec-WebSocket-Accept", ErrBadHandshake)
