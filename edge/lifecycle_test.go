@@ -401,3 +401,27 @@ func TestReloadBindsAddedListener(t *testing.T) {
 		t.Fatal("the added listener still accepts after shutdown")
 	}
 }
+
+// TestControlProbeLogsAtDebug: `xpra list` connects to each control
+// socket and closes; that is logged at debug, not as an INFO "connection
+// refused" per probe.
+func TestControlProbeLogsAtDebug(t *testing.T) {
+	f := newFixture(t, fooUser, nil)
+	path := filepath.Join(f.sockDir, sockdir.SocketName(f.srv.cfg.Display))
+	deadline := time.Now().Add(2 * time.Second)
+	for sockdir.Probe(path, time.Second) != sockdir.StateLive {
+		if time.Now().After(deadline) {
+			t.Fatal("the control socket is not live")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for !strings.Contains(f.log.String(), "control socket probed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe was not logged at debug:\n%s", f.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(f.log.String(), "connection refused") {
+		t.Fatalf("a probe logged as a refused connection:\n%s", f.log.String())
+	}
+}
