@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -45,6 +46,7 @@ var (
 // titles, so a client can tell which one it reached from the window alone.
 type backendPair struct {
 	a, b *xpratest.Server
+	gen  xpratest.Gen // of the servers, and of the clients the tests attach
 }
 
 const (
@@ -52,12 +54,15 @@ const (
 	titleB = "edge-backend-b"
 )
 
-func startBackendPair(t *testing.T) backendPair {
+func startBackendPair(t *testing.T) backendPair { return startBackendPairGen(t, xpratest.Xpra3) }
+
+func startBackendPairGen(t *testing.T, gen xpratest.Gen) backendPair {
 	t.Helper()
-	xpratest.RequirePeers(t, "xpra", "Xvfb", "xterm")
+	xpratest.RequirePeers(t, gen.String(), "Xvfb", "xterm")
 	return backendPair{
-		a: xpratest.StartServer(t, xpratest.ServerOptions{BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleA}),
-		b: xpratest.StartServer(t, xpratest.ServerOptions{BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleB}),
+		a:   xpratest.StartServer(t, xpratest.ServerOptions{Gen: gen, BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleA}),
+		b:   xpratest.StartServer(t, xpratest.ServerOptions{Gen: gen, BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleB}),
+		gen: gen,
 	}
 }
 
@@ -134,7 +139,8 @@ max_failures = 0
 	p := startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "edge.toml"), cfg))
 	op := &oneport{proxy: p, caFile: filepath.Join(state, "ca.pem"), ctlDir: ctl, be: be}
 	if _, err := os.Stat(op.caFile); err != nil {
-		t.Fatalf("self-signed CA not written: %v", err)
+		out, _ := exec.Command("ss", "-tanp").CombinedOutput()
+		t.Fatalf("self-signed CA not written: %v (sockets on the port of %s: %q)", err, addr, grepLines(string(out), strings.Split(addr, ":")[1]))
 	}
 	return op
 }
@@ -143,7 +149,13 @@ max_failures = 0
 // of the backend titled want; it fails the test otherwise.
 func attachSees(t *testing.T, url, want string, args ...string) *xpratest.Client {
 	t.Helper()
-	c := xpratest.Attach(t, url, xpratest.ClientOptions{Args: args})
+	return attachSeesGen(t, xpratest.Xpra3, url, want, args...)
+}
+
+// attachSeesGen is attachSees with a client of generation gen.
+func attachSeesGen(t *testing.T, gen xpratest.Gen, url, want string, args ...string) *xpratest.Client {
+	t.Helper()
+	c := xpratest.Attach(t, url, xpratest.ClientOptions{Gen: gen, Args: args})
 	if err := c.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
 		t.Fatalf("xpra attach %s: %v\n%s", redact(url), err, c.Output())
 	}
@@ -213,9 +225,11 @@ func testUnauthenticatedLimit(t *testing.T, be backendPair) {
 	// proxy notices the closes).
 	var last error
 	for i := 0; i < 50; i++ {
-		c := dialWS(t, op.addr, "", "/", roots)
-		_, last = goLogin(c, tlsUser, tlsPassword)
-		c.Close()
+		var c net.Conn
+		if c, last = dialWSErr(op.addr, "", "/", roots); last == nil {
+			_, last = goLogin(c, tlsUser, tlsPassword)
+			c.Close()
+		}
 		if last == nil {
 			break
 		}
@@ -390,7 +404,7 @@ func testTransports(t *testing.T, op *oneport) {
 		t.Run(tc.scheme, func(t *testing.T) {
 			url := tc.scheme + "://" + tlsUser + ":" + tlsPassword + "@" + op.addr + "/"
 			began := time.Now()
-			c := attachSees(t, url, titleA, tc.args...)
+			c := attachSeesGen(t, op.be.gen, url, titleA, tc.args...)
 			t.Logf("%s: xterm of the user's session after %v", tc.scheme, time.Since(began).Round(time.Millisecond))
 			c.Stop()
 		})
@@ -398,7 +412,7 @@ func testTransports(t *testing.T, op *oneport) {
 	// Without the CA the client refuses the self-signed certificate: the
 	// ssl test above really verified it.
 	t.Run("ssl-unverified", func(t *testing.T) {
-		c := xpratest.Attach(t, "ssl://"+tlsUser+":"+tlsPassword+"@"+op.addr+"/", xpratest.ClientOptions{})
+		c := xpratest.Attach(t, "ssl://"+tlsUser+":"+tlsPassword+"@"+op.addr+"/", xpratest.ClientOptions{Gen: op.be.gen})
 		code, err := c.Wait(30 * time.Second)
 		if err != nil || code == 0 || strings.Contains(c.Output(), xpratest.AttachedLine) {
 			t.Fatalf("attached without trusting the CA: exit %d, %v\n%s", code, err, c.Output())
@@ -409,7 +423,7 @@ func testTransports(t *testing.T, op *oneport) {
 	})
 	// A wrong password over wss is refused.
 	t.Run("wss-wrong-password", func(t *testing.T) {
-		c := xpratest.Attach(t, "wss://"+tlsUser+":nope@"+op.addr+"/", xpratest.ClientOptions{Args: []string{ca}})
+		c := xpratest.Attach(t, "wss://"+tlsUser+":nope@"+op.addr+"/", xpratest.ClientOptions{Gen: op.be.gen, Args: []string{ca}})
 		code, err := c.Wait(30 * time.Second)
 		if err != nil || code == 0 || strings.Contains(c.Output(), xpratest.AttachedLine) {
 			t.Fatalf("wrong password over wss: exit %d, %v\n%s", code, err, c.Output())
@@ -436,7 +450,7 @@ func testRouting(t *testing.T, op *oneport) {
 		{"sni-b-wss", "wss://" + creds + op.addr + "/", titleB, []string{ca, "--ssl-server-hostname=" + hostB}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := attachSees(t, tc.url, tc.want, tc.args...)
+			c := attachSeesGen(t, be.gen, tc.url, tc.want, tc.args...)
 			// xpra's own info on the session's control socket names the
 			// backend the proxy chose.
 			target := be.a.TCPAddr
@@ -464,7 +478,7 @@ func testRouting(t *testing.T, op *oneport) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialWS(t, op.addr, "", tc.path, rootsIf(tc.tls, caPool(t, op.caFile)))
 			defer c.Close()
-			caps, err := goLogin(c, tlsUser, tlsPassword)
+			_, caps, err := goLoginConnEnc(c, helloEncoding(be.gen), tlsUser, tlsPassword)
 			if err != nil {
 				t.Fatalf("login over ws %s: %v", tc.path, err)
 			}
@@ -487,7 +501,7 @@ func testRouting(t *testing.T, op *oneport) {
 		{"display-a-ssl-xpra-client", "ssl://" + twoUser + ":" + twoPassword + "@" + op.addr + "/" + strconv.Itoa(be.a.DisplayNum), titleA, []string{ca}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := attachSees(t, tc.url, tc.want, tc.args...)
+			c := attachSeesGen(t, be.gen, tc.url, tc.want, tc.args...)
 			c.Stop()
 		})
 	}
@@ -506,7 +520,7 @@ func testRouting(t *testing.T, op *oneport) {
 			if leaf := c.ConnectionState().PeerCertificates[0]; !slices.Contains(leaf.DNSNames, tc.host) {
 				t.Errorf("certificate for %v", leaf.DNSNames)
 			}
-			caps, err := goLogin(c, tlsUser, tlsPassword)
+			_, caps, err := goLoginConnEnc(c, helloEncoding(be.gen), tlsUser, tlsPassword)
 			if err != nil {
 				t.Fatalf("login: %v", err)
 			}
@@ -521,7 +535,7 @@ func testRouting(t *testing.T, op *oneport) {
 // returns `xpra info` of the newest relayed session (:proxy-N, highest N).
 func newestSessionInfo(t *testing.T, op *oneport) string {
 	t.Helper()
-	out, code := xpratest.Run(t, 30*time.Second, "list", "--socket-dirs="+op.ctlDir)
+	out, code := xpratest.RunGen(t, op.be.gen, 30*time.Second, "list", "--socket-dirs="+op.ctlDir)
 	if code != 0 {
 		t.Fatalf("xpra list: exit %d\n%s", code, out)
 	}
@@ -535,7 +549,7 @@ func newestSessionInfo(t *testing.T, op *oneport) string {
 	if newest == 0 {
 		t.Fatalf("xpra list shows no relayed session:\n%s", out)
 	}
-	out, code = xpratest.Run(t, 30*time.Second, "info", fmt.Sprintf(":proxy-%d", newest), "--socket-dirs="+op.ctlDir)
+	out, code = xpratest.RunGen(t, op.be.gen, 30*time.Second, "info", fmt.Sprintf(":proxy-%d", newest), "--socket-dirs="+op.ctlDir)
 	if code != 0 {
 		t.Fatalf("xpra info :proxy-%d: exit %d\n%s", newest, code, out)
 	}
@@ -554,9 +568,19 @@ func rootsIf(tls bool, roots *x509.CertPool) *x509.CertPool {
 // empty) verified against roots, or plain when roots is nil.
 func dialWS(t *testing.T, addr, host, path string, roots *x509.CertPool) net.Conn {
 	t.Helper()
-	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	ws, err := dialWSErr(addr, host, path, roots)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return ws
+}
+
+// dialWSErr is dialWS returning its error (for retries: the proxy may
+// still hold the slots of clients that have just closed).
+func dialWSErr(addr, host, path string, roots *x509.CertPool) (net.Conn, error) {
+	raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
 	}
 	var c net.Conn = raw
 	if roots != nil {
@@ -571,9 +595,9 @@ func dialWS(t *testing.T, addr, host, path string, roots *x509.CertPool) net.Con
 	ws, err := wsconn.Dial(ctx, c, addr, path)
 	if err != nil {
 		raw.Close()
-		t.Fatalf("websocket %s: %v", path, err)
+		return nil, fmt.Errorf("websocket %s: %w", path, err)
 	}
-	return ws
+	return ws, nil
 }
 
 // caPool reads a PEM file of roots.
@@ -600,7 +624,20 @@ func goLogin(c net.Conn, user, password string) (xprawire.Caps, error) {
 // goLoginConn is goLogin returning the client, to read on from it (a new
 // client over c would lose what the first one buffered).
 func goLoginConn(c net.Conn, user, password string) (*xpraclient.Conn, xprawire.Caps, error) {
-	xc := xpraclient.New(c, xprawire.Rencode)
+	return goLoginConnEnc(c, xprawire.Rencode, user, password)
+}
+
+// helloEncoding is the packet encoding a client of generation gen starts
+// with: rencode for 3.1.3, rencodeplus (the only one it has) for 6.x.
+func helloEncoding(gen xpratest.Gen) xprawire.Encoding {
+	if gen == xpratest.Xpra6 {
+		return xprawire.RencodePlus
+	}
+	return xprawire.Rencode
+}
+
+func goLoginConnEnc(c net.Conn, enc xprawire.Encoding, user, password string) (*xpraclient.Conn, xprawire.Caps, error) {
+	xc := xpraclient.New(c, enc)
 	caps := xpraclient.BaseCaps(user)
 	// what a real xpra server needs to accept a client
 	caps.Set("encodings", []any{"rgb24", "rgb32", "png"})

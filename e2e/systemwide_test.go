@@ -16,9 +16,22 @@ import (
 
 // TestStartsSessionForUserWithoutOne: a user with no session logs in; the
 // proxy, running as root, starts one as that user and the client attaches.
+//
+// It also proves the default: running as root, the proxy starts sessions
+// without being told (xpra's proxy-start-sessions defaults to yes).
 func TestStartsSessionForUserWithoutOne(t *testing.T) {
-	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
-	name := fmt.Sprintf("xs%d", os.Getpid()%100000)
+	startsSessionForUserWithoutOne(t, xpratest.Xpra3, "xs")
+}
+
+// TestStartsXpra6SessionForUserWithoutOne: the same when the users' xpra is
+// 6.x ([sessions] xpra), with a 6.x client.
+func TestStartsXpra6SessionForUserWithoutOne(t *testing.T) {
+	startsSessionForUserWithoutOne(t, xpratest.Xpra6, "xs6")
+}
+
+func startsSessionForUserWithoutOne(t *testing.T, gen xpratest.Gen, prefix string) {
+	xpratest.RequirePeers(t, gen.String(), "Xvfb", "root")
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid()%100000)
 	xpratest.CreateUser(t, name, "irrelevant")
 	u, err := user.Lookup(name)
 	if err != nil {
@@ -30,10 +43,11 @@ func TestStartsSessionForUserWithoutOne(t *testing.T) {
 	cleanUpUser(t, uid)
 	dir := t.TempDir()
 	addr := xpratest.FreeTCPAddr(t)
-	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr, "--tcp-auth=allow",
-		"--proxy-start-sessions=yes", "--socket-dir="+filepath.Join(dir, "ctl"))
+	cfg := writeFile(t, filepath.Join(dir, "edge.toml"), fmt.Sprintf("[sessions]\nxpra = %q\n", gen.Bin()))
+	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--config="+cfg, "--bind-tcp="+addr, "--tcp-auth=allow",
+		"--socket-dir="+filepath.Join(dir, "ctl"))
 
-	c := xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{})
+	c := xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{Gen: gen})
 	if err := c.WaitOutput("Attached to", 90*time.Second); err != nil {
 		t.Fatalf("%v\n%s\nproxy:\n%s", err, c.Output(), p.log.String())
 	}
@@ -48,7 +62,7 @@ func TestStartsSessionForUserWithoutOne(t *testing.T) {
 	c.Stop()
 
 	// The next login finds that session instead of starting another.
-	c = xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{})
+	c = xpratest.Attach(t, "tcp://"+name+":x@"+addr+"/", xpratest.ClientOptions{Gen: gen})
 	if err := c.WaitOutput("Attached to", 60*time.Second); err != nil {
 		t.Fatalf("second login: %v\n%s", err, c.Output())
 	}

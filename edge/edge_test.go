@@ -204,7 +204,9 @@ func TestRelayDeliversEveryByte(t *testing.T) {
 }
 
 func TestManySessionsConcurrently(t *testing.T) {
-	f := newFixture(t, fooUser, nil)
+	// 16 logins at once from one address: above the default per-address
+	// limit of unauthenticated connections (8).
+	f := newFixture(t, fooUser, func(c *Config) { c.State.Limits.MaxUnauthenticatedPerIP = 16 })
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
 	for i := 0; i < 16; i++ {

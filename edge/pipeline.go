@@ -44,6 +44,9 @@ type connMeta struct {
 	listener  *Listener
 	// authDone releases the connection's unauthenticated slot.
 	authDone func()
+	// slot is that slot; an HTTP connection keeps it until it closes or
+	// its WebSocket logs in.
+	slot *unauthSlot
 }
 
 // clientError is a failure the client is told about with a disconnect.
@@ -75,7 +78,13 @@ func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, me
 	start := time.Now()
 	log := s.log.With("remote", meta.remote, "transport", meta.transport.Kind)
 	x := newXconn(c, br)
+	// Before the session starts, no record may be larger than the hello
+	// limit, compressed or decompressed (the packet reader caps what it
+	// inflates at the frame limit), and raw chunks are refused before they
+	// are inflated: a client that is not logged in has no use for them,
+	// and each would be held, inflated, until its main packet came.
 	x.frames.SetMaxSize(uint32(s.limits().MaxHelloSize))
+	x.pr.NoChunks = true
 	h := &handshake{s: s, x: x, meta: meta, log: log, start: start}
 	sess, err := h.run(ctx)
 	if err != nil {
@@ -106,6 +115,9 @@ type handshake struct {
 	helloFlags  xprawire.Flags
 	identity    auth.Identity
 	firstHeader bool
+	// stripRequests: the request is decided; request keys in any later
+	// hello are dropped before it is forwarded.
+	stripRequests bool
 }
 
 // fail tells the client why, logs once, and counts.
@@ -202,8 +214,10 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 	h.identity.Username = username
 	h.log = h.log.With("user", username)
 
-	req := requestOf(caps)
-	if req == "version" {
+	// `xpra version` is answered on the first hello, without a password,
+	// as xpra does; every other request is read from the final hello (the
+	// one that answered the challenge), which is the one xpra acts on.
+	if requestOf(caps) == "version" {
 		// `xpra version` always works, without authentication.
 		_ = h.x.sendDeadline(xprawire.Packet{"hello", h.s.versionCaps(client)}, lim.WriteTimeout)
 		h.log.Debug("version request answered")
@@ -213,6 +227,13 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 
 	if err := h.authenticate(ctx, caps); err != nil {
 		return nil, err
+	}
+	req := requestOf(h.client.caps)
+	// Logged in: the connection no longer counts as unauthenticated (in
+	// total and for its address) before the client hears of its session,
+	// so a client that logs in again at once finds its slot free.
+	if h.meta.authDone != nil {
+		h.meta.authDone()
 	}
 	caps = h.client.caps
 
@@ -233,7 +254,7 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !caps.Bool("connect", true) || caps.Has("connect_test_request") {
+	if !caps.Truthy("connect", true) {
 		// The client only wants to know where its session is (xpra
 		// start --attach=no, connect tests): the session is chosen, or
 		// started, but not connected to.
@@ -252,6 +273,10 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 		h.linger()
 		return nil, nil
 	}
+	// The requests are the proxy's business: none reaches the backend,
+	// in this hello or in one that answers a backend's challenge.
+	h.client.caps = withoutRequests(h.client.caps)
+	h.stripRequests = true
 	return h.connectBackend(ctx, target)
 }
 
@@ -280,23 +305,43 @@ func (h *handshake) linger() {
 	}
 }
 
-// requestOf returns the request a hello makes ("" for a normal session).
+// requestNames are the requests a hello can make as "<name>_request"
+// keys (xpra 3.1 to 6.x: server_core, server_base and the proxy).
+var requestNames = []string{"version", "info", "id", "connect_test", "stop", "detach", "exit", "screenshot", "event", "print", "command"}
+
+// requestOf returns the request a hello makes ("" for a normal session):
+// a non-empty "request", else the first "<name>_request" that is true as
+// xpra reads it (Python truthiness: "no" and "x" are true, "", 0, empty
+// lists false).
 func requestOf(c xprawire.Caps) string {
 	if r, ok := c.Str("request"); ok && r != "" {
 		return r
 	}
-	for _, r := range []string{"version", "info", "id", "stop", "detach", "exit", "screenshot", "event", "print"} {
-		if c.Bool(r+"_request", false) {
+	for _, r := range requestNames {
+		if c.Truthy(r+"_request", false) {
 			return r
 		}
 	}
-	if c.Has("connect_test_request") {
-		return "connect_test"
-	}
-	if c.Has("command_request") {
-		return "command"
-	}
 	return ""
+}
+
+// isRequestKey reports whether a hello key asks the server for something
+// other than a session: "request", and any "..._request" or "...-request"
+// ("stop_request", "full-version-request", "connect_test_request", and
+// the misspelt "stop_request_request" that xpra 3.1's server_base reads).
+func isRequestKey(k string) bool {
+	return k == "request" || strings.HasSuffix(k, "_request") || strings.HasSuffix(k, "-request")
+}
+
+// withoutRequests returns c without its request keys.
+func withoutRequests(c xprawire.Caps) xprawire.Caps {
+	d := make(xprawire.Dict, 0, len(c.Dict))
+	for _, kv := range c.Dict {
+		if !isRequestKey(keyString(kv.Key)) {
+			d = append(d, kv)
+		}
+	}
+	return xprawire.Caps{Dict: d}
 }
 
 func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error {
@@ -396,6 +441,9 @@ func (h *handshake) sendChallenge(ch *auth.Challenge) error {
 
 // updateClient takes the client's newer (full) hello.
 func (h *handshake) updateClient(caps xprawire.Caps) error {
+	if h.stripRequests {
+		caps = withoutRequests(caps)
+	}
 	p, err := newPeer(caps)
 	if err != nil {
 		return tell(reasonProtocol, err, err.Error())
@@ -477,6 +525,15 @@ func (h *handshake) declaredDisplay(caps xprawire.Caps) string {
 			return string(d)
 		case xprawire.Dict:
 			if s, ok := (xprawire.Caps{Dict: d}).Str(""); ok {
+				return s
+			}
+		}
+	}
+	// xpra 6.x clients send "display" as their screen description and
+	// name the session they want in "session": {"display": ":N"}.
+	if v, ok := caps.Dict.Get("session"); ok {
+		if d, ok := v.(xprawire.Dict); ok {
+			if s, ok := (xprawire.Caps{Dict: d}).Str("display"); ok {
 				return s
 			}
 		}

@@ -40,6 +40,8 @@ type session struct {
 	pingTimer   atomic.Pointer[time.Timer]
 	pingStopped atomic.Bool
 	ending      chan struct{} // closed by end, after both legs are closed
+	clientGone  chan struct{} // closed once the client's side stops reading (EOF or error)
+	goneOnce    sync.Once
 	reason      atomic.Value  // string: why it ended
 	done        chan struct{} // closed when runSession returns
 
@@ -54,16 +56,17 @@ func (s *Server) newSession(h *handshake, t router.Target, b *xconn) *session {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
 	sess := &session{
-		uuid:    hex.EncodeToString(u[:]),
-		user:    h.identity.Username,
-		module:  h.identity.Module,
-		remote:  h.meta.remote,
-		target:  t,
-		started: time.Now(),
-		c:       h.x,
-		b:       b,
-		ending:  make(chan struct{}),
-		done:    make(chan struct{}),
+		uuid:       hex.EncodeToString(u[:]),
+		user:       h.identity.Username,
+		module:     h.identity.Module,
+		remote:     h.meta.remote,
+		target:     t,
+		started:    time.Now(),
+		c:          h.x,
+		b:          b,
+		ending:     make(chan struct{}),
+		clientGone: make(chan struct{}),
+		done:       make(chan struct{}),
 	}
 	sess.id = s.nextID()
 	sess.log = s.log.With("session", sess.id, "user", sess.user, "remote", sess.remote, "target", t.String())
@@ -125,11 +128,26 @@ func (sess *session) end(reason string, tell tellMask, detail ...string) {
 			}(x, leg(l))
 		}
 		wg.Wait()
+		if tell&tellClient != 0 {
+			// Let the client act on the disconnect and close first: an xpra
+			// 6 client over WebSocket drops the packets it has not parsed
+			// yet when the close frame arrives, and so never learns why.
+			linger := time.NewTimer(disconnectLinger)
+			select {
+			case <-sess.clientGone:
+			case <-linger.C:
+			}
+			linger.Stop()
+		}
 		sess.c.Close()
 		sess.b.Close()
 		close(sess.ending)
 	})
 }
+
+// disconnectLinger bounds how long end waits, after telling the client, for
+// the client to close its side.
+const disconnectLinger = 500 * time.Millisecond
 
 // stop ends the session on request, telling both sides.
 func (sess *session) stop(reason string, detail ...string) { sess.end(reason, tellBoth, detail...) }
@@ -267,6 +285,9 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		sess.end(reason, tell)
 	}
 	readFailed := func(err error) {
+		if from == legClient {
+			sess.goneOnce.Do(func() { close(sess.clientGone) })
+		}
 		var ne net.Error
 		switch {
 		case errors.As(err, &ne) && ne.Timeout() && group:
@@ -485,7 +506,7 @@ type decodeError struct{ error }
 // intercept handles one decoded packet; end reports that the session
 // ended. Other errors are write failures.
 func (sess *session) intercept(src, dst *xconn, from leg, typ string, h xprawire.Header, payload []byte) (end bool, err error) {
-	p, err := xprawire.DecodeMain(h, payload)
+	p, err := xprawire.DecodeMainLimit(h, payload, sess.lim.MaxPacketSize)
 	if err != nil {
 		return false, decodeError{fmt.Errorf("decode %s: %w", typ, err)}
 	}

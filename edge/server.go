@@ -46,7 +46,12 @@ type Limits struct {
 	AuthFailDelay           time.Duration // before "authentication failed"
 	MaxSessions             int           // live relayed sessions; 0: unlimited
 	MaxSessionsPerIP        int           // live sessions per client address; 0: unlimited
-	MaxUnauthenticated      int           // connections not yet relayed (sniffing, login)
+	MaxUnauthenticated      int           // connections not yet logged in (sniffing, login)
+	// MaxUnauthenticatedPerIP bounds the connections not yet logged in from
+	// one client address (the PROXY header's, if trusted), so that one
+	// address cannot take every unauthenticated slot; unix listeners are
+	// not counted by address.
+	MaxUnauthenticatedPerIP int
 }
 
 // DefaultLimits are the limits in force when a field is zero.
@@ -60,6 +65,7 @@ var DefaultLimits = Limits{
 	MaxPacketSize:           16 << 20,
 	AuthFailDelay:           time.Second,
 	MaxUnauthenticated:      1024,
+	MaxUnauthenticatedPerIP: 8,
 }
 
 func (l Limits) withDefaults() Limits {
@@ -88,6 +94,9 @@ func (l Limits) withDefaults() Limits {
 	d.MaxSessions, d.MaxSessionsPerIP = l.MaxSessions, l.MaxSessionsPerIP
 	if l.MaxUnauthenticated > 0 {
 		d.MaxUnauthenticated = l.MaxUnauthenticated
+	}
+	if l.MaxUnauthenticatedPerIP > 0 {
+		d.MaxUnauthenticatedPerIP = l.MaxUnauthenticatedPerIP
 	}
 	return d
 }
@@ -221,6 +230,7 @@ type Server struct {
 	loops atomic.Int64
 
 	unauth    atomic.Int64
+	unauthIP  unauthTable // unauthenticated connections per address
 	stopReq   chan string
 	isRoot    bool
 	bans      *banList

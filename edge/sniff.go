@@ -162,24 +162,26 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		return
 	}
 	lim := s.limits()
-	if n := s.unauth.Add(1); lim.MaxUnauthenticated > 0 && int(n) > lim.MaxUnauthenticated {
-		s.unauth.Add(-1)
+	slot := s.takeUnauth()
+	if slot == nil {
 		s.log.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", "too many unauthenticated connections")
 		c.Close()
 		return
 	}
-	authDone := false
-	doneAuth := func() {
-		if !authDone {
-			authDone = true
-			s.unauth.Add(-1)
-		}
+	defer slot.release()
+	doneAuth := slot.release
+	// Counted by address at once, unless a trusted PROXY header may name
+	// the real client (counted below, once it is read).
+	trusted := l.trustsProxy(c.RemoteAddr())
+	if l.Network != "unix" && !trusted && !slot.claimAddr(c.RemoteAddr().String()) {
+		s.log.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", "too many unauthenticated connections from this address")
+		c.Close()
+		return
 	}
-	defer doneAuth()
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth}
+	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth, slot: slot}
 	if l.Network == "unix" {
 		meta.remote = "unix:" + l.Address
 	}
@@ -235,6 +237,11 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		if k, ok = sniffed(sniff(br)); !ok {
 			return
 		}
+	}
+	if trusted && !slot.claimAddr(meta.remote) {
+		s.log.Warn("connection refused", "remote", meta.remote, "reason", "too many unauthenticated connections from this address")
+		c.Close()
+		return
 	}
 	if k == kindTLS {
 		if !l.acceptsTLS() || s.cfg.TLS == nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,7 +76,23 @@ type metaKey struct{}
 type Web struct {
 	// Root is a directory served at / (xpra's HTML5 client); empty: none.
 	Root string
+	// Disable serves no files, whatever Root says (WebSocket still works).
+	Disable bool
+	// AllowedOrigins are the origins ("https://portal.example.com") whose
+	// pages may open WebSockets besides the proxy's own (an Origin that
+	// matches the request's Host). A request without Origin (xpra's own
+	// clients) is always allowed.
+	AllowedOrigins []string
+	// IdleTimeout closes a keep-alive connection idle this long
+	// (default DefaultWebIdleTimeout). Until it closes, an HTTP connection
+	// counts as unauthenticated, in total and for its address.
+	IdleTimeout time.Duration
 }
+
+// DefaultWebIdleTimeout is Web.IdleTimeout's default: long enough for a
+// browser to fetch the HTML5 client's files over its connections, short
+// enough that idle ones do not hold unauthenticated slots for long.
+const DefaultWebIdleTimeout = 10 * time.Second
 
 // webServer is the one http.Server behind every listener.
 type webServer struct {
@@ -90,8 +108,12 @@ func (s *Server) startWeb(ctx context.Context) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	var files http.Handler = http.NotFoundHandler()
-	if s.cfg.Web.Root != "" {
-		files = http.FileServer(http.Dir(s.cfg.Web.Root))
+	if s.cfg.Web.Root != "" && !s.cfg.Web.Disable {
+		if wf, err := newWebFiles(s.cfg.Web.Root); err != nil {
+			s.log.Warn("web root not served", "root", s.cfg.Web.Root, "err", err)
+		} else {
+			files = wf
+		}
 	}
 	mux.Handle("/", files)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -102,8 +124,16 @@ func (s *Server) startWeb(ctx context.Context) {
 				http.Error(w, "websocket connections are not accepted on this port", http.StatusForbidden)
 				return
 			}
+			if !s.originAllowed(r) {
+				s.log.Info("websocket refused", "remote", meta.remote, "reason", "origin does not match the host", "origin", r.Header.Get("Origin"), "host", r.Host)
+				http.Error(w, "cross-origin websocket connections are not allowed", http.StatusForbidden)
+				return
+			}
 			s.serveWebSocket(ctx, w, r, meta)
 			return
+		}
+		if r.URL.Path != "/healthz" {
+			w.Header().Set("Content-Security-Policy", contentSecurityPolicy)
 		}
 		if scheme := pick(meta.tls, "http", "https"); meta.listener != nil && r.URL.Path != "/healthz" && !meta.listener.accepts(scheme) {
 			http.Error(w, "this port serves no files over "+scheme, http.StatusForbidden)
@@ -116,14 +146,32 @@ func (s *Server) startWeb(ctx context.Context) {
 		mux.ServeHTTP(w, r)
 	})
 	ws := &webServer{ln: newConnListener()}
+	idle := s.cfg.Web.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultWebIdleTimeout
+	}
 	ws.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
+		IdleTimeout:       idle,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          nil,
+		// A connection's unauthenticated slot is given back when it
+		// closes; a hijacked one (a WebSocket) keeps it until it logs in;
+		// an idle one gives it up (and is closed) when a connection needs
+		// a slot and none is free.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			mc, ok := c.(*metaConn)
+			if !ok {
+				return
+			}
+			s.unauthIP.setIdle(mc, st == http.StateIdle)
+			if st == http.StateClosed {
+				mc.meta.slot.release()
+			}
+		},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if mc, ok := c.(*metaConn); ok {
 				return context.WithValue(ctx, metaKey{}, mc.meta)
@@ -150,6 +198,63 @@ func (s *Server) stopWeb() {
 	s.web.wg.Wait()
 }
 
+// contentSecurityPolicy is sent with every file. xpra's HTML5 client has
+// inline scripts and styles, draws with data: and blob: images, decodes
+// in blob: workers and connects back to the proxy over ws/wss.
+const contentSecurityPolicy = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; " +
+	"img-src 'self' data: blob:; media-src 'self' data: blob:; font-src 'self' data:; worker-src 'self' blob:; " +
+	"connect-src 'self' ws: wss:; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'self'"
+
+// originAllowed: a WebSocket request with an Origin header must come from
+// a page of the proxy itself (the Origin's host and port are the Host's)
+// or of a configured origin; without one (xpra's Python client) it is
+// allowed. Any web page could otherwise open a WebSocket to the proxy
+// with the visitor's network position.
+func (s *Server) originAllowed(r *http.Request) bool {
+	o := r.Header.Values("Origin")
+	if len(o) == 0 {
+		return true
+	}
+	if len(o) > 1 {
+		return false
+	}
+	origin := strings.TrimSpace(o[0])
+	for _, a := range s.cfg.Web.AllowedOrigins {
+		if strings.EqualFold(strings.TrimRight(a, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") {
+		return false
+	}
+	var def string
+	switch strings.ToLower(u.Scheme) {
+	case "https":
+		def = "443"
+	case "http":
+		def = "80"
+	default:
+		return false
+	}
+	return sameHostPort(u.Host, r.Host, def)
+}
+
+// sameHostPort compares host[:port] values, a missing port being def on
+// the origin's side and the origin scheme's default on the Host's too.
+func sameHostPort(a, b, def string) bool {
+	split := func(hp string) (string, string) {
+		h, p, err := net.SplitHostPort(hp)
+		if err != nil {
+			return strings.Trim(hp, "[]"), def
+		}
+		return h, p
+	}
+	ha, pa := split(a)
+	hb, pb := split(b)
+	return ha != "" && strings.EqualFold(ha, hb) && pa == pb
+}
+
 func securityHeaders(h http.Header, tls bool) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "SAMEORIGIN")
@@ -162,12 +267,16 @@ func securityHeaders(h http.Header, tls bool) {
 
 // serveHTTP hands a sniffed HTTP connection to the web server; the first
 // request's header must arrive before sniffDeadline.
+// The connection keeps its unauthenticated slot (idle keep-alive
+// connections count like logins that have not finished) until it closes.
 func (s *Server) serveHTTP(c net.Conn, meta connMeta, sniffDeadline time.Time) {
-	if meta.authDone != nil {
-		meta.authDone() // the http server has its own limits
-		meta.authDone = nil
+	meta.slot = meta.slot.transfer() // from the sniffing goroutine to the http server
+	meta.authDone = nil
+	if meta.slot != nil {
+		meta.authDone = meta.slot.release
 	}
 	if s.web == nil || !s.web.ln.push(&metaConn{Conn: c, meta: meta, sniffDeadline: sniffDeadline}) {
+		meta.slot.release()
 		c.Close()
 	}
 }
@@ -182,24 +291,18 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 		http.Error(w, "forbidden", http.StatusForbidden)
 		return
 	}
-	// Until it logs in, the xpra stream inside holds an unauthenticated
-	// slot like a plain xpra connection does (the sniffed HTTP connection
-	// gave its slot back when it reached the web server).
-	lim := s.limits()
-	if n := s.unauth.Add(1); lim.MaxUnauthenticated > 0 && int(n) > lim.MaxUnauthenticated {
-		s.unauth.Add(-1)
-		s.log.Warn("connection refused", "remote", meta.remote, "reason", "too many unauthenticated connections")
-		http.Error(w, "too many unauthenticated connections, try again later", http.StatusServiceUnavailable)
-		return
-	}
-	released := false
-	meta.authDone = func() {
-		if !released {
-			released = true
-			s.unauth.Add(-1)
+	// Until it logs in, the xpra stream inside holds the HTTP
+	// connection's unauthenticated slot, like a plain xpra connection.
+	slot := meta.slot
+	if slot == nil {
+		if slot = s.takeUnauth(); slot == nil {
+			s.log.Warn("connection refused", "remote", meta.remote, "reason", "too many unauthenticated connections")
+			http.Error(w, "too many unauthenticated connections, try again later", http.StatusServiceUnavailable)
+			return
 		}
 	}
-	defer meta.authDone()
+	meta.authDone = slot.release
+	defer slot.release()
 	c, err := wsconn.Upgrade(w, r)
 	if err != nil {
 		s.log.Info("websocket upgrade refused", "remote", meta.remote, "err", err)

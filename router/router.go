@@ -301,14 +301,23 @@ func choose(list []string, want string, displayOf func(string) string) (string, 
 	return "", refuse(ReasonSessionNotFound, "display '%s' not found", norm)
 }
 
+// displayNames lists what a client (and the log) may be told of its
+// candidates: display names only ("tcp://u:p@h:1/200" gives ":200").
+// Entries that name no display (a bare backend address, a URL path, an
+// entry that does not parse) are counted, never shown: their user, host
+// and password are the proxy's business.
 func displayNames(list []string, displayOf func(string) string) []string {
-	out := make([]string, len(list))
-	for i, e := range list {
-		if d := displayOf(e); d != "" {
-			out[i] = d
+	var out []string
+	unnamed := 0
+	for _, e := range list {
+		if d := displayOf(e); d != "" && !strings.ContainsAny(d, "/@?#") {
+			out = append(out, d)
 		} else {
-			out[i] = redactURL(e)
+			unnamed++
 		}
+	}
+	if unnamed > 0 {
+		out = append(out, fmt.Sprintf("%d without a display name", unnamed))
 	}
 	return out
 }

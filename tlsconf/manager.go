@@ -109,9 +109,23 @@ func (m *Manager) TLSConfig() *tls.Config {
 	}
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,
+		CipherSuites:   append([]uint16(nil), TLS12CipherSuites...),
 		NextProtos:     protos,
 		GetCertificate: m.GetCertificate,
 	}
+}
+
+// TLS12CipherSuites are the only TLS 1.2 suites served: ECDHE with an AEAD
+// (AES-GCM, ChaCha20-Poly1305). No CBC (Lucky13-style padding oracles,
+// SHA-1 MACs) and no RSA key exchange (no forward secrecy). TLS 1.3 suites
+// are all AEAD and not configurable.
+var TLS12CipherSuites = []uint16{
+	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
 // GetCertificate is the tls.Config callback.

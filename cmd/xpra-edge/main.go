@@ -39,7 +39,8 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
   --config=FILE                          TOML configuration (see config.example.toml)
   --admin-bind=ADDR                      Prometheus /metrics (and pprof if enabled)
   --drain=DURATION                       on SIGTERM, let sessions run this long (default 10s)
-  --proxy-start-sessions=yes|no         start a session as the user when they have none (needs root)
+  --proxy-start-sessions=yes|no          start a session as the user when they have none
+                                         (needs root; default yes as root, as in xpra)
   --log-level=LEVEL --log-format=text|json
   --dev                                  embedded development defaults (what "make run" uses)
 

@@ -74,7 +74,7 @@ func TestFlagsOverrideFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Display != ":7" || len(cfg.Listeners) != 2 || cfg.Log.Level != "debug" || !cfg.Sessions.Start {
+	if cfg.Display != ":7" || len(cfg.Listeners) != 2 || cfg.Log.Level != "debug" || cfg.Sessions.Start == nil || !*cfg.Sessions.Start {
 		t.Fatalf("%+v", cfg)
 	}
 }

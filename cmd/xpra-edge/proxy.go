@@ -237,9 +237,11 @@ func effectiveConfig(f *proxyFlags) (*config.Config, error) {
 	switch strings.ToLower(f.startSess) {
 	case "":
 	case "yes", "true", "on", "1":
-		cfg.Sessions.Start = true
+		yes := true
+		cfg.Sessions.Start = &yes
 	case "no", "false", "off", "0":
-		cfg.Sessions.Start = false
+		no := false
+		cfg.Sessions.Start = &no
 	default:
 		return nil, fmt.Errorf("--proxy-start-sessions=%s: want yes or no", f.startSess)
 	}
@@ -307,7 +309,7 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 		Sessions: sessionLister{&sockdir.Lister{Dirs: cfg.SocketDirs, UserDirs: true}},
 		Exclude:  exclude,
 	}
-	if cfg.Sessions.Start {
+	if cfg.Sessions.StartEnabled(os.Geteuid() == 0) {
 		st.Starter = newStarter(cfg.Sessions, log.With("component", "sessions"))
 	}
 	dialer, err := newBackendDialer(cfg.Backend)
@@ -321,6 +323,7 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 		BackendHandshakeTimeout: l.BackendTimeout.Std(), IdleTimeout: l.IdleTimeout.Std(), WriteTimeout: l.WriteTimeout.Std(),
 		MaxHelloSize: l.MaxHelloSize, MaxPacketSize: l.MaxPacketSize, AuthFailDelay: l.AuthFailDelay.Std(),
 		MaxSessions: l.MaxSessions, MaxSessionsPerIP: l.MaxSessionsPerIP, MaxUnauthenticated: l.MaxUnauthenticated,
+		MaxUnauthenticatedPerIP: l.MaxUnauthenticatedPerIP,
 	}
 	st.Bans = edge.DefaultBanPolicy
 	if cfg.Bans.MaxFailures != nil {

@@ -70,7 +70,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		State:     st,
 		Logger:    log,
 		TLS:       tlsCfg,
-		Web:       edge.Web{Root: webRoot(cfg)},
+		Web:       edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins},
 	})
 	if err != nil {
 		p.close()
@@ -99,6 +99,9 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 // webRoot is where the HTML5 client is served from: the configured
 // directory, else the one Debian's xpra package installs, when present.
 func webRoot(cfg *config.Config) string {
+	if cfg.Web.Disable {
+		return ""
+	}
 	if cfg.Web.Root != "" {
 		return cfg.Web.Root
 	}

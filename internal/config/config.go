@@ -76,8 +76,10 @@ type Config struct {
 // modules (allow, none, password, pam): system-wide mode.
 type Sessions struct {
 	// Start starts a session as the user when they have none or ask for
-	// one (xpra's --proxy-start-sessions). It needs the proxy to run as root.
-	Start bool `toml:"start"`
+	// one (xpra's --proxy-start-sessions). It needs the proxy to run as
+	// root. Unset: on when the proxy runs as root, as xpra's own default
+	// (yes, /etc/xpra/conf.d/65_proxy.conf) applies; StartEnabled decides.
+	Start *bool `toml:"start"`
 	// Xpra is the xpra program used to start sessions.
 	Xpra string `toml:"xpra"`
 	// Timeout bounds the wait for a started session's socket.
@@ -90,13 +92,27 @@ type Sessions struct {
 	Env []string `toml:"env"`
 }
 
+// StartEnabled is whether sessions are started: the configured start, else
+// on for a proxy running as root (only logins of the modules whose sessions
+// are a system user's own, allow, none, password and pam, ever start one).
+func (s Sessions) StartEnabled(isRoot bool) bool {
+	if s.Start != nil {
+		return *s.Start
+	}
+	return isRoot
+}
+
 // Web configures what listeners serve over HTTP(S).
 type Web struct {
 	// Root is served at / (xpra's HTML5 client). Default: Debian's
 	// /usr/share/xpra/www when it exists.
 	Root string `toml:"root"`
-	// Disable serves no files (WebSocket connections still work).
+	// Disable serves no files (WebSocket connections still work), even
+	// when Root is set.
 	Disable bool `toml:"disable"`
+	// AllowedOrigins may open WebSockets besides the proxy's own pages
+	// (an Origin matching the Host); requests without Origin always may.
+	AllowedOrigins []string `toml:"allowed_origins"`
 }
 
 // Listener is one bound port.
@@ -137,18 +153,20 @@ type Routing struct {
 
 // Limits, each with the default that applies when it is not set.
 type Limits struct {
-	MaxSessions        int      `toml:"max_sessions"`        // 0: unlimited
-	MaxSessionsPerIP   int      `toml:"max_sessions_per_ip"` // 0: unlimited
-	MaxUnauthenticated int      `toml:"max_unauthenticated"` // default 1024
-	MaxHelloSize       int      `toml:"max_hello_size"`      // default 1 MiB
-	MaxPacketSize      int      `toml:"max_packet_size"`     // default 16 MiB
-	SniffTimeout       Duration `toml:"sniff_timeout"`       // default 3s
-	LoginTimeout       Duration `toml:"login_timeout"`       // default 31s
-	ChallengeTimeout   Duration `toml:"challenge_timeout"`   // default 120s
-	BackendTimeout     Duration `toml:"backend_timeout"`     // default 20s
-	IdleTimeout        Duration `toml:"idle_timeout"`        // default none
-	WriteTimeout       Duration `toml:"write_timeout"`       // default 30s
-	AuthFailDelay      Duration `toml:"auth_fail_delay"`     // default 1s
+	MaxSessions        int `toml:"max_sessions"`        // 0: unlimited
+	MaxSessionsPerIP   int `toml:"max_sessions_per_ip"` // 0: unlimited
+	MaxUnauthenticated int `toml:"max_unauthenticated"` // default 1024
+	// MaxUnauthenticatedPerIP: the same from one client address, default 8.
+	MaxUnauthenticatedPerIP int      `toml:"max_unauthenticated_per_ip"`
+	MaxHelloSize            int      `toml:"max_hello_size"`    // default 1 MiB
+	MaxPacketSize           int      `toml:"max_packet_size"`   // default 16 MiB
+	SniffTimeout            Duration `toml:"sniff_timeout"`     // default 3s
+	LoginTimeout            Duration `toml:"login_timeout"`     // default 31s
+	ChallengeTimeout        Duration `toml:"challenge_timeout"` // default 120s
+	BackendTimeout          Duration `toml:"backend_timeout"`   // default 20s
+	IdleTimeout             Duration `toml:"idle_timeout"`      // default none
+	WriteTimeout            Duration `toml:"write_timeout"`     // default 30s
+	AuthFailDelay           Duration `toml:"auth_fail_delay"`   // default 1s
 }
 
 // Bans configure brute-force protection.
@@ -340,7 +358,7 @@ func (c *Config) Problems() []error {
 			add("admin.bind: %q is not host:port", c.Admin.Bind)
 		}
 	}
-	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 {
+	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
 		add("limits: sizes and counts cannot be negative")
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {

@@ -209,3 +209,14 @@ func FuzzRequestFromCaps(f *testing.F) {
 		}
 	})
 }
+
+func TestParseXpraMajor(t *testing.T) {
+	for in, want := range map[string]int{
+		"xpra v3.1.3\n": 3, "xpra v6.5.5-r0\n": 6, "xpra v10.0\n": 10,
+		"": 0, "python: not found": 0, "xpra vX.1": 0, "xpra": 0,
+	} {
+		if got := parseXpraMajor(in); got != want {
+			t.Errorf("parseXpraMajor(%q) = %d, want %d", in, got, want)
+		}
+	}
+}

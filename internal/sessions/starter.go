@@ -45,6 +45,9 @@ type Starter struct {
 	Timeout time.Duration
 	// Log receives debug and summary lines (nil: discarded).
 	Log *slog.Logger
+
+	versionOnce sync.Once
+	major       int // of XpraPath's `xpra --version`; 0 unknown
 }
 
 // Started describes a session that is up: its socket answers.
@@ -98,6 +101,58 @@ var DefaultBaseArgs = []string{
 	"--dbus-control=no",
 	"--webcam=no",
 	"--printing=no",
+}
+
+// DefaultBaseArgs6 are DefaultBaseArgs for xpra 6.x, which has no
+// --dbus-proxy (it refuses to start: "no such option") and turns the
+// whole session bus off with --dbus=no.
+var DefaultBaseArgs6 = []string{
+	"--mdns=no",
+	"--pulseaudio=no",
+	"--speaker=off",
+	"--microphone=off",
+	"--notifications=no",
+	"--dbus-launch=",
+	"--dbus=no",
+	"--dbus-control=no",
+	"--webcam=no",
+	"--printing=no",
+}
+
+// xpraMajor is the major version of the xpra program, asked once with a
+// bounded `xpra --version`; 0 when it cannot be told.
+func (s *Starter) xpraMajor(xpra string) int {
+	s.versionOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, xpra, "--version")
+		cmd.Env = []string{"PATH=" + DefaultPath, "HOME=/nonexistent", "LANG=C.UTF-8"}
+		cmd.WaitDelay = time.Second
+		out, err := cmd.Output()
+		if err != nil {
+			s.log().Warn("cannot tell the xpra version; starting sessions with xpra 3 options", "xpra", xpra, "err", err)
+			return
+		}
+		s.major = parseXpraMajor(string(out))
+	})
+	return s.major
+}
+
+// parseXpraMajor reads "xpra v6.5.5-r0" (or "xpra v3.1.3").
+func parseXpraMajor(out string) int {
+	f := strings.Fields(out)
+	if len(f) < 2 || f[0] != "xpra" {
+		return 0
+	}
+	v := strings.TrimPrefix(f[1], "v")
+	if i := strings.IndexByte(v, '.'); i > 0 {
+		v = v[:i]
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0
+	}
+	return n
 }
 
 // DefaultEnvWhitelist is the environment passed on when EnvWhitelist is nil.
@@ -228,6 +283,9 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 	base := s.BaseArgs
 	if base == nil {
 		base = DefaultBaseArgs
+		if s.xpraMajor(xpra) >= 6 {
+			base = DefaultBaseArgs6
+		}
 	}
 	args = append(args, base...)
 	args = append(args, optionArgs(r.Options)...)

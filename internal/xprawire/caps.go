@@ -103,6 +103,43 @@ func (c Caps) Has(key string) bool {
 	return ok
 }
 
+// Truthy returns key read as Python's bool() reads it, which is how xpra
+// reads its boolean caps (typedict.boolget): False, None, zero, and empty
+// strings, bytes, lists and dicts are false; everything else is true,
+// "no", "false" and "0" included. A missing key gives def.
+func (c Caps) Truthy(key string, def bool) bool {
+	v, ok := c.Get(key)
+	if !ok {
+		return def
+	}
+	return truthy(v)
+}
+
+func truthy(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case bool:
+		return x
+	case float64:
+		return x != 0
+	case float32:
+		return x != 0
+	case string:
+		return x != ""
+	case []byte:
+		return len(x) > 0
+	case []any:
+		return len(x) > 0
+	case Dict:
+		return len(x) > 0
+	}
+	if i, b, ok := intValue(v); ok {
+		return b != nil && b.Sign() != 0 || b == nil && i != 0
+	}
+	return true
+}
+
 // Bool returns key as a bool: bools, non-zero numbers, and the strings (str or
 // bytes, any case) "true", "1", "yes", "on" are true; "false", "0", "no",
 // "off" and "" are false; anything else, or a missing key, gives def.

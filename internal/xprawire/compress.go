@@ -274,11 +274,41 @@ func Decompress(dst []byte, l Level, src []byte, max int) ([]byte, error) {
 		}
 		return dst, nil
 	case Brotli:
-		r := getBrotliReader(src)
+		r := getBrotliReader(brotliWindowFor(src, max))
 		defer brotliReaders.Put(r)
 		return readAllLimit(dst, r, max, "brotli")
 	}
 	return dst, fmt.Errorf("%w: %v", ErrUnsupportedCompression, c)
+}
+
+// brotliWindowFor returns src with its window shrunk to the smallest that
+// holds max bytes. The decoder allocates its ring buffer from the window
+// and the declared length of a meta-block, before it produces anything:
+// 203 bytes declaring a 16 MiB window and 16 MiB meta-blocks cost 16 MiB
+// however early the output limit stops them. Only windows of 256 KiB to
+// 16 MiB (WBITS 18-24: a 1 then 3 bits n, WBITS = 17+n, RFC 7932 9.1) are
+// shrunk, to WBITS 18 at least, so the code keeps its 4 bits and every
+// later bit stays in place. The first max bytes decode the same: a
+// distance beyond min(window-16, bytes so far) is a dictionary reference
+// under either window, and the bytes so far never exceed window-16.
+func brotliWindowFor(src []byte, max int) []byte {
+	if len(src) == 0 || src[0]&1 == 0 {
+		return src
+	}
+	n := src[0] >> 1 & 7
+	if n == 0 {
+		return src // WBITS 10-17: 128 KiB or less
+	}
+	want := byte(1) // WBITS 18
+	for want < n && (1<<(17+int(want)))-16 < max {
+		want++
+	}
+	if want >= n {
+		return src
+	}
+	out := bytes.Clone(src)
+	out[0] = out[0]&^0x0e | want<<1
+	return out
 }
 
 func readAllLimit(dst []byte, r io.Reader, max int, what string) ([]byte, error) {
@@ -326,7 +356,7 @@ func decompressPrefix(l Level, src []byte, n int) ([]byte, error) {
 	case Zlib:
 		return zlibPrefix(src, n)
 	case Brotli:
-		r := getBrotliReader(src)
+		r := getBrotliReader(brotliWindowFor(src, n))
 		defer brotliReaders.Put(r)
 		buf := make([]byte, n)
 		got, err := io.ReadFull(r, buf)

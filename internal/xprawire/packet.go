@@ -16,7 +16,15 @@ const (
 
 // DecodeMain decompresses (at most MaxDecompressedSize) and decodes a main
 // record (index 0) according to its flags. The packet does not alias payload.
+// Code that decodes what an untrusted peer sent uses DecodeMainLimit.
 func DecodeMain(h Header, payload []byte) (Packet, error) {
+	return DecodeMainLimit(h, payload, MaxDecompressedSize)
+}
+
+// DecodeMainLimit is DecodeMain with the decompressed payload limited to max
+// bytes (clamped to MaxDecompressedSize; <= 0 means MaxDecompressedSize):
+// a larger one is ErrTooLarge, found before more than max bytes are held.
+func DecodeMainLimit(h Header, payload []byte, max int) (Packet, error) {
 	if h.Index != 0 {
 		return nil, fmt.Errorf("%w: DecodeMain on raw chunk %d", ErrChunkIndex, h.Index)
 	}
@@ -28,7 +36,7 @@ func DecodeMain(h Header, payload []byte) (Packet, error) {
 	if h.Level == 0 {
 		data = bytes.Clone(payload)
 	} else {
-		data, err = Decompress(nil, h.Level, payload, MaxDecompressedSize)
+		data, err = Decompress(nil, h.Level, payload, max)
 		if err != nil {
 			return nil, fmt.Errorf("main packet: %w", err)
 		}
@@ -215,9 +223,17 @@ func internType(b []byte) string {
 // PacketReader reads whole packets: raw chunks are decompressed, copied and
 // substituted at their index into the next main packet, and integer packet
 // types are mapped through Aliases (those we advertised, if any).
+//
+// No record decompresses to more than MaxDecompressed bytes (0: the frame
+// reader's payload limit, Frames.MaxSize, so a peer's packet size limit
+// bounds what it makes us hold, compressed or not), and with NoChunks a raw
+// chunk is refused (ErrChunkIndex) before it is decompressed: a peer that is
+// not logged in has no business sending any.
 type PacketReader struct {
-	Frames  *FrameReader
-	Aliases map[int64]string
+	Frames          *FrameReader
+	Aliases         map[int64]string
+	MaxDecompressed int
+	NoChunks        bool
 
 	chunks [MaxChunkIndex + 1][]byte
 	have   uint16
@@ -236,12 +252,20 @@ func (pr *PacketReader) ReadPacket() (Packet, Header, error) {
 			pr.reset()
 			return nil, h, err
 		}
+		max := pr.MaxDecompressed
+		if max <= 0 {
+			max = int(pr.Frames.MaxSize())
+		}
 		if h.Index > 0 {
+			if pr.NoChunks {
+				pr.reset()
+				return nil, h, fmt.Errorf("%w: raw chunk %d refused here", ErrChunkIndex, h.Index)
+			}
 			if h.Flags&FlagCipher != 0 {
 				pr.reset()
 				return nil, h, fmt.Errorf("%w: raw chunk %d", ErrCipher, h.Index)
 			}
-			data, err := Decompress(nil, h.Level, payload, MaxDecompressedSize)
+			data, err := Decompress(nil, h.Level, payload, max)
 			if err != nil {
 				pr.reset()
 				return nil, h, fmt.Errorf("raw chunk %d: %w", h.Index, err)
@@ -250,7 +274,7 @@ func (pr *PacketReader) ReadPacket() (Packet, Header, error) {
 			pr.have |= 1 << h.Index
 			continue
 		}
-		p, err := DecodeMain(h, payload)
+		p, err := DecodeMainLimit(h, payload, max)
 		if err != nil {
 			pr.reset()
 			return nil, h, err
