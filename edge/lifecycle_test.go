@@ -473,7 +473,7 @@ func TestSmallPacketsAreGathered(t *testing.T) {
 	}
 	writes := sess.b.writes.Load() - before
 	t.Logf("40 frames (%d bytes) in %d writes to the backend", burst.Len(), writes)
-	if writes > 6 {
+	if writes > 12 {
 		t.Fatalf("%d writes for 40 frames sent together", writes)
 	}
 }

@@ -91,3 +91,34 @@ func TestIsUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// countConn counts the writes a Conn makes.
+type countConn struct {
+	scriptConn
+	writes int
+}
+
+func (c *countConn) Write(p []byte) (int, error) { c.writes++; return c.scriptConn.Write(p) }
+
+// TestOneWritePerFrame: over a connection without writev (TLS), a frame
+// is one write (one TLS record), masked or not; before, header and
+// payload were two.
+func TestOneWritePerFrame(t *testing.T) {
+	for _, client := range []bool{false, true} {
+		cc := &countConn{scriptConn: *newScript(nil)}
+		c := newConn(cc, nil, client)
+		payload := bytes.Repeat([]byte("x"), 3000)
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		if cc.writes != 1 {
+			t.Fatalf("client=%v: %d writes for one frame", client, cc.writes)
+		}
+		if !client {
+			fs := cc.written(t)
+			if len(fs) != 1 || !bytes.Equal(fs[0].payload, payload) {
+				t.Fatalf("frames: %+v", fs)
+			}
+		}
+	}
+}

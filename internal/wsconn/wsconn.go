@@ -70,6 +70,12 @@ const (
 	minReadBufSize = 256
 )
 
+// joinMax is the largest payload copied next to its header so that a
+// connection without writev (TLS) gets one write per frame.
+const joinMax = 64 << 10
+
+var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, maxHeaderSize+joinMax); return &b }}
+
 // Close status codes we send.
 const (
 	closeNormal      = 1000
@@ -119,6 +125,7 @@ type Conn struct {
 	rdl, wdl time.Time
 
 	wmu      sync.Mutex
+	vectored bool // the connection turns net.Buffers into one writev
 	wclosed  bool // a close frame was sent; no more frames
 	whdr     [maxHeaderSize]byte
 	wbufArr  [2][]byte
@@ -136,6 +143,10 @@ func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 		br = bufio.NewReaderSize(br, readBufSize) // control frames are peeked whole
 	}
 	wc := &Conn{conn: c, br: br, client: client, pingTok: pingBurst}
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		wc.vectored = true
+	}
 	if client {
 		var seed [32]byte
 		_, _ = rand.Read(seed[:]) // never fails (Go 1.24+)
@@ -474,10 +485,20 @@ func (c *Conn) writeFrameLocked(op byte, p []byte) error {
 		copy(payload, p)
 		applyMask(payload, key, 0)
 	}
-	c.wbufArr = [2][]byte{h, payload}
-	c.wbufs = c.wbufArr[:]
-	_, err := c.wbufs.WriteTo(c.conn)
-	c.wbufArr = [2][]byte{}
+	var err error
+	if !c.vectored && len(payload) <= joinMax {
+		// No writev under us (TLS): one write, so one record per frame.
+		bp := joinPool.Get().(*[]byte)
+		b := append(append((*bp)[:0], h...), payload...)
+		_, err = c.conn.Write(b)
+		*bp = b[:0]
+		joinPool.Put(bp)
+	} else {
+		c.wbufArr = [2][]byte{h, payload}
+		c.wbufs = c.wbufArr[:]
+		_, err = c.wbufs.WriteTo(c.conn)
+		c.wbufArr = [2][]byte{}
+	}
 	if c.client && cap(c.maskBuf) > 1<<20 {
 		c.maskBuf = nil // do not pin a huge buffer
 	}
