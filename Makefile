@@ -1,7 +1,8 @@
 # xpra-edge. Two commands do everything on a fresh Debian machine with Go:
 #   make run    the proxy on embedded development defaults
-#   make test   installs what the tests need, then vet, staticcheck, race tests,
-#               end-to-end tests with real xpra, fuzz smoke
+#   make test   installs what the tests need, then checks that go.mod is tidy,
+#               vet, staticcheck, race tests, end-to-end tests with real xpra,
+#               fuzz smoke
 GO        ?= go
 BIN       := bin/xpra-edge
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
@@ -9,19 +10,23 @@ LDFLAGS   := -X github.com/xpra-edge/xpra-edge/edge.Version=$(VERSION)
 FUZZTIME  ?= 3s
 export CGO_ENABLED := 1
 
-.PHONY: all build run test deps vet staticcheck unit fuzz-smoke fuzz bench clean
+.PHONY: all build run test deps tidy-check vet staticcheck unit fuzz-smoke fuzz bench clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/xpra-edge
-	$(GO) build -o bin/xpra-edge-bench ./cmd/xpra-edge-bench 2>/dev/null || true
+	$(GO) build -o bin/xpra-edge-bench ./cmd/xpra-edge-bench
 
 run: build
 	./$(BIN) proxy --dev
 
 deps:
 	bash scripts/install-test-deps.sh
+
+# go.mod and go.sum are what `go mod tidy` makes them (prints the diff).
+tidy-check:
+	$(GO) mod tidy -diff
 
 vet:
 	$(GO) vet ./...
@@ -46,7 +51,7 @@ fuzz-smoke:
 fuzz:
 	$(MAKE) fuzz-smoke FUZZTIME=2m
 
-test: deps vet staticcheck unit fuzz-smoke
+test: deps tidy-check vet staticcheck unit fuzz-smoke
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/xprawire/ ./internal/wsconn/

@@ -46,6 +46,8 @@ type xconn struct {
 
 	// counters, updated by the relay goroutine reading this leg
 	bytesIn, packetsIn atomic.Int64
+	// writes counts the relay's writes to this leg (gathered frames count once)
+	writes atomic.Int64
 }
 
 // outPacket is one of the proxy's own packets waiting for the writer.

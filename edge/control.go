@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -81,6 +82,11 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn, sess *session) {
 	x.frames.SetMaxSize(uint32(s.limits().MaxHelloSize))
 	h := &handshake{s: s, x: x, log: s.log.With("control", true), start: time.Now()}
 	caps, err := h.readHello(time.Now().Add(10 * time.Second))
+	if errors.Is(err, io.EOF) {
+		// `xpra list` probes sockets by connecting and closing.
+		h.log.Debug("control socket probed")
+		return
+	}
 	if err != nil {
 		h.fail(err)
 		return

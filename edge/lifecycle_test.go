@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
@@ -399,5 +400,80 @@ func TestReloadBindsAddedListener(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
 		c.Close()
 		t.Fatal("the added listener still accepts after shutdown")
+	}
+}
+
+// TestControlProbeLogsAtDebug: `xpra list` connects to each control
+// socket and closes; that is logged at debug, not as an INFO "connection
+// refused" per probe.
+func TestControlProbeLogsAtDebug(t *testing.T) {
+	f := newFixture(t, fooUser, nil)
+	path := filepath.Join(f.sockDir, sockdir.SocketName(f.srv.cfg.Display))
+	deadline := time.Now().Add(2 * time.Second)
+	for sockdir.Probe(path, time.Second) != sockdir.StateLive {
+		if time.Now().After(deadline) {
+			t.Fatal("the control socket is not live")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for !strings.Contains(f.log.String(), "control socket probed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the probe was not logged at debug:\n%s", f.log.String())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if strings.Contains(f.log.String(), "connection refused") {
+		t.Fatalf("a probe logged as a refused connection:\n%s", f.log.String())
+	}
+}
+
+// TestSmallPacketsAreGathered: 40 small packets (20 raw chunks with their
+// main packets, as draws) sent in one burst reach the backend in a few
+// writes, in order (the backend answers each ping in turn), instead of one
+// write per frame.
+func TestSmallPacketsAreGathered(t *testing.T) {
+	f := newFixture(t, fooUser, nil)
+	c := f.dial()
+	xc := xpraclient.New(c, xprawire.Rencode)
+	caps := xpraclient.BaseCaps("foo")
+	caps.Set("bench.mode", "idle")
+	if _, err := xc.Hello(caps, []byte("bar"), true, false, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	f.srv.mu.Lock()
+	sess := f.srv.sessions[1]
+	f.srv.mu.Unlock()
+	if sess == nil {
+		t.Fatal("no session 1")
+	}
+	var burst bytes.Buffer
+	pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(&burst), xprawire.Rencode)
+	for i := 0; i < 20; i++ {
+		if err := pw.WritePacket(xprawire.Packet{"ping", int64(i), int64(i), xprawire.RawChunk{Data: bytes.Repeat([]byte{byte(i)}, 600)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the login's own writes are done
+	before := sess.b.writes.Load()
+	if _, err := c.Write(burst.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; {
+		p, err := xc.Read(time.Now().Add(5 * time.Second))
+		if err != nil {
+			t.Fatalf("echo %d: %v", i, err)
+		}
+		if p.Type() != "ping_echo" {
+			continue
+		}
+		if n, _ := p[1].(int64); n != int64(i) {
+			t.Fatalf("echo %d answers ping %v: reordered", i, p[1])
+		}
+		i++
+	}
+	writes := sess.b.writes.Load() - before
+	t.Logf("40 frames (%d bytes) in %d writes to the backend", burst.Len(), writes)
+	if writes > 12 {
+		t.Fatalf("%d writes for 40 frames sent together", writes)
 	}
 }

@@ -3,6 +3,7 @@ package edge
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -215,16 +216,43 @@ func (l leg) tell() tellMask { return 1 << l }
 // kernel to kernel instead of copying it through its own buffer.
 const spliceMin = 64 << 10
 
+// Gathering: while the source has more complete frames already buffered,
+// the relay copies small frames into one buffer and writes them with one
+// write (one syscall, one TLS record, one WebSocket frame), in order.
+const (
+	gatherFrameMax  = 16 << 10 // larger frames are written on their own
+	gatherMaxBytes  = 64 << 10 // one gathered write
+	gatherMaxFrames = 64
+)
+
+var gatherPool = sync.Pool{New: func() any { b := make([]byte, 0, gatherMaxBytes); return &b }}
+
+// nextFrameBuffered reports whether src's reader already holds the whole
+// next frame, so reading it cannot block.
+func nextFrameBuffered(src *xconn) bool {
+	n := src.br.Buffered()
+	if n < xprawire.HeaderSize {
+		return false
+	}
+	hb, err := src.br.Peek(xprawire.HeaderSize)
+	if err != nil || hb[0] != xprawire.Magic {
+		return false
+	}
+	return n >= xprawire.HeaderSize+int(binary.BigEndian.Uint32(hb[4:8]))
+}
+
 // relay moves frames from src to dst until the session ends. Raw chunks
 // and main packets pass unchanged; only the few packet types the proxy
 // must see are decoded. Large raw chunks between two plain TCP legs are
-// spliced and never copied into user space.
+// spliced and never copied into user space; small frames that arrive
+// together are gathered into one write.
 //
 // The relay is the one writer of data to dst. It takes dst's writer for
-// each frame and gives it back after the frame, except between a raw
-// chunk and its main packet (a group), which go out contiguously: then it
-// keeps the writer and reads the rest of the group under the write
-// timeout, so a peer that stalls inside a group holds nothing for longer.
+// each write and gives it back after it, except between a raw chunk and
+// its main packet (a group), which go out contiguously: once a chunk is
+// written it keeps the writer and reads the rest of the group under the
+// write timeout, so a peer that stalls inside a group holds nothing for
+// longer. Before any read that can block, everything gathered is written.
 func (sess *session) relay(src, dst *xconn, from leg) {
 	idle := sess.lim.IdleTimeout
 	wt := sess.lim.WriteTimeout
@@ -232,12 +260,24 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 	srcTCP, _ := src.Conn.(*net.TCPConn)
 	dstTCP, _ := dst.Conn.(*net.TCPConn)
 	canSplice := srcTCP != nil && dstTCP != nil
-	group := false             // dst's writer is ours until the group's main packet
+	group := false             // dst's writer is ours: a chunk is written, its main packet not yet
+	chunkOpen := false         // the last frame taken is a raw chunk (written or gathered)
+	var out *[]byte            // gathered frames not yet written (from gatherPool)
+	outFrames := 0             // frames in out
 	var readDeadline time.Time // as last set on src
 	stale := true              // src's read deadline is not readDeadline
+	dropOut := func() {
+		if out != nil {
+			*out = (*out)[:0]
+			gatherPool.Put(out)
+			out, outFrames = nil, 0
+		}
+	}
+	defer dropOut()
 	// fail ends the session after a failure; dst's writer is given back
 	// first so that end can tell dst at once.
 	fail := func(reason string, tell tellMask) {
+		dropOut()
 		if group {
 			group = false
 			_ = dst.unlockWriter()
@@ -262,6 +302,39 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 	}
 	writeFailed := func(err error) {
 		fail(writeFailReason(from.other(), err, wt), from.tell())
+	}
+	// wrote finishes a write to dst: the writer stays ours inside a group.
+	wrote := func(err error) error {
+		dst.writes.Add(1)
+		if chunkOpen {
+			group = true
+			return err
+		}
+		group = false
+		if err2 := dst.unlockWriter(); err == nil {
+			err = err2
+		}
+		return err
+	}
+	flush := func() error {
+		if out == nil {
+			return nil
+		}
+		if !group {
+			dst.lockWriter()
+		}
+		dst.armWrite(wt)
+		_, err := dst.Conn.Write(*out)
+		dropOut()
+		return wrote(err)
+	}
+	// writeOne writes one frame on its own.
+	writeOne := func(h xprawire.Header, payload []byte) error {
+		if !group {
+			dst.lockWriter()
+		}
+		chunkOpen = h.Index > 0
+		return wrote(dst.writeFrame(h, payload))
 	}
 	for {
 		// The read deadline: the write timeout inside a group, else the
@@ -288,10 +361,15 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 			h.Flags &^= xprawire.FlagFlush
 		}
 		if h.Index > 0 && canSplice && h.Size >= spliceMin {
+			if err := flush(); err != nil {
+				writeFailed(err)
+				return
+			}
 			if !group {
 				dst.lockWriter()
 				group = true
 			}
+			chunkOpen = true
 			var hb [xprawire.HeaderSize]byte
 			h.Put(hb[:])
 			dst.armWrite(wt)
@@ -300,6 +378,7 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 			if err == nil {
 				n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
 			}
+			dst.writes.Add(1)
 			stale = true // the splice moved src's read deadline
 			src.bytesIn.Add(xprawire.HeaderSize + n)
 			if err != nil {
@@ -322,61 +401,75 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 			return
 		}
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
-		if h.Index > 0 {
-			if !group {
-				dst.lockWriter()
-				group = true
+		if h.Index == 0 {
+			src.packetsIn.Add(1)
+			typ, perr := xprawire.PeekType(h, payload)
+			if from == legClient {
+				// Every main packet of the client is classified, whatever
+				// came before it: the proxy declared no aliases, so a type
+				// that is not a name (an integer alias, or undecodable) is
+				// refused, and so is a packet that stops or re-handshakes the
+				// backend after raw chunks (it can no longer be dropped alone).
+				switch {
+				case perr != nil || typ == "":
+					fail("client sent a packet without a type name", tellBoth)
+					return
+				case chunkOpen && clientMustNotPass(typ):
+					fail("client sent "+typ+" after a raw chunk", tellBoth)
+					return
+				}
 			}
-			if err := dst.writeFrame(h, payload); err != nil {
+			if !chunkOpen {
+				if sess.intercepted(typ, from) {
+					if err := flush(); err != nil {
+						writeFailed(err)
+						return
+					}
+					end, err := sess.intercept(src, dst, from, typ, h, payload)
+					if err != nil {
+						var de decodeError
+						if errors.As(err, &de) {
+							fail(from.errorReason(err), tellBoth)
+						} else {
+							writeFailed(err)
+						}
+						return
+					}
+					if end {
+						return
+					}
+					continue
+				}
+			}
+		}
+		size := xprawire.HeaderSize + len(payload)
+		if out != nil && (len(*out)+size > gatherMaxBytes || size > gatherFrameMax) {
+			if err := flush(); err != nil {
+				writeFailed(err)
+				return
+			}
+		}
+		if out == nil && (size > gatherFrameMax || !nextFrameBuffered(src)) {
+			if err := writeOne(h, payload); err != nil {
 				writeFailed(err)
 				return
 			}
 			continue
 		}
-		src.packetsIn.Add(1)
-		typ, perr := xprawire.PeekType(h, payload)
-		if from == legClient {
-			// Every main packet of the client is classified, whatever came
-			// before it: the proxy declared no aliases, so a type that is not
-			// a name (an integer alias, or undecodable) is refused, and so is
-			// a packet that stops or re-handshakes the backend after raw
-			// chunks already went out (it can no longer be dropped alone).
-			switch {
-			case perr != nil || typ == "":
-				fail("client sent a packet without a type name", tellBoth)
-				return
-			case group && clientMustNotPass(typ):
-				fail("client sent "+typ+" after a raw chunk", tellBoth)
+		if out == nil {
+			out = gatherPool.Get().(*[]byte)
+		}
+		h.Size = uint32(len(payload))
+		var hb [xprawire.HeaderSize]byte
+		h.Put(hb[:])
+		*out = append(append(*out, hb[:]...), payload...)
+		outFrames++
+		chunkOpen = h.Index > 0
+		if outFrames >= gatherMaxFrames || !nextFrameBuffered(src) {
+			if err := flush(); err != nil {
+				writeFailed(err)
 				return
 			}
-		}
-		if !group {
-			if sess.intercepted(typ, from) {
-				end, err := sess.intercept(src, dst, from, typ, h, payload)
-				if err != nil {
-					var de decodeError
-					if errors.As(err, &de) {
-						fail(from.errorReason(err), tellBoth)
-					} else {
-						writeFailed(err)
-					}
-					return
-				}
-				if end {
-					return
-				}
-				continue
-			}
-			dst.lockWriter()
-		}
-		err = dst.writeFrame(h, payload)
-		group = false
-		if err2 := dst.unlockWriter(); err == nil {
-			err = err2
-		}
-		if err != nil {
-			writeFailed(err)
-			return
 		}
 	}
 }

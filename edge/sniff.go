@@ -14,6 +14,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 )
 
 // bufConn replays what sniffing buffered, then reads the connection; the
@@ -25,19 +26,137 @@ type bufConn struct {
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
-// sniffLen is how many bytes sniffing needs to tell the protocol: the
-// longest HTTP method with its space ("OPTIONS ", "CONNECT "), and the size
-// of an xpra packet header. Every xpra and HTTP client sends at least this
-// much at once.
-const sniffLen = 8
+// What the first bytes of a connection say it is.
+type kind uint8
+
+const (
+	kindUnknown kind = iota
+	kindXpra         // an xpra packet header: 'P' and a protocol flags byte
+	kindTLS          // a TLS handshake record
+	kindHTTP         // an HTTP request line (files, health, WebSocket upgrades)
+	kindProxyV1      // a PROXY protocol v1 header ("PROXY ")
+	kindProxyV2      // a PROXY protocol v2 header (its 12-byte signature)
+)
+
+func (k kind) String() string {
+	return [...]string{"unknown", "xpra", "tls", "http", "proxy-v1", "proxy-v2"}[k]
+}
+
+// ErrNeedMore is classify's answer when the prefix could still become
+// more than one kind: read more bytes and ask again.
+var ErrNeedMore = errors.New("edge: need more bytes to tell the protocol")
+
+// errUnknownProtocol: no prefix of a kind we serve.
+var errUnknownProtocol = errors.New("edge: unknown protocol")
+
+// maxSniff is the most classify ever needs: the PROXY v2 signature, the
+// longest HTTP method with its space ("OPTIONS ", "CONNECT ").
+const maxSniff = len(proxyV2Sig)
+
+// httpMethods are the request-line starts that mean HTTP.
+var httpMethods = []string{"GET ", "HEAD ", "POST ", "PUT ", "OPTIONS ", "DELETE ", "PATCH ", "CONNECT ", "TRACE "}
+
+// xpraFlagsMask holds every protocol flag bit an xpra header may carry
+// (rencode, cipher, yaml, flush, rencodeplus); a byte with any other bit
+// set is not an xpra flags byte ("PUT ", "PATCH ", "POST ", "PROXY " all
+// have 0x40 set in their second byte).
+const xpraFlagsMask = byte(xprawire.FlagRencode | xprawire.FlagCipher | xprawire.FlagYAML | xprawire.FlagFlush | xprawire.FlagRencodePlus)
+
+// classify tells what a connection is from its first bytes. It is pure:
+// the same prefix always gets the same answer, and once it answers with a
+// kind, every longer prefix gets the same kind. ErrNeedMore means more
+// bytes are needed (never past maxSniff); errUnknownProtocol means no
+// kind we serve starts like this.
+func classify(prefix []byte) (kind, error) {
+	if len(prefix) == 0 {
+		return kindUnknown, ErrNeedMore
+	}
+	switch prefix[0] {
+	case 0x16:
+		return kindTLS, nil
+	case xprawire.Magic:
+		if len(prefix) < 2 {
+			return kindUnknown, ErrNeedMore
+		}
+		if prefix[1]&^xpraFlagsMask == 0 {
+			return kindXpra, nil
+		}
+	}
+	need := false
+	for _, t := range tokens {
+		ok, more := matchPrefix(prefix, t.tok)
+		if ok {
+			return t.kind, nil
+		}
+		need = need || more
+	}
+	if need {
+		return kindUnknown, ErrNeedMore
+	}
+	return kindUnknown, errUnknownProtocol
+}
+
+// token is a fixed start classify knows besides TLS and xpra.
+type token struct {
+	tok  string
+	kind kind
+}
+
+var tokens = func() []token {
+	ts := []token{{"PROXY ", kindProxyV1}, {proxyV2Sig, kindProxyV2}}
+	for _, m := range httpMethods {
+		ts = append(ts, token{m, kindHTTP})
+	}
+	return ts
+}()
+
+// matchPrefix reports whether prefix starts with tok (ok), or is a proper
+// prefix of it (more).
+func matchPrefix(prefix []byte, tok string) (ok, more bool) {
+	if len(prefix) >= len(tok) {
+		return string(prefix[:len(tok)]) == tok, false
+	}
+	return false, string(prefix) == tok[:len(prefix)]
+}
+
+// sniff reads (under the connection's deadline) until classify answers:
+// only the bytes it needs, never more than maxSniff, all left buffered.
+// A stream that ends first is judged by what it sent.
+func sniff(br *bufio.Reader) (kind, error) {
+	n := 1
+	for {
+		b, err := br.Peek(n)
+		k, cerr := classify(b)
+		if cerr != ErrNeedMore {
+			return k, cerr
+		}
+		if len(b) >= maxSniff {
+			return kindUnknown, errUnknownProtocol // cannot happen: every token is shorter
+		}
+		if err != nil {
+			if len(b) == 0 || isTimeout(err) {
+				return kindUnknown, err
+			}
+			return kindUnknown, errUnknownProtocol // ended inside a prefix
+		}
+		// Take what already arrived, else wait for one more byte.
+		n = min(max(len(b)+1, br.Buffered()), maxSniff)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
 
 // acmeTLSALPN is the ALPN protocol of TLS-ALPN-01 challenges; the TLS
 // config answers them during the handshake, after which we hang up.
 const acmeTLSALPN = "acme-tls/1"
 
 // handleConn sniffs the first bytes of an accepted connection and hands
-// it on: TLS is terminated and sniffed again, 'P' is xpra, anything else
-// is HTTP (files, health, WebSocket upgrades).
+// it on: a PROXY header (from trusted balancers) is consumed, TLS is
+// terminated and sniffed again, then xpra goes to the pipeline and HTTP to
+// the web server (files, health, WebSocket upgrades).
 func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string) {
 	l := s.listener(listenerName)
 	if l == nil {
@@ -81,13 +200,29 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 	deadline := time.Now().Add(lim.SniffTimeout)
 	_ = c.SetDeadline(deadline)
 	br := bufio.NewReaderSize(c, readBufferSize)
-	first, err := br.Peek(1)
-	if err != nil {
-		s.log.Debug("connection closed before sending anything", "remote", meta.remote, "err", err)
-		c.Close()
+	var conn net.Conn = c
+	// sniffed reports a sniffing failure; false means the connection is
+	// done with.
+	sniffed := func(k kind, err error) (kind, bool) {
+		switch {
+		case err == nil:
+			return k, true
+		case isTimeout(err):
+			s.log.Info("connection closed", "remote", meta.remote, "reason", "too slow to tell its protocol")
+			conn.Close()
+		case errors.Is(err, errUnknownProtocol):
+			s.refuse(conn, meta, "invalid protocol for this port")
+		default:
+			s.log.Debug("connection closed before sending anything", "remote", meta.remote, "err", err)
+			conn.Close()
+		}
+		return k, false
+	}
+	k, ok := sniffed(sniff(br))
+	if !ok {
 		return
 	}
-	if hasProxyHeader(br) {
+	if k == kindProxyV1 || k == kindProxyV2 {
 		if !l.trustsProxy(c.RemoteAddr()) {
 			s.refuse(c, meta, "PROXY protocol header from an untrusted address")
 			return
@@ -104,8 +239,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 				return
 			}
 		}
-		if first, err = br.Peek(1); err != nil {
-			c.Close()
+		if k, ok = sniffed(sniff(br)); !ok {
 			return
 		}
 	}
@@ -114,8 +248,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		c.Close()
 		return
 	}
-	var conn net.Conn = c
-	if first[0] == 0x16 { // a TLS handshake record
+	if k == kindTLS {
 		if !l.acceptsTLS() || s.cfg.TLS == nil {
 			s.refuse(c, meta, "TLS is not enabled on this port")
 			return
@@ -135,33 +268,13 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		meta.tls = true
 		conn = tc
 		br = bufio.NewReaderSize(tc, readBufferSize)
-		if _, err = br.Peek(1); err != nil {
-			s.log.Debug("tls connection closed before sending anything", "remote", meta.remote, "err", err)
-			tc.Close()
+		if k, ok = sniffed(sniff(br)); !ok {
 			return
 		}
-	}
-	// What tells xpra from HTTP is in the first sniffLen bytes; read them
-	// under the sniff deadline too, or a client that sends one byte and
-	// waits would hold this goroutine and an unauthenticated slot forever.
-	if _, err := br.Peek(sniffLen); err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			s.log.Info("connection closed", "remote", meta.remote, "reason", "too slow to tell its protocol")
-			conn.Close()
-			return
-		}
-		// fewer bytes and the end of the stream: judged by what it sent
-	}
-	// Peek may have moved the buffered bytes (after a PROXY header was
-	// consumed): take the first byte again.
-	if first, err = br.Peek(1); err != nil {
-		conn.Close()
-		return
 	}
 	_ = c.SetDeadline(time.Time{})
-	switch {
-	case first[0] == 'P' && !looksLikePOST(br):
+	switch k {
+	case kindXpra:
 		if !l.accepts(pick(meta.tls, "xpra", "ssl")) {
 			s.refuse(conn, meta, pick(meta.tls, "this port requires TLS", "this port does not take xpra over TLS"))
 			return
@@ -174,7 +287,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			meta.transport.Kind, meta.transport.Encrypted = "unix", true
 		}
 		s.serveXpra(ctx, conn, br, meta)
-	case looksLikeHTTP(br):
+	case kindHTTP:
 		if !meta.tls && !l.accepts("ws") && !l.accepts("http") {
 			s.refuse(conn, meta, "this port requires TLS")
 			return
@@ -194,29 +307,8 @@ func (s *Server) refuse(c net.Conn, meta connMeta, why string) {
 	c.Close()
 }
 
-func looksLikePOST(br *bufio.Reader) bool {
-	b, _ := br.Peek(5)
-	return string(b) == "POST "
-}
-
-// looksLikeHTTP accepts a request line's method.
-func looksLikeHTTP(br *bufio.Reader) bool {
-	b, _ := br.Peek(8)
-	for _, m := range []string{"GET ", "HEAD ", "POST ", "PUT ", "OPTIONS ", "DELETE ", "PATCH ", "CONNECT ", "TRACE "} {
-		if strings.HasPrefix(string(b), m) || len(b) < len(m) && strings.HasPrefix(m, string(b)) && len(b) > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // proxyV2Sig starts a PROXY protocol v2 header.
 const proxyV2Sig = "\r\n\r\n\x00\r\nQUIT\n"
-
-func hasProxyHeader(br *bufio.Reader) bool {
-	b, _ := br.Peek(len(proxyV2Sig))
-	return strings.HasPrefix(string(b), "PROXY ") || string(b) == proxyV2Sig
-}
 
 // readProxyHeader consumes a PROXY header and returns the client address
 // it names ("" for a LOCAL/UNKNOWN header, which keeps the peer's own).

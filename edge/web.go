@@ -281,10 +281,8 @@ func (s *Server) serveHTTP(c net.Conn, meta connMeta, sniffDeadline time.Time) {
 	}
 }
 
-func isWebSocket(r *http.Request) bool {
-	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
-		strings.Contains(strings.ToLower(r.Header.Get("Connection")), "upgrade")
-}
+// isWebSocket applies wsconn's one rule for an upgrade request.
+func isWebSocket(r *http.Request) bool { return wsconn.IsUpgrade(r.Header) }
 
 // serveWebSocket upgrades any path (as xpra does) and runs the xpra
 // pipeline over the frames' byte stream.

@@ -77,18 +77,20 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		return nil, err
 	}
 	p.srv = srv
+	// Certificates first: once the port is bound a client may connect
+	// (the kernel queues it), and the development CA is on disk by then.
+	if p.certs != nil {
+		if err := p.certs.start(ctx, srv.Registry()); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
 	if err := srv.Bind(); err != nil {
 		p.close()
 		return nil, err
 	}
 	if cfg.Admin.Bind != "" {
 		if err := p.startAdmin(cfg.Admin); err != nil {
-			p.close()
-			return nil, err
-		}
-	}
-	if p.certs != nil {
-		if err := p.certs.start(ctx, srv.Registry()); err != nil {
 			p.close()
 			return nil, err
 		}

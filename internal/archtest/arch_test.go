@@ -51,7 +51,7 @@ var allowed = map[string][]string{
 	"router":            {},
 	"internal/xprawire": {"github.com/pierrec/lz4/v4", "github.com/andybalholm/brotli"},
 	"internal/sockdir":  {},
-	"internal/wsconn":   {"github.com/gobwas/ws", "github.com/gobwas/httphead", "github.com/gobwas/pool"},
+	"internal/wsconn":   {},
 	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3"},
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",

@@ -3,6 +3,7 @@ package wsconn
 import (
 	"bytes"
 	"net"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -59,5 +60,65 @@ func TestPingFloodIsRateLimited(t *testing.T) {
 	}
 	if pongs < 16 || pongs > 18 {
 		t.Fatalf("%d pongs for 500 pings, want about 16", pongs)
+	}
+}
+
+// TestIsUpgrade: the one rule, by tokens. Before, the edge's own check
+// took "Connection: upgraded" (a substring) and refused "Upgrade:
+// websocket, h2c" (a list), unlike Upgrade.
+func TestIsUpgrade(t *testing.T) {
+	for _, tc := range []struct {
+		upgrade, connection string
+		want                bool
+	}{
+		{"websocket", "Upgrade", true},
+		{"WebSocket", "keep-alive, Upgrade", true},
+		{"h2c, websocket", "upgrade", true},
+		{"websocket", "upgraded", false},
+		{"websocket", "", false},
+		{"", "upgrade", false},
+		{"websockets", "upgrade", false},
+	} {
+		h := http.Header{}
+		if tc.upgrade != "" {
+			h.Set("Upgrade", tc.upgrade)
+		}
+		if tc.connection != "" {
+			h.Set("Connection", tc.connection)
+		}
+		if got := IsUpgrade(h); got != tc.want {
+			t.Errorf("Upgrade %q, Connection %q: %v, want %v", tc.upgrade, tc.connection, got, tc.want)
+		}
+	}
+}
+
+// countConn counts the writes a Conn makes.
+type countConn struct {
+	scriptConn
+	writes int
+}
+
+func (c *countConn) Write(p []byte) (int, error) { c.writes++; return c.scriptConn.Write(p) }
+
+// TestOneWritePerFrame: over a connection without writev (TLS), a frame
+// is one write (one TLS record), masked or not; before, header and
+// payload were two.
+func TestOneWritePerFrame(t *testing.T) {
+	for _, client := range []bool{false, true} {
+		cc := &countConn{scriptConn: *newScript(nil)}
+		c := newConn(cc, nil, client)
+		payload := bytes.Repeat([]byte("x"), 3000)
+		if _, err := c.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+		if cc.writes != 1 {
+			t.Fatalf("client=%v: %d writes for one frame", client, cc.writes)
+		}
+		if !client {
+			fs := cc.written(t)
+			if len(fs) != 1 || !bytes.Equal(fs[0].payload, payload) {
+				t.Fatalf("frames: %+v", fs)
+			}
+		}
 	}
 }

@@ -70,6 +70,12 @@ const (
 	minReadBufSize = 256
 )
 
+// joinMax is the largest payload copied next to its header so that a
+// connection without writev (TLS) gets one write per frame.
+const joinMax = 64 << 10
+
+var joinPool = sync.Pool{New: func() any { b := make([]byte, 0, maxHeaderSize+joinMax); return &b }}
+
 // Close status codes we send.
 const (
 	closeNormal      = 1000
@@ -119,6 +125,7 @@ type Conn struct {
 	rdl, wdl time.Time
 
 	wmu      sync.Mutex
+	vectored bool // the connection turns net.Buffers into one writev
 	wclosed  bool // a close frame was sent; no more frames
 	whdr     [maxHeaderSize]byte
 	wbufArr  [2][]byte
@@ -136,6 +143,10 @@ func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 		br = bufio.NewReaderSize(br, readBufSize) // control frames are peeked whole
 	}
 	wc := &Conn{conn: c, br: br, client: client, pingTok: pingBurst}
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		wc.vectored = true
+	}
 	if client {
 		var seed [32]byte
 		_, _ = rand.Read(seed[:]) // never fails (Go 1.24+)
@@ -474,10 +485,20 @@ func (c *Conn) writeFrameLocked(op byte, p []byte) error {
 		copy(payload, p)
 		applyMask(payload, key, 0)
 	}
-	c.wbufArr = [2][]byte{h, payload}
-	c.wbufs = c.wbufArr[:]
-	_, err := c.wbufs.WriteTo(c.conn)
-	c.wbufArr = [2][]byte{}
+	var err error
+	if !c.vectored && len(payload) <= joinMax {
+		// No writev under us (TLS): one write, so one record per frame.
+		bp := joinPool.Get().(*[]byte)
+		b := append(append((*bp)[:0], h...), payload...)
+		_, err = c.conn.Write(b)
+		*bp = b[:0]
+		joinPool.Put(bp)
+	} else {
+		c.wbufArr = [2][]byte{h, payload}
+		c.wbufs = c.wbufArr[:]
+		_, err = c.wbufs.WriteTo(c.conn)
+		c.wbufArr = [2][]byte{}
+	}
 	if c.client && cap(c.maskBuf) > 1<<20 {
 		c.maskBuf = nil // do not pin a huge buffer
 	}
@@ -572,6 +593,14 @@ func acceptKey(key string) string {
 	return base64.StdEncoding.EncodeToString(h[:])
 }
 
+// IsUpgrade is the one rule for what counts as a WebSocket upgrade
+// request: an Upgrade header with the token "websocket" and a Connection
+// header with the token "upgrade" (comma-separated lists, any case).
+// Upgrade refuses what it rejects; the edge routes what it accepts here.
+func IsUpgrade(h http.Header) bool {
+	return headerHasToken(h, "Upgrade", "websocket") && headerHasToken(h, "Connection", "upgrade")
+}
+
 // headerHasToken reports whether a comma-separated header contains tok
 // (case-insensitive, spaces trimmed).
 func headerHasToken(h http.Header, name, tok string) bool {
@@ -603,7 +632,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
 	if r.Method != http.MethodGet {
 		return refuse(http.StatusBadRequest, fmt.Errorf("%w: method %s", ErrBadHandshake, r.Method), "websocket: GET required")
 	}
-	if !headerHasToken(r.Header, "Upgrade", "websocket") || !headerHasToken(r.Header, "Connection", "upgrade") {
+	if !IsUpgrade(r.Header) {
 		return refuse(http.StatusBadRequest, fmt.Errorf("%w: not an upgrade request", ErrBadHandshake), "websocket: upgrade request required")
 	}
 	switch v := strings.TrimSpace(r.Header.Get("Sec-WebSocket-Version")); v {
@@ -699,7 +728,7 @@ func Dial(ctx context.Context, conn net.Conn, host, path string) (net.Conn, erro
 	switch {
 	case resp.StatusCode != http.StatusSwitchingProtocols:
 		return nil, fmt.Errorf("%w: server answered %s", ErrBadHandshake, resp.Status)
-	case !headerHasToken(resp.Header, "Upgrade", "websocket"), !headerHasToken(resp.Header, "Connection", "upgrade"):
+	case !IsUpgrade(resp.Header):
 		return nil, fmt.Errorf("%w: response is not an upgrade", ErrBadHandshake)
 	case resp.Header.Get("Sec-WebSocket-Accept") != acceptKey(key):
 		return nil, fmt.Errorf("%w: wrong Sec-WebSocket-Accept", ErrBadHandshake)
