@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -138,7 +139,8 @@ max_failures = 0
 	p := startProxy(t, addr, "--config="+writeFile(t, filepath.Join(dir, "edge.toml"), cfg))
 	op := &oneport{proxy: p, caFile: filepath.Join(state, "ca.pem"), ctlDir: ctl, be: be}
 	if _, err := os.Stat(op.caFile); err != nil {
-		t.Fatalf("self-signed CA not written: %v", err)
+		out, _ := exec.Command("ss", "-tanp").CombinedOutput()
+		t.Fatalf("self-signed CA not written: %v (sockets on the port of %s: %q)", err, addr, grepLines(string(out), strings.Split(addr, ":")[1]))
 	}
 	return op
 }

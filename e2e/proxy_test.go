@@ -99,8 +99,14 @@ func startProxy(t testing.TB, addr string, args ...string) *proxy {
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
+			// Dialing a loopback port nobody listens on can connect the
+			// socket to itself (TCP simultaneous open, when the kernel
+			// picks the same port as the source): that is not the proxy.
+			self := c.LocalAddr().String() == c.RemoteAddr().String()
 			c.Close()
-			return p
+			if !self {
+				return p
+			}
 		}
 		select {
 		case err := <-p.done:

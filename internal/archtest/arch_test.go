@@ -55,7 +55,7 @@ var allowed = map[string][]string{
 	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3"},
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
-		"github.com/pires/go-proxyproto"},
+		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
 	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
 }
 
