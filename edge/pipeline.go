@@ -167,6 +167,10 @@ func (h *handshake) readHello(deadline time.Time) (xprawire.Caps, error) {
 	for {
 		_ = h.x.SetReadDeadline(deadline)
 		p, hdr, err := h.x.pr.ReadPacket()
+		// Drop the payload buffer before waiting again: a client that
+		// sent a hello-sized ping and went quiet holds no more than its
+		// read buffer until its login timeout.
+		h.x.frames.Release()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
