@@ -235,7 +235,12 @@ func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t r
 		return h.sendBackend(b, hello)
 	}
 	// Pass the challenge through: the client answers it with the password
-	// of its backend session.
+	// of its backend session. Not when the answer would carry the password
+	// itself (xor, des) across an unencrypted backend network.
+	if !encrypted && reversibleDigest(ch.Digest) {
+		return tell(reasonAuthError, fmt.Errorf("backend %s asks for the password as %q over an unencrypted connection", t, ch.Digest),
+			"the backend asks for the password in a reversible form over an unencrypted connection")
+	}
 	if err := h.x.sendDeadline(p, h.s.limits().WriteTimeout); err != nil {
 		return &clientError{err: fmt.Errorf("forward challenge: %w", err)}
 	}
@@ -248,6 +253,13 @@ func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t r
 	}
 	hello := clientHelloForBackend(h.client, true, encrypted, info, opts)
 	return h.sendBackend(b, hello)
+}
+
+// reversibleDigest reports whether a challenge digest lets whoever reads
+// the answer recover the password (xpra's xor, and des with the salt).
+func reversibleDigest(d string) bool {
+	d = strings.ToLower(strings.TrimSpace(d))
+	return d == "xor" || d == "des"
 }
 
 func (h *handshake) sendBackend(b *xconn, hello xprawire.Dict) error {

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
@@ -172,5 +173,45 @@ func TestBackendToldTheURLUser(t *testing.T) {
 		if got, _ := rec.lastHello(t).Str("username"); got != tc.want {
 			t.Errorf("%s: backend told username %q, want %q", tc.display, got, tc.want)
 		}
+	}
+}
+
+// TestXORPassThroughRefusedOnPlainBackend: a backend on plain TCP that asks
+// for the password as xor would get the client's password readable on the
+// backend network: the proxy refuses to pass that challenge on, with a
+// reason, and the backend never gets an answer.
+func TestXORPassThroughRefusedOnPlainBackend(t *testing.T) {
+	ln := loopback(t)
+	answered := make(chan bool, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		pr := xprawire.NewPacketReader(bufio.NewReader(c))
+		pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(c), xprawire.Rencode)
+		if _, _, err := pr.ReadPacket(); err != nil {
+			return
+		}
+		salt := strings.Repeat("s", 32)
+		_ = pw.WritePacket(xprawire.Packet{"challenge", salt, "", "xor", "xor", "password"})
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		p, _, err := pr.ReadPacket()
+		answered <- err == nil && p.Type() == "hello"
+	}()
+	addr := backendProxy(t, []string{"tcp://" + ln.Addr().String() + "/"}, nil)
+	c := connect(t, addr, xprawire.Rencode)
+	_, err := c.Hello(xpraclient.BaseCaps("u"), []byte("p"), true, true, 5*time.Second)
+	var de *xpraclient.DisconnectError
+	if !asDisconnect(err, &de) || !strings.Contains(strings.Join(de.Reasons, " "), "reversible form over an unencrypted connection") {
+		t.Fatalf("xor pass-through over plain tcp: %v", err)
+	}
+	select {
+	case a := <-answered:
+		if a {
+			t.Fatal("the backend got an answer to its xor challenge")
+		}
+	case <-time.After(6 * time.Second):
 	}
 }
