@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -165,7 +166,10 @@ func (s *Server) serveConn(c net.Conn) error {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	enc := chooseEncoding(caps)
-	sc.plus = enc == xprawire.RencodePlus
+	// Strict like a 6.x server only toward a peer that offered nothing but
+	// rencodeplus (a 6.x client); one that also offered rencode may keep
+	// writing it, as xpra's decoders go by each packet's flags.
+	sc.plus = enc == xprawire.RencodePlus && !slices.Contains(caps.StrList("encoders"), "rencode")
 	sc.bw = bufio.NewWriterSize(c, 64<<10)
 	sc.pw = xprawire.NewPacketWriter(xprawire.NewFrameWriter(sc.bw), enc)
 	w, err := workloadFromCaps(caps)
