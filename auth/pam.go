@@ -3,7 +3,9 @@ package auth
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/user"
+	"strconv"
 )
 
 // PAM checks the plain password with PAM (service= option, default the
@@ -58,6 +60,14 @@ func (p *PAM) verify(ctx context.Context, username string, pr *proof) (Identity,
 	}
 	if err := ctx.Err(); err != nil {
 		return Identity{}, fmt.Errorf("pam: %w", err)
+	}
+	// Root and, for a proxy running as root, system accounts (below
+	// UID_MIN) never log in: refused before PAM is asked, with the answer
+	// a wrong password gets (a right root password must not tell more).
+	if u, err := user.Lookup(username); err == nil {
+		if uid, err := strconv.Atoi(u.Uid); err != nil || uid == 0 || (os.Geteuid() == 0 && uid < UIDMin()) {
+			return Identity{}, fmt.Errorf("pam: %w: uid %s is root or a system account", ErrFailed, u.Uid)
+		}
 	}
 	// PAM may sleep seconds on a failure; give up waiting with ctx.
 	pw := append([]byte(nil), pr.plain...)

@@ -640,7 +640,15 @@ func infoValue(info, key string) string {
 // createRootAlias makes a second name for uid 0 (useradd -o -u 0) with a
 // password, the way a careless administrator might, and removes it
 // (userdel -f, by name: root's own entry stays) in t.Cleanup.
-func createRootAlias(t *testing.T, name, password string) {
+func createRootAlias(t *testing.T, name, password string) { createAccount(t, name, password, true) }
+
+// createSystemAccount makes a system account (useradd -r: a uid below
+// UID_MIN) with a password, removed in t.Cleanup.
+func createSystemAccount(t *testing.T, name, password string) {
+	createAccount(t, name, password, false)
+}
+
+func createAccount(t *testing.T, name, password string, uid0 bool) {
 	t.Helper()
 	xpratest.RequirePeers(t, "root", "useradd", "userdel", "chpasswd")
 	run := func(stdin string, args ...string) error {
@@ -656,22 +664,26 @@ func createRootAlias(t *testing.T, name, password string) {
 	}
 	del := func() error { return run("", "userdel", "-f", name) }
 	if u, err := user.Lookup(name); err == nil {
-		if u.Uid != "0" || !strings.Contains(u.Name, "xpratest temporary user") {
+		if (uid0 && u.Uid != "0") || !strings.Contains(u.Name, "xpratest temporary user") {
 			t.Fatalf("user %q exists and is not a leftover of this test", name)
 		}
 		if err := del(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := run("", "useradd", "-o", "-u", "0", "-g", "0", "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
-		"-c", "xpratest temporary user", name); err != nil {
+	ids := []string{"-o", "-u", "0", "-g", "0"}
+	if !uid0 {
+		ids = []string{"-r", "-U"}
+	}
+	if err := run("", append(append([]string{"useradd"}, ids...), "-M", "-d", "/nonexistent", "-s", "/usr/sbin/nologin",
+		"-c", "xpratest temporary user", name)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		if err := del(); err != nil {
 			t.Errorf("remove the uid 0 alias %q: %v", name, err)
 		}
-		if u, err := user.LookupId("0"); err != nil || u.Username != "root" {
+		if u, err := user.LookupId("0"); uid0 && (err != nil || u.Username != "root") {
 			t.Errorf("uid 0 after the cleanup: %v %v", u, err)
 		}
 	})
@@ -692,12 +704,18 @@ func TestSystemwideRefusesRootAndUnknownNames(t *testing.T) {
 	createRootAlias(t, alias, pw)
 	sp := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true, allowListener: true})
 
-	// The right password of a uid-0 account: PAM says yes, the proxy no.
+	// The right password of a uid-0 account: refused before PAM is asked,
+	// with the answer of a wrong password (no hint that it was right).
 	c := sp.attachTLS(t, alias, pw, "")
-	refused(t, "uid-0 alias over TLS", c, "cannot access sessions")
-	if !sp.waitLog("sessions of root are not proxied", 5*time.Second) {
+	refused(t, "uid-0 alias over TLS", c, "authentication failed")
+	if !sp.waitLog("is root or a system account", 5*time.Second) {
 		t.Fatal("the proxy did not log why uid 0 was refused")
 	}
+	// The same for a system account (uid below UID_MIN) and its right password.
+	sysName := userName("xps")
+	createSystemAccount(t, sysName, pw)
+	c = sp.attachTLS(t, sysName, pw, "")
+	refused(t, "system account over TLS", c, "authentication failed")
 	// Nor when the client asks for a new session.
 	s := runXpraClient(t, 2*time.Minute, "start", sp.sslURL(alias, pw, ""), "--ssl-ca-certs="+sp.caFile, "--start=xterm")
 	select {
@@ -705,14 +723,17 @@ func TestSystemwideRefusesRootAndUnknownNames(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the start request of uid 0 did not end:\n%s", s.log.String())
 	}
-	if out := s.log.String(); !strings.Contains(out, "cannot access sessions") {
+	if out := s.log.String(); !strings.Contains(out, "authentication failed") {
 		t.Fatalf("start request of uid 0: %v\n%s", s.err, out)
 	}
 
 	// The allow module takes any password, so only the name decides.
-	for _, name := range []string{"root", "0"} {
+	for _, name := range []string{"root", "0", "daemon", "1", sysName} {
 		c := xpratest.Attach(t, "tcp://"+name+":x@"+sp.allow+"/", xpratest.ClientOptions{})
 		refused(t, "allow module as "+name, c, "cannot access sessions")
+	}
+	if !sp.waitLog("is a system account (below UID_MIN", 5*time.Second) {
+		t.Fatal("the proxy did not log why a system account was refused")
 	}
 	c = xpratest.Attach(t, "tcp://no-such-user-xe:x@"+sp.allow+"/", xpratest.ClientOptions{})
 	refused(t, "allow module, unknown user", c, "cannot access sessions")
@@ -826,7 +847,7 @@ func TestSystemwideExampleConfig(t *testing.T) {
 	sessDir := sharedSocketDir(t)
 	cfg := replaceLines(t, string(raw),
 		`display = ":443"`, fmt.Sprintf("display = \":%d\"", xpratest.FreeDisplay(t)),
-		`socket_dir = "/run/xpra"`, fmt.Sprintf("socket_dir = %q", ctl),
+		`socket_dir = "/run/xpra-edge"`, fmt.Sprintf("socket_dir = %q", ctl),
 		`socket_dirs = ["/run/xpra"]`, fmt.Sprintf("socket_dirs = [%q]", sessDir),
 		`bind = "0.0.0.0:443"`, fmt.Sprintf("bind = %q", addr),
 		`mode = "acme"`, `mode = "self-signed"`,

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/sessions"
 	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 	"github.com/xpra-edge/xpra-edge/router"
 )
@@ -612,7 +613,11 @@ func (h *handshake) startSession(ctx context.Context, starter SessionStarter, sn
 	started := time.Now()
 	sess, err := starter.StartSession(ctx, name, sns)
 	if err != nil {
-		return router.Target{}, tell(reasonServerError, fmt.Errorf("start a session for %s: %w", name, err), "failed to start a new session")
+		detail := "failed to start a new session"
+		if errors.Is(err, sessions.ErrTooMany) {
+			detail += ": too many sessions for this user"
+		}
+		return router.Target{}, tell(reasonServerError, fmt.Errorf("start a session for %s: %w", name, err), detail)
 	}
 	h.log.Info("started a new session", "display", sess.Display, "took", time.Since(started).Round(time.Millisecond))
 	return router.Target{Scheme: "unix", Address: sess.Socket, Display: sess.Display, Options: req.Options}, nil
@@ -635,6 +640,9 @@ func (s *Server) resolveUID(id auth.Identity) (int, error) {
 	}
 	if uid == 0 && s.isRoot {
 		return 0, errors.New("sessions of root are not proxied")
+	}
+	if s.isRoot && uid < auth.UIDMin() {
+		return 0, fmt.Errorf("uid %d is a system account (below UID_MIN %d): its sessions are not proxied", uid, auth.UIDMin())
 	}
 	return uid, nil
 }

@@ -403,8 +403,23 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
 		if h.Index == 0 {
 			src.packetsIn.Add(1)
+			typ, perr := xprawire.PeekType(h, payload)
+			if from == legClient {
+				// Every main packet of the client is classified, whatever came
+				// before it: the proxy declared no aliases, so a type that is not
+				// a name (an integer alias, or undecodable) is refused, and so is
+				// a packet that stops or re-handshakes the backend after raw
+				// chunks (it can no longer be dropped alone).
+				switch {
+				case perr != nil || typ == "":
+					fail("client sent a packet without a type name", tellBoth)
+					return
+				case chunkOpen && clientMustNotPass(typ):
+					fail("client sent "+typ+" after a raw chunk", tellBoth)
+					return
+				}
+			}
 			if !chunkOpen {
-				typ, _ := xprawire.PeekType(h, payload)
 				if sess.intercepted(typ, from) {
 					if err := flush(); err != nil {
 						writeFailed(err)
@@ -484,6 +499,16 @@ func writeFailReason(to leg, err error, wt time.Duration) string {
 	default:
 		return to.lostReason()
 	}
+}
+
+// clientMustNotPass are the packet types of a client that never reach the
+// backend: they stop it or restart the handshake.
+func clientMustNotPass(typ string) bool {
+	switch typ {
+	case "shutdown-server", "exit-server", "hello", "challenge":
+		return true
+	}
+	return false
 }
 
 // intercepted reports whether a packet type must be decoded: the ones the

@@ -123,16 +123,36 @@ func findControl(target string, dirs []string) (string, error) {
 	return "", fmt.Errorf("no live socket for %s in %s", target, strings.Join(dirs, ", "))
 }
 
-func dialControl(target string, dirs []string) (*xpraclient.Conn, error) {
+// dialControl connects to the control socket of target after checking
+// who serves it (SO_PEERCRED): this user, root, or the owner of the
+// socket's directory. In a shared directory (/run/xpra is 1777) anybody
+// could have created the name first; such a squatter must not receive an
+// admin's info or stop requests, or name the pid reload signals.
+func dialControl(target string, dirs []string) (*xpraclient.Conn, int, error) {
 	path, err := findControl(target, dirs)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	c, err := net.DialTimeout("unix", path, 5*time.Second)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return xpraclient.New(c, xprawire.Rencode), nil
+	pid, uid, err := peerCred(c)
+	if err != nil {
+		c.Close()
+		return nil, 0, fmt.Errorf("%s: who serves it: %w", path, err)
+	}
+	dirOwner := -1
+	if fi, err := os.Stat(filepath.Dir(path)); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			dirOwner = int(st.Uid)
+		}
+	}
+	if uid != os.Geteuid() && uid != 0 && uid != dirOwner {
+		c.Close()
+		return nil, 0, fmt.Errorf("%s is served by uid %d (pid %d), neither this user, root nor the owner of its directory: not talking to it", path, uid, pid)
+	}
+	return xpraclient.New(c, xprawire.Rencode), pid, nil
 }
 
 func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
@@ -144,7 +164,7 @@ func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "xpra-edge %s: %v\n", cmd, err)
 		return 2
 	}
-	c, err := dialControl(rest[0], dirs)
+	c, _, err := dialControl(rest[0], dirs)
 	if err != nil {
 		fmt.Fprintf(stderr, "xpra-edge %s: %v\n", cmd, err)
 		return 1
@@ -213,20 +233,26 @@ func runReload(args []string, stdout, stderr io.Writer) int {
 	if len(rest) == 1 {
 		target = rest[0]
 	}
-	c, err := dialControl(target, dirs)
+	c, peerPID, err := dialControl(target, dirs)
 	if err != nil {
 		fmt.Fprintf(stderr, "xpra-edge reload: %v\n", err)
 		return 1
 	}
 	defer c.Close()
+	// The pid is the kernel's (SO_PEERCRED), never one the socket tells:
+	// an answer could name any process.
 	caps, err := c.Request("info", 10*time.Second)
 	if err != nil {
 		fmt.Fprintf(stderr, "xpra-edge reload: %v\n", err)
 		return 1
 	}
-	pid, ok := caps.Int("server.pid")
-	if !ok || pid <= 1 {
-		fmt.Fprintln(stderr, "xpra-edge reload: the proxy did not tell its pid")
+	if typ, _ := caps.Str("server.type"); typ != "xpra-edge" {
+		fmt.Fprintf(stderr, "xpra-edge reload: %s is not an xpra-edge proxy (server.type %q)\n", target, typ)
+		return 1
+	}
+	pid := int64(peerPID)
+	if pid <= 1 {
+		fmt.Fprintln(stderr, "xpra-edge reload: cannot tell the proxy's pid")
 		return 1
 	}
 	if err := syscall.Kill(int(pid), syscall.SIGHUP); err != nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/config"
 )
 
 func TestParseBindForms(t *testing.T) {
@@ -165,5 +166,30 @@ func TestCheckConfigLeavesListenersToTheCommandLine(t *testing.T) {
 	errb.Reset()
 	if rc := runCheckConfig([]string{path}, &out, &errb); rc != 1 || !strings.Contains(errb.String(), "log.level") {
 		t.Fatalf("check-config of a bad file: rc %d: %s", rc, errb.String())
+	}
+}
+
+func TestAnySystemUserListenersAsRoot(t *testing.T) {
+	for _, tc := range []struct {
+		bind, module string
+		root, opt    bool
+		refused      bool
+	}{
+		{"0.0.0.0:443", "allow", true, false, true},
+		{"[::]:443", "password", true, false, true},
+		{"192.0.2.7:443", "none", true, false, true},
+		{"0.0.0.0:443", "allow", true, true, false},   // any_system_user = true
+		{"0.0.0.0:443", "allow", false, false, false}, // not root: the proxy's own user only
+		{"0.0.0.0:443", "pam", true, false, false},
+		{"0.0.0.0:443", "sqlite", true, false, false},
+		{"127.0.0.1:14500", "allow", true, false, false},
+		{"[::1]:14500", "allow", true, false, false},
+		{"localhost:14500", "none", true, false, false},
+		{"/run/xpra-edge/s", "allow", true, false, false},
+	} {
+		err := checkAnySystemUser(tc.root, config.Listener{Bind: tc.bind, AnySystemUser: tc.opt}, tc.module)
+		if (err != nil) != tc.refused {
+			t.Errorf("%+v: err = %v", tc, err)
+		}
 	}
 }

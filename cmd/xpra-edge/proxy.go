@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -269,6 +270,36 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// checkAnySystemUser refuses, for a proxy running as root, a network
+// listener on a non-loopback address whose module lets the client name any
+// system user (allow, none, password), unless any_system_user says so.
+func checkAnySystemUser(isRoot bool, l config.Listener, module string) error {
+	switch module {
+	case "allow", "none", "password":
+	default:
+		return nil
+	}
+	if !isRoot || l.AnySystemUser || strings.HasPrefix(l.Bind, "/") || loopbackBind(l.Bind) {
+		return nil
+	}
+	return fmt.Errorf("listener %s: auth %q as root on a non-loopback address lets any client act as any system user "+
+		"(its sessions, and sessions started as them); bind a loopback address, use pam/sqlite/toml/multifile, "+
+		"or set any_system_user = true on the listener", l.Bind, module)
+}
+
+// loopbackBind reports whether a "host:port" listens on loopback only.
+func loopbackBind(bind string) bool {
+	host, _, err := net.SplitHostPort(bind)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
 // buildState turns a validated config into the edge's reloadable state.
 func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, error) {
 	var st edge.State
@@ -281,6 +312,9 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 		sp, err := auth.ParseSpec(spec)
 		if err != nil {
 			return st, fmt.Errorf("listener %s: %w", l.Bind, err)
+		}
+		if err := checkAnySystemUser(os.Geteuid() == 0, l, sp.Name); err != nil {
+			return st, err
 		}
 		a, err := auth.New(sp, opts)
 		if err != nil {

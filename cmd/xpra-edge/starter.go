@@ -13,7 +13,7 @@ import (
 type starter struct{ s *sessions.Starter }
 
 func newStarter(c config.Sessions, log *slog.Logger) *starter {
-	s := &sessions.Starter{XpraPath: c.Xpra, Timeout: c.Timeout.Std(), Log: log}
+	s := &sessions.Starter{XpraPath: c.Xpra, Timeout: c.Timeout.Std(), MaxPerUser: c.MaxPerUser, Log: log}
 	if len(c.Env) > 0 { // empty: the starter's default list, as documented
 		s.EnvWhitelist = c.Env
 	}

@@ -84,6 +84,9 @@ type Sessions struct {
 	Xpra string `toml:"xpra"`
 	// Timeout bounds the wait for a started session's socket.
 	Timeout Duration `toml:"timeout"`
+	// MaxPerUser bounds the live sessions a user may have before the
+	// proxy refuses to start another (0: 4; negative: no bound).
+	MaxPerUser int `toml:"max_per_user"`
 	// AllowedOptions are the start options a client may set in its
 	// start-new-session request; empty: the built-in safe list.
 	AllowedOptions []string `toml:"allowed_options"`
@@ -129,6 +132,12 @@ type Listener struct {
 	// ProxyProtocolFrom are the networks (CIDR) of load balancers whose
 	// connections may start with a PROXY protocol v1/v2 header.
 	ProxyProtocolFrom []string `toml:"proxy_protocol_from"`
+	// AnySystemUser lets the modules that do not check who the user is
+	// (allow, none, password: the client names any system user) serve a
+	// non-loopback address of a proxy running as root. Off, such a
+	// listener is refused: anyone reaching it could use any user's
+	// sessions and start commands as them.
+	AnySystemUser bool `toml:"any_system_user"`
 }
 
 // TLS selects certificates for listeners that accept TLS: tlsconf's own

@@ -43,6 +43,10 @@ type Starter struct {
 	BaseArgs []string
 	// Timeout bounds the wait for the new live socket (default 30s).
 	Timeout time.Duration
+	// MaxPerUser bounds the live sessions (each an X server) a user may
+	// have in the socket directory before Start refuses another
+	// (default DefaultMaxPerUser; negative: no bound).
+	MaxPerUser int
 	// Log receives debug and summary lines (nil: discarded).
 	Log *slog.Logger
 
@@ -56,6 +60,9 @@ type Started struct {
 	Socket  string // path of the live unix socket, owned by the user
 	PID     int    // the xpra server process (from SO_PEERCRED), 0 if unknown
 }
+
+// DefaultMaxPerUser is Starter.MaxPerUser's default.
+const DefaultMaxPerUser = 4
 
 // DefaultPath is the PATH of a started session unless "PATH" is whitelisted.
 const DefaultPath = "/usr/local/bin:/usr/bin:/bin"
@@ -166,6 +173,8 @@ var (
 	ErrTimeout = errors.New("timed out waiting for the session socket")
 	// ErrDisplayInUse: the requested display already has a live session.
 	ErrDisplayInUse = errors.New("display already has a live session")
+	// ErrTooMany: the user has MaxPerUser live sessions already.
+	ErrTooMany = errors.New("too many sessions for this user")
 )
 
 // StartError is the error of a failed Start. Its message is safe for logs
@@ -227,8 +236,11 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 	if mode == "" {
 		mode = ModeStart
 	}
+	// logPath is the daemon's log file, a name chosen here (never a path
+	// taken from xpra's output, which the user controls); "" until chosen.
+	var logPath string
 	fail := func(stage string, out string, err error) (Started, error) {
-		if tail := daemonLogTail(out, u.UID); tail != "" {
+		if tail := daemonLogTail(logPath, u.UID); tail != "" {
 			out += "\n--- xpra log tail ---\n" + tail
 		}
 		return Started{}, &StartError{UID: u.UID, Mode: printable(mode, 32), Stage: stage, Output: out, Err: err}
@@ -266,6 +278,13 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 		return fail("prepare", "", err)
 	}
 	before := liveSockets(sdir, u.UID)
+	max := s.MaxPerUser
+	if max == 0 {
+		max = DefaultMaxPerUser
+	}
+	if max > 0 && len(before) >= max {
+		return fail("prepare", "", fmt.Errorf("%w: %d live, at most %d", ErrTooMany, len(before), max))
+	}
 	if r.Display != "" {
 		if _, ok := before[filepath.Join(sdir, sockdir.SocketName(r.Display))]; ok {
 			return fail("prepare", "", fmt.Errorf("%w: %s", ErrDisplayInUse, r.Display))
@@ -289,8 +308,10 @@ func (s *Starter) Start(ctx context.Context, u User, r Request) (Started, error)
 	}
 	args = append(args, base...)
 	args = append(args, optionArgs(r.Options)...)
+	logName := "xpra-edge-start-" + marker[:16] + ".log"
 	args = append(args, "--daemon=yes", "--systemd-run=no", "--start-via-proxy=no",
-		"--attach=no", "--socket-dir="+sdir)
+		"--attach=no", "--socket-dir="+sdir, "--log-dir="+rundir, "--log-file="+logName)
+	logPath = filepath.Join(rundir, logName)
 	useDisplayFD := r.Display == "" && r.Mode != ModeShadow
 	var dfdR, dfdW *os.File
 	if useDisplayFD {
@@ -750,24 +771,16 @@ func lastLine(s string) string {
 	return ""
 }
 
-// daemonLogTail returns the end of the log file the daemon announced in
-// its output ("... reported to:\n  PATH" or "Actual log file name is now:
-// PATH"), if that is a regular file owned by uid (never follow a path the
-// user controls to a file the user could not read). At most 4 KiB.
-func daemonLogTail(out string, uid int) string {
-	var path string
-	for _, l := range strings.Split(out, "\n") {
-		l = strings.TrimSpace(l)
-		if _, after, ok := strings.Cut(l, "Actual log file name is now: "); ok {
-			path = strings.TrimSpace(after)
-		} else if strings.HasPrefix(l, "/") && strings.HasSuffix(l, ".log") && path == "" {
-			path = l
-		}
-	}
+// daemonLogTail returns the end of the daemon's log file, the path Start
+// chose with --log-dir/--log-file, if it is a regular file owned by uid. It
+// is opened without following a symlink, without blocking (a fifo) and
+// without becoming the proxy's controlling terminal (a tty put there by
+// the user). At most 4 KiB.
+func daemonLogTail(path string, uid int) string {
 	if !filepath.IsAbs(path) {
 		return ""
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	if err != nil {
 		return ""
 	}
