@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -55,6 +57,34 @@ const (
 // hashSlots bounds the hash checks running at once (argon2id takes tens
 // of MiB each).
 var hashSlots = make(chan struct{}, max(2, runtime.NumCPU()))
+
+// SlotWait bounds how long a login waits for a hash or PAM check slot;
+// past it the login ends with ErrBusy (an "authentication error", which
+// bans nobody) instead of queueing for as long as a flood lasts.
+var SlotWait = 10 * time.Second
+
+// ErrBusy: every slot stayed taken for SlotWait.
+var ErrBusy = errors.New("too many password checks at once, try again later")
+
+// acquireSlot takes a slot of slots, waiting at most SlotWait or until ctx
+// ends.
+func acquireSlot(ctx context.Context, slots chan struct{}) error {
+	select {
+	case slots <- struct{}{}:
+		return nil
+	default:
+	}
+	t := time.NewTimer(SlotWait)
+	defer t.Stop()
+	select {
+	case slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return ErrBusy
+	}
+}
 
 // errHash is wrapped by errors about malformed stored hashes.
 var errHash = errors.New("malformed password hash")
@@ -138,8 +168,21 @@ func checkHashSyntax(h string) error {
 // verifyHash checks a plain password against an argon2id or bcrypt hash.
 // A malformed hash never matches.
 func verifyHash(h string, plain []byte) bool {
-	hashSlots <- struct{}{}
+	ok, _ := verifyHashCtx(context.Background(), h, plain)
+	return ok
+}
+
+// verifyHashCtx is verifyHash waiting for a slot at most SlotWait (or
+// until ctx ends): an error then, not a mismatch.
+func verifyHashCtx(ctx context.Context, h string, plain []byte) (bool, error) {
+	if err := acquireSlot(ctx, hashSlots); err != nil {
+		return false, err
+	}
 	defer func() { <-hashSlots }()
+	return checkHash(h, plain), nil
+}
+
+func checkHash(h string, plain []byte) bool {
 	if strings.HasPrefix(h, "$argon2id$") {
 		p, err := parseArgon2id(h)
 		if err != nil {

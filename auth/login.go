@@ -65,6 +65,15 @@ func (p *proof) checkStored(c credential) bool {
 	return verifyHash(c.hash, p.plain)
 }
 
+// checkStoredCtx is checkStored for modules whose credentials may be
+// hashed: waiting for a hash slot is bounded (ErrBusy, or ctx's error).
+func (p *proof) checkStoredCtx(ctx context.Context, c credential) (bool, error) {
+	if c.hash == "" || p.kind != modeXOR || len(p.plain) == 0 {
+		return p.checkStored(c), nil
+	}
+	return verifyHashCtx(ctx, c.hash, p.plain)
+}
+
 // passwordForms are the byte forms a client may key its digest with for
 // a stored password: UTF-8 (xpra 6, password files), and latin1 when the
 // password is not ASCII but fits latin1 (xpra 3.1 encodes a str password

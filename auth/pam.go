@@ -22,6 +22,12 @@ type PAM struct {
 
 var _ Authenticator = (*PAM)(nil)
 
+// pamSlots bounds the PAM checks running at once.
+var pamSlots = make(chan struct{}, 8)
+
+// pamCheckFunc is pamCheck (a variable for tests).
+var pamCheckFunc = pamCheck
+
 func newPAM(o *optionReader, defService string) (*PAM, error) {
 	if defService == "" {
 		defService = "login"
@@ -69,12 +75,20 @@ func (p *PAM) verify(ctx context.Context, username string, pr *proof) (Identity,
 			return Identity{}, fmt.Errorf("pam: %w: uid %s is root or a system account", ErrFailed, u.Uid)
 		}
 	}
+	// At most len(pamSlots) PAM conversations at once (modules may fork
+	// helpers or sleep seconds on a failure); a login waits for one at most
+	// SlotWait. The slot is held until PAM returns, even when the login
+	// gave up waiting for it.
+	if err := acquireSlot(ctx, pamSlots); err != nil {
+		return Identity{}, fmt.Errorf("pam: %w", err)
+	}
 	// PAM may sleep seconds on a failure; give up waiting with ctx.
 	pw := append([]byte(nil), pr.plain...)
 	done := make(chan error, 1)
 	go func() {
+		defer func() { <-pamSlots }()
 		defer clear(pw)
-		done <- pamCheck(p.service, username, pw, p.checkAccount)
+		done <- pamCheckFunc(p.service, username, pw, p.checkAccount)
 	}()
 	var err error
 	select {

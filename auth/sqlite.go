@@ -148,7 +148,11 @@ func (s *SQLite) verify(ctx context.Context, username string, p *proof) (Identit
 		if !r.hasPassword || r.password == "" {
 			continue
 		}
-		if p.checkStored(storedCredential(r.password)) {
+		ok, err := p.checkStoredCtx(ctx, storedCredential(r.password))
+		if err != nil {
+			return Identity{}, fmt.Errorf("%s: %w", s.name, err)
+		}
+		if ok {
 			return r.identity(), nil
 		}
 	}

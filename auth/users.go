@@ -60,14 +60,16 @@ func (u *Users) mode(username string, t Transport) (mode, error) {
 	return modeXOR, nil
 }
 
-func (u *Users) verify(_ context.Context, username string, p *proof) (Identity, error) {
+func (u *Users) verify(ctx context.Context, username string, p *proof) (Identity, error) {
 	x, ok := u.users[username]
 	if !ok {
 		p.dummyCheck()
 		return Identity{}, failed(u.name)
 	}
 	c := credential{plain: x.Password, hash: x.PasswordHash}
-	if !p.checkStored(c) {
+	if ok, err := p.checkStoredCtx(ctx, c); err != nil {
+		return Identity{}, fmt.Errorf("%s: %w", u.name, err)
+	} else if !ok {
 		return Identity{}, failed(u.name)
 	}
 	return Identity{

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,5 +55,64 @@ func TestControlToolsRefuseSquatters(t *testing.T) {
 		if d := time.Since(began); d > 5*time.Second {
 			t.Errorf("xpra-edge %s took %v: it talked to the squatter", cmd, d)
 		}
+	}
+}
+
+// TestUnixListenerBansPerUID: on a unix listener, failures ban the local
+// uid that made them, not every local client (the key was "unix" for all).
+func TestUnixListenerBansPerUID(t *testing.T) {
+	xpratest.RequirePeers(t, "root", "useradd", "runuser")
+	u := xpratest.CreateUser(t, userName("xub"), "irrelevant")
+	dir, err := os.MkdirTemp("", "xe-unixban-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "edge.sock")
+	cfg := writeFile(t, filepath.Join(dir, "edge.toml"), "[bans]\nmax_failures = 2\nwindow = \"1m\"\nban_time = \"1m\"\n")
+	addr := xpratest.FreeTCPAddr(t)
+	p := startProxy(t, addr, "--config="+cfg, "--bind-tcp="+addr+",auth=reject", "--bind="+sock+",auth=password,value=right",
+		"--socket-dir="+filepath.Join(dir, "ctl"))
+	_ = p
+	if err := os.Chmod(sock, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	// root fails twice, then is banned.
+	for i := 0; i < 2; i++ {
+		c, err := net.DialTimeout("unix", sock, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := goLoginConn(c, "root", "wrong"); err == nil {
+			t.Fatal("a wrong password logged in")
+		}
+		c.Close()
+	}
+	banned := func(out string) bool { return strings.Contains(out, "too many failed logins") }
+	probe := `import socket,sys
+s=socket.socket(socket.AF_UNIX); s.settimeout(3); s.connect(sys.argv[1])
+try:
+    print(s.recv(200).decode(errors="replace"))
+except socket.timeout:
+    print("no answer")
+`
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out, _ := exec.Command("/usr/bin/python3", "-c", probe, sock).CombinedOutput()
+		if banned(string(out)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("root was not banned after two failures: %q", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// Another local user is not.
+	out, err := exec.Command("runuser", "-u", u.Name, "--", "/usr/bin/python3", "-c", probe, sock).CombinedOutput()
+	if err != nil || banned(string(out)) {
+		t.Fatalf("another uid is banned too: %v %q", err, out)
 	}
 }

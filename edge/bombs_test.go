@@ -196,3 +196,44 @@ func TestDecompressionBombsBeforeLogin(t *testing.T) {
 		t.Errorf("the proxy's heap peaked %d MiB above its start during %d bombed connections, more than %d MiB each", grow(peak)>>20, n, perConn>>20)
 	}
 }
+
+// A client may send pings before its hello; one of nearly the hello limit,
+// then silence, must not leave its payload buffer held until the login
+// timeout (1 MiB each, 1 GiB with 1024 unauthenticated connections).
+func TestPreLoginPingBufferReleased(t *testing.T) {
+	addr, srv := miniProxy(t, tomlAuth(t, auth.User{Name: "u", Password: "p"}), Limits{LoginTimeout: 30 * time.Second, MaxUnauthenticatedPerIP: 100})
+	enc := xprawire.NewPacketWriter(nil, xprawire.Rencode)
+	frames, err := enc.EncodePacket(xprawire.Packet{"ping", bytes.Repeat([]byte{'x'}, 900<<10)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	base := heapNow()
+	const n = 40
+	for range n {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := xprawire.NewFrameWriter(c).WriteFrames(frames); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.unauth.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	runtime.GC()
+	runtime.GC()
+	held := heapNow()
+	var grow uint64
+	if held > base {
+		grow = held - base
+	}
+	t.Logf("%d connections idle after a 900 KiB ping: heap %+d KiB (%d KiB each)", n, grow>>10, grow/n>>10)
+	if grow > n*(256<<10) {
+		t.Errorf("%d idle connections after a 900 KiB ping hold %d MiB", n, grow>>20)
+	}
+}

@@ -50,3 +50,25 @@ func TestDisplayListingShowsNamesOnly(t *testing.T) {
 		}
 	}
 }
+
+// Nor does a client that asks only where its session is (connect=false:
+// `xpra start --attach=no`, connect tests) learn the backend: it is told
+// the display name. Before, the answer's "display" was the backend URL
+// with its user, host and port.
+func TestLocatedSessionShowsDisplayNameOnly(t *testing.T) {
+	for entry, want := range map[string]string{
+		"tcp://alice:s3cretpw@10.9.8.7:4000/7": ":7",
+		"ssl://bob@backend.internal:4001/":     "",
+	} {
+		f := newFixture(t, []auth.User{{Name: "u", Password: "p", Displays: []string{entry}}}, nil)
+		caps := xpraclient.BaseCaps("u")
+		caps.Set("connect", false)
+		got, err := xpraclient.New(f.dial(), xprawire.Rencode).Hello(caps, []byte("p"), true, false, 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", entry, err)
+		}
+		if d, _ := got.Str("display"); d != want {
+			t.Errorf("%s: told display %q, want %q", entry, d, want)
+		}
+	}
+}

@@ -168,6 +168,10 @@ func (h *handshake) readHello(deadline time.Time) (xprawire.Caps, error) {
 	for {
 		_ = h.x.SetReadDeadline(deadline)
 		p, hdr, err := h.x.pr.ReadPacket()
+		// Drop the payload buffer before waiting again: a client that
+		// sent a hello-sized ping and went quiet holds no more than its
+		// read buffer until its login timeout.
+		h.x.frames.Release()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
@@ -260,7 +264,7 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 		// start --attach=no, connect tests): the session is chosen, or
 		// started, but not connected to.
 		hello := h.s.answerRequest("connect_test", h.client, scopeNetwork, nil)
-		hello.Set("display", target.Display)
+		hello.Set("display", displayForClient(target))
 		if target.Scheme == "unix" {
 			hello.Set("socket-path", target.Address)
 		}
@@ -583,6 +587,23 @@ func (h *handshake) route(ctx context.Context, caps xprawire.Caps) (router.Targe
 		return router.Target{}, tell(reasonServerError, err)
 	}
 	return t, nil
+}
+
+// displayForClient is what a client is told of its target's display: a
+// display name (":7" of "tcp://user@host:1/7"), never a backend's user,
+// host or port ("" when the entry names no display).
+func displayForClient(t router.Target) string {
+	if t.Scheme == "unix" || strings.HasPrefix(t.Display, ":") {
+		return t.Display
+	}
+	u, err := url.Parse(t.Display)
+	if err != nil {
+		return ""
+	}
+	if d := router.NormalizeDisplay(u.Path); strings.HasPrefix(d, ":") {
+		return d
+	}
+	return ""
 }
 
 // startRequest reads the client's start-new-session dict.

@@ -405,11 +405,11 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 			src.packetsIn.Add(1)
 			typ, perr := xprawire.PeekType(h, payload)
 			if from == legClient {
-				// Every main packet of the client is classified, whatever came
-				// before it: the proxy declared no aliases, so a type that is not
-				// a name (an integer alias, or undecodable) is refused, and so is
-				// a packet that stops or re-handshakes the backend after raw
-				// chunks (it can no longer be dropped alone).
+				// Every main packet of the client is classified, whatever
+				// came before it: the proxy declared no aliases, so a type
+				// that is not a name (an integer alias, or undecodable) is
+				// refused, and so is a packet that stops or re-handshakes the
+				// backend after raw chunks (it can no longer be dropped alone).
 				switch {
 				case perr != nil || typ == "":
 					fail("client sent a packet without a type name", tellBoth)

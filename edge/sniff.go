@@ -6,7 +6,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/pires/go-proxyproto"
@@ -183,7 +185,10 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 	}
 	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth, slot: slot}
 	if l.Network == "unix" {
-		meta.remote = "unix:" + l.Address
+		// Local clients are told apart by their uid (the kernel's), so one
+		// local user's failures ban and their connections count only that
+		// user. No ':' in the key: it is not a host:port.
+		meta.remote = unixPeerKey(c, l.Address)
 	}
 	if s.bans.banned(hostOf(meta.remote)) {
 		s.log.Info("connection refused", "remote", meta.remote, "reason", "banned")
@@ -324,4 +329,20 @@ func pick(tls bool, plain, secure string) string {
 		return secure
 	}
 	return plain
+}
+
+// unixPeerKey names a unix-socket client for logs, limits and bans:
+// "uid-UID@PATH", or "uid-unknown@PATH" without SO_PEERCRED.
+func unixPeerKey(c net.Conn, path string) string {
+	uid := "unknown"
+	if uc, ok := c.(*net.UnixConn); ok {
+		if rc, err := uc.SyscallConn(); err == nil {
+			_ = rc.Control(func(fd uintptr) {
+				if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+					uid = strconv.Itoa(int(cred.Uid))
+				}
+			})
+		}
+	}
+	return "uid-" + uid + "@" + path
 }

@@ -162,12 +162,13 @@ func (u *unauthSlot) release() {
 	t.mu.Unlock()
 }
 
-// addrKey is the key an address is counted and banned by: its host; ""
-// for addresses that name no host (unix listeners).
+// addrKey is the key an address is counted by, as bans key it (an IPv6
+// address by its /64); "" for addresses that name no host (unix
+// listeners).
 func addrKey(remote string) string {
 	h := hostOf(remote)
 	if h == "" || len(h) >= 5 && h[:5] == "unix:" {
 		return ""
 	}
-	return h
+	return banKey(h)
 }

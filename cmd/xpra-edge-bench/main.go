@@ -1,5 +1,5 @@
-// Command xpra-edge-bench measures xpra-edge against direct connections
-// and Debian's `xpra proxy`: relay throughput for 1 and many sessions,
+// Command xpra-edge-bench measures xpra-edge against direct connections,
+// Debian's `xpra proxy` (3.1.3) and xpra 6.x's (with a 6.x-style client): relay throughput for 1 and many sessions,
 // added ping latency, authenticated session setup rate, memory per idle
 // session and proxy CPU per GB. It plays both ends itself (package
 // benchpeer), checks every byte it receives, starts the proxies on
@@ -8,7 +8,7 @@
 // It must not touch anything outside its temporary and output
 // directories, nor talk to any address but loopback.
 //
-//	xpra-edge-bench [-out DIR] [-smoke] [-idle N | -idle-10k] [-profile] [-edge BIN] [-base BIN] [-xpra BIN]
+//	xpra-edge-bench [-out DIR] [-smoke] [-idle N | -idle-10k] [-profile] [-edge BIN] [-base BIN] [-xpra BIN] [-xpra6 BIN]
 package main
 
 import (
@@ -29,7 +29,8 @@ type Config struct {
 	EdgeBin   string        // xpra-edge binary
 	BaseBin   string        // an earlier xpra-edge for the base-* scenarios (before/after in one run)
 	XpraBin   string        // Debian's xpra; empty or missing: that scenario is skipped
-	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, base-{tcp,tls,ws,wss}, xpra-proxy
+	Xpra6Bin  string        // xpra 6.x (the xpra6 wrapper); empty or missing: xpra6-proxy is skipped
+	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, base-{tcp,tls,ws,wss}, xpra-proxy, edge-tcp6, xpra6-proxy
 	Sessions  int           // concurrent sessions of the many-session throughput run
 	Duration  time.Duration // streaming time of each throughput run
 	Repeat    int           // runs of each throughput measure; the best is kept
@@ -38,7 +39,7 @@ type Config struct {
 	SetupTime time.Duration // and for at most this long
 	SetupConc int           // concurrent logins
 	Idle      int           // idle sessions for the memory measure
-	XpraIdle  int           // idle sessions through xpra proxy (one process each)
+	XpraIdle  int           // idle sessions through xpra proxy, 3.1.3 or 6.x (one process each)
 	IdleTime  time.Duration // bound on opening the idle sessions
 	Smoke     bool
 	// Profile saves a CPU profile of xpra-edge (pprof, via its admin
@@ -47,12 +48,16 @@ type Config struct {
 	Log     io.Writer // progress; nil: discard
 }
 
+// Xpra6Bin is where scripts/install-xpra6.sh installs its xpra 6.x wrapper.
+const Xpra6Bin = "/usr/local/bin/xpra6"
+
 // DefaultConfig is the full run of `make bench`: a few minutes on 2 cores.
 func DefaultConfig() Config {
 	return Config{
 		EdgeBin:   "./bin/xpra-edge",
 		XpraBin:   "/usr/bin/xpra",
-		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy"},
+		Xpra6Bin:  Xpra6Bin,
+		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy", "edge-tcp6", "xpra6-proxy"},
 		Sessions:  64,
 		Duration:  3 * time.Second,
 		Repeat:    2,
@@ -90,11 +95,12 @@ func main() {
 	out := flag.String("out", "", "write results.json and results.txt to `DIR`")
 	edge := flag.String("edge", cfg.EdgeBin, "xpra-edge `binary`")
 	xpra := flag.String("xpra", cfg.XpraBin, "Debian xpra `binary` (empty: skip the xpra proxy scenario)")
-	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy (default: direct, edge-*, xpra-proxy, and base-* with -base)")
+	xpra6 := flag.String("xpra6", cfg.Xpra6Bin, "xpra 6.x `binary` (empty: skip the xpra6-proxy scenario)")
+	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy, edge-tcp6, xpra6-proxy (default: direct, edge-*, xpra-proxy, edge-tcp6, xpra6-proxy, and base-* with -base)")
 	base := flag.String("base", "", "an earlier xpra-edge `binary`: adds base-tcp/tls/ws/wss scenarios, measured side by side with edge-*")
 	idle := flag.Int("idle", 0, "idle sessions for the memory measure (default 1000)")
 	idle10k := flag.Bool("idle-10k", false, "measure memory at 10,000 idle sessions")
-	xidle := flag.Int("xpra-idle", 0, "idle sessions through xpra proxy, one process each (default 100)")
+	xidle := flag.Int("xpra-idle", 0, "idle sessions through xpra proxy (3.1.3 and 6.x), one process each (default 100)")
 	sessions := flag.Int("sessions", 0, "concurrent sessions for the many-session throughput run (default 64)")
 	dur := flag.Duration("duration", 0, "streaming time of each throughput run (default 3s)")
 	repeat := flag.Int("repeat", 0, "runs of each throughput measure, the best kept (default 2)")
@@ -103,7 +109,7 @@ func main() {
 	if *smoke {
 		cfg = SmokeConfig()
 	}
-	cfg.Out, cfg.EdgeBin, cfg.XpraBin = *out, *edge, *xpra
+	cfg.Out, cfg.EdgeBin, cfg.XpraBin, cfg.Xpra6Bin = *out, *edge, *xpra, *xpra6
 	cfg.BaseBin = *base
 	if *scen != "" {
 		cfg.Scenarios = strings.Split(*scen, ",")

@@ -86,7 +86,7 @@ func login(ctx context.Context, t *target, pool *benchpeer.Pool, w benchpeer.Wor
 	if err != nil {
 		return nil, err
 	}
-	s, err := benchpeer.Login(c, pool, benchpeer.LoginOptions{Username: t.user, Password: t.pass, AllowXOR: t.allowXOR, Workload: w, Timeout: 20 * time.Second})
+	s, err := benchpeer.Login(c, pool, benchpeer.LoginOptions{Gen: t.gen, Username: t.user, Password: t.pass, AllowXOR: t.allowXOR, Workload: w, Timeout: 20 * time.Second})
 	if err != nil {
 		_ = c.Close()
 		return nil, err

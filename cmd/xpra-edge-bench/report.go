@@ -66,8 +66,9 @@ func fmtNum(v float64) string {
 type ratioCol struct{ label, a, b string }
 
 // ratioCols are the ratios worth printing for the scenarios that ran:
-// each edge transport over direct, edge-tcp over xpra proxy, and each
-// edge transport over the same transport of the -base binary.
+// each edge transport over direct, edge-tcp over xpra proxy, edge-tcp6
+// over xpra6 proxy and over edge-tcp, and each edge transport over the
+// same transport of the -base binary.
 func (rep *Report) ratioCols() []ratioCol {
 	var out []ratioCol
 	has := func(n string) bool { return rep.result(n) != nil }
@@ -79,6 +80,15 @@ func (rep *Report) ratioCols() []ratioCol {
 	}
 	if has("edge-tcp") && has("xpra-proxy") {
 		out = append(out, ratioCol{"tcp/xpra", "edge-tcp", "xpra-proxy"})
+	}
+	// the 6.x-style client: through xpra-edge against the same client
+	// through xpra 6's proxy, and against the 3.1.3-style client through
+	// xpra-edge (what rencodeplus costs the relay)
+	if has("edge-tcp6") && has("xpra6-proxy") {
+		out = append(out, ratioCol{"tcp6/xpra6", "edge-tcp6", "xpra6-proxy"})
+	}
+	if has("edge-tcp6") && has("edge-tcp") {
+		out = append(out, ratioCol{"tcp6/tcp", "edge-tcp6", "edge-tcp"})
 	}
 	for _, x := range transports {
 		if has("edge-"+x) && has("base-"+x) {

@@ -140,7 +140,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return rep, err
 		}
-		t, stop, skipped := startTarget(ctx, cfg, name, dir, backend)
+		t, stop, skipped := startTarget(ctx, cfg, name, dir, backend, pool)
 		if skipped != "" {
 			res.Skipped = skipped
 			logf("%s: skipped: %s", name, skipped)
@@ -186,7 +186,7 @@ type scenarioRun struct {
 
 // startTarget starts what the named scenario needs; skipped says why it
 // cannot run.
-func startTarget(ctx context.Context, cfg Config, name, dir, backend string) (t *target, stop func(), skipped string) {
+func startTarget(ctx context.Context, cfg Config, name, dir, backend string, pool *benchpeer.Pool) (t *target, stop func(), skipped string) {
 	switch name {
 	case "direct":
 		return directTarget(backend), func() {}, ""
@@ -206,6 +206,40 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string) (t 
 		return e.target(name, name[strings.IndexByte(name, '-')+1:]), func() {
 			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
 		}, ""
+	case "edge-tcp6":
+		// the 6.x-style client (rencodeplus only) through xpra-edge,
+		// which relays it unchanged
+		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+		if err != nil {
+			return nil, nil, "xpra-edge did not start: " + err.Error()
+		}
+		var once sync.Once
+		t := e.target(name, "tcp")
+		t.gen = benchpeer.Gen6
+		return t, func() {
+			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
+		}, ""
+	case "xpra6-proxy":
+		if cfg.Xpra6Bin == "" {
+			return nil, nil, "no xpra6 binary given"
+		}
+		if _, err := os.Stat(cfg.Xpra6Bin); err != nil {
+			return nil, nil, "xpra 6.x is not installed (" + cfg.Xpra6Bin + ", built by scripts/install-xpra6.sh)"
+		}
+		x, err := startXpra6(ctx, cfg.Xpra6Bin, dir, backend)
+		if err != nil {
+			return nil, nil, "xpra6 proxy did not start: " + err.Error()
+		}
+		var once sync.Once
+		stop := func() {
+			once.Do(func() { x.p.stop(5 * time.Second); keepLog(cfg.Out, x.p, name) })
+		}
+		t := x.target(name, benchpeer.Gen6)
+		if why := probeXpra6(ctx, t, x, pool); why != "" {
+			stop()
+			return nil, nil, why
+		}
+		return t, stop, ""
 	case "xpra-proxy":
 		if cfg.XpraBin == "" {
 			return nil, nil, "no xpra binary given"
@@ -218,7 +252,7 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string) (t 
 			return nil, nil, "xpra proxy did not start: " + err.Error()
 		}
 		var once sync.Once
-		return x.target(), func() {
+		return x.target(name, benchpeer.Gen3), func() {
 			once.Do(func() { x.p.stop(5 * time.Second); keepLog(cfg.Out, x.p, name) })
 		}, ""
 	}
@@ -235,7 +269,7 @@ func measureAll(ctx context.Context, cfg Config, runs []*scenarioRun, pool *benc
 			continue
 		}
 		n := cfg.Idle
-		if t.name == "xpra-proxy" {
+		if isXpraProxy(t.name) {
 			n = cfg.XpraIdle
 		}
 		logf("%s: %d idle sessions", t.name, n)

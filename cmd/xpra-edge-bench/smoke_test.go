@@ -30,8 +30,9 @@ func buildEdge(t *testing.T) string {
 }
 
 // TestSmoke runs the bench's smoke mode against the real xpra-edge binary
-// (and Debian's xpra proxy when installed) and fails on any checksum error
-// or any scenario that did not run.
+// (and Debian's xpra proxy and xpra 6.x's when installed) and fails on any
+// checksum error or any scenario that did not run. With
+// XPRA_EDGE_REQUIRE_PEERS=1 a missing xpra or xpra6 fails it.
 func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("smoke bench skipped in -short mode")
@@ -39,23 +40,31 @@ func TestSmoke(t *testing.T) {
 	cfg := SmokeConfig()
 	cfg.EdgeBin = buildEdge(t)
 	cfg.Out = t.TempDir()
-	haveXpra := true
-	if _, err := os.Stat(cfg.XpraBin); err != nil {
-		if requirePeers() {
-			t.Fatalf("xpra is required (XPRA_EDGE_REQUIRE_PEERS=1): %v", err)
+	// both xpra proxies map the bench user to nobody, which needs root
+	drop := map[string]bool{}
+	for scen, bin := range map[string]string{"xpra-proxy": cfg.XpraBin, "xpra6-proxy": cfg.Xpra6Bin} {
+		why := ""
+		if _, err := os.Stat(bin); err != nil {
+			why = err.Error()
+		} else if os.Geteuid() != 0 {
+			why = "the scenario needs root"
 		}
-		haveXpra = false
-	}
-	if os.Geteuid() != 0 && haveXpra {
-		// the xpra proxy maps the bench user to nobody, which needs root
-		if requirePeers() {
-			t.Fatal("the xpra proxy scenario needs root (XPRA_EDGE_REQUIRE_PEERS=1)")
+		if why == "" {
+			continue
 		}
-		haveXpra = false
+		if requirePeers() {
+			t.Fatalf("%s: %s (XPRA_EDGE_REQUIRE_PEERS=1)", scen, why)
+		}
+		t.Logf("%s left out: %s", scen, why)
+		drop[scen] = true
 	}
-	if !haveXpra {
-		cfg.Scenarios = []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss"}
+	var scens []string
+	for _, s := range cfg.Scenarios {
+		if !drop[s] {
+			scens = append(scens, s)
+		}
 	}
+	cfg.Scenarios = scens
 	// the -base path runs too (with the same binary), so that it cannot rot
 	cfg.BaseBin = cfg.EdgeBin
 	cfg.Scenarios = append(cfg.Scenarios, "base-wss")
@@ -76,14 +85,29 @@ func TestSmoke(t *testing.T) {
 	if rep.ServerErrors > 0 {
 		t.Errorf("synthetic server: %d errors, last %s", rep.ServerErrors, rep.ServerLastErr)
 	}
+	skipped := func(name string) string {
+		for _, r := range rep.Results {
+			if r.Name == name {
+				return r.Skipped
+			}
+		}
+		return ""
+	}
 	for _, name := range cfg.Scenarios {
 		r := rep.result(name)
+		if why := skipped(name); r == nil && name == "xpra6-proxy" && strings.HasPrefix(why, xpra6NoInstance) {
+			// the installed xpra 6.5.5 took the 6.x client's hello and
+			// password (multifile auth) but its proxy cannot relay any
+			// session (docs/BENCHMARKS.md); anything else fails
+			t.Logf("WARNING: xpra6-proxy measured nothing: %s", why)
+			continue
+		}
 		if r == nil {
 			t.Errorf("%s did not run\n%s", name, log.String())
 			continue
 		}
 		for _, th := range []Throughput{r.Throughput1, r.ThroughputN, r.ThroughputSmall} {
-			if name != "xpra-proxy" && th.LoginFailed > 0 {
+			if !isXpraProxy(name) && th.LoginFailed > 0 {
 				t.Errorf("%s: %d logins failed: %s", name, th.LoginFailed, th.LoginError)
 			}
 			if th.Errors > 0 || th.Bytes == 0 || th.Packets == 0 {
@@ -100,7 +124,7 @@ func TestSmoke(t *testing.T) {
 			continue
 		}
 		want := cfg.Idle
-		if name == "xpra-proxy" {
+		if isXpraProxy(name) {
 			want = cfg.XpraIdle
 		}
 		if r.Idle.Sessions != want || r.Idle.RSSAfter <= 0 {
@@ -117,5 +141,39 @@ func TestSmoke(t *testing.T) {
 	var back Report
 	if err := json.Unmarshal(b, &back); err != nil || len(back.Results) != len(cfg.Scenarios) {
 		t.Fatalf("results.json: %v, %d results", err, len(back.Results))
+	}
+}
+
+// TestRatioColumns6: with the 6.x scenarios in a report, the table has the
+// tcp6/xpra6 and tcp6/tcp columns, each scenario's value over the other's.
+func TestRatioColumns6(t *testing.T) {
+	res := func(name string, mbps float64) *Result {
+		return &Result{Name: name, Throughput1: Throughput{Bytes: 1, MBps: mbps}}
+	}
+	rep := &Report{CPUs: 2, Sessions: 4, Results: []*Result{res("edge-tcp", 800), res("edge-tcp6", 1000), res("xpra6-proxy", 250)}}
+	var labels []string
+	for _, c := range rep.ratioCols() {
+		labels = append(labels, c.label+"="+c.a+"/"+c.b)
+	}
+	if got, want := strings.Join(labels, " "), "tcp6/xpra6=edge-tcp6/xpra6-proxy tcp6/tcp=edge-tcp6/edge-tcp"; got != want {
+		t.Fatalf("ratio columns %q, want %q", got, want)
+	}
+	var b strings.Builder
+	rep.WriteTable(&b)
+	var row string
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.Contains(l, "throughput 1 session MB/s") {
+			row = l
+		}
+	}
+	if f := strings.Fields(row); len(f) < 2 || f[len(f)-2] != "4.00x" || f[len(f)-1] != "1.25x" {
+		t.Fatalf("row %q, want ... 4.00x 1.25x", row)
+	}
+	// a skipped xpra6-proxy has no column
+	rep.Results[2].Skipped = "xpra 6.x is not installed"
+	for _, c := range rep.ratioCols() {
+		if c.b == "xpra6-proxy" {
+			t.Fatalf("ratio against a skipped scenario: %+v", c)
+		}
 	}
 }

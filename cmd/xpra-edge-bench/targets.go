@@ -18,9 +18,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
 	"github.com/xpra-edge/xpra-edge/internal/wsconn"
 )
 
@@ -41,6 +44,8 @@ type target struct {
 	// ws makes the client speak WebSocket (after TLS when tls is set), as
 	// the HTML5 client does.
 	ws bool
+	// gen is the generation the client speaks (Gen6: rencodeplus only).
+	gen benchpeer.Gen
 	// root is the proxy's pid (0 for direct).
 	root int
 	// baseProcs is how many processes the proxy has with no session.
@@ -179,6 +184,9 @@ func (e *edgeInstance) target(name, transport string) *target {
 	return t
 }
 
+// logStamp is the timestamp before each line of an xpra log.
+var logStamp = regexp.MustCompile(`^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+\s+`)
+
 var heapInuse = regexp.MustCompile(`(?m)^# HeapInuse = (\d+)`)
 var heapMetric = regexp.MustCompile(`(?m)^go_memstats_heap_inuse_bytes (\S+)`)
 
@@ -295,9 +303,98 @@ func startXpra(ctx context.Context, bin, dir, backend string) (*xpraInstance, er
 	return &xpraInstance{p: p, addr: addr}, nil
 }
 
-func (x *xpraInstance) target() *target {
-	return &target{name: "xpra-proxy", addr: x.addr, user: benchUser, pass: benchPass, root: x.p.pid(),
+func (x *xpraInstance) target(name string, gen benchpeer.Gen) *target {
+	return &target{name: name, addr: x.addr, user: benchUser, pass: benchPass, root: x.p.pid(), gen: gen,
 		baseProcs: len(tree(x.p.pid())), stop: func() {}}
+}
+
+// xpra6NoInstance starts the skip reason of an xpra6 proxy that
+// authenticates the client but cannot start the proxy instance process
+// that would relay the session (xpra 6.5.5 as scripts/install-xpra6.sh
+// builds it: see docs/BENCHMARKS.md).
+const xpra6NoInstance = "xpra6 proxy authenticates but cannot start a proxy instance"
+
+// probeXpra6 logs one 6.x-style session in through the xpra6 proxy and
+// says why the scenario cannot run, or "".
+func probeXpra6(ctx context.Context, t *target, x *xpraInstance, pool *benchpeer.Pool) string {
+	s, err := login(ctx, t, pool, benchpeer.Workload{Mode: benchpeer.ModeIdle})
+	if err == nil {
+		_ = s.Close()
+		return ""
+	}
+	log, _ := os.ReadFile(x.p.log.Name())
+	lines := strings.Split(string(log), "\n")
+	var why []string
+	for i, l := range lines {
+		if strings.Contains(l, "Error starting proxy instance process") && i+1 < len(lines) {
+			m := logStamp.ReplaceAllString(lines[i+1], "")
+			if !slices.Contains(why, m) {
+				why = append(why, m)
+			}
+		}
+	}
+	if len(why) > 0 {
+		return xpra6NoInstance + ": " + strings.Join(why, "; ")
+	}
+	return "a session through the xpra6 proxy failed: " + err.Error() + ": " + x.p.tail(1000)
+}
+
+// isXpraProxy tells the scenarios whose proxy is xpra's (one python
+// process per session).
+func isXpraProxy(name string) bool { return name == "xpra-proxy" || name == "xpra6-proxy" }
+
+// startXpra6 starts xpra 6.x's `xpra proxy` (through its wrapper bin) with
+// multifile auth, whose one user maps to backend. As for 3.1.3 the
+// instance processes run as nobody; 6.x has no --dbus-proxy and no sqlite
+// tool the bench could call, so the user is a line of a multifile password
+// file (username|password|uid|gid|displays|env|session options).
+func startXpra6(ctx context.Context, bin, dir, backend string) (*xpraInstance, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("xpra6: %w", err)
+	}
+	sock := filepath.Join(dir, "sock")
+	if err := os.MkdirAll(sock, 0o755); err != nil {
+		return nil, err
+	}
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.Chmod(sock, 0o1777); err != nil {
+		return nil, err
+	}
+	users := filepath.Join(dir, "users.txt")
+	line := fmt.Sprintf("%s|%s|nobody|nogroup|tcp://%s/||\n", benchUser, benchPass, backend)
+	if err := os.WriteFile(users, []byte(line), 0o600); err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	argv := []string{bin, "proxy", ":" + strconv.Itoa(40000+port%10000), "--daemon=no",
+		"--bind-tcp=" + addr,
+		"--tcp-auth=multifile:filename=" + users,
+		"--socket-dir=" + sock, "--socket-dirs=" + sock,
+		// not --audio=no, --webcam=no and the like: 6.5.5 then blocks
+		// those python packages, and the instance process that imports
+		// them anyway fails to start
+		"--mdns=no", "--dbus-control=no", "--html=off", "--systemd-run=no",
+	}
+	// 6.x makes its runtime directory itself and refuses one that others
+	// can read (dir is 0755 for the instance processes)
+	env := []string{"XDG_RUNTIME_DIR=" + filepath.Join(dir, "run"), "HOME=" + dir}
+	p, err := startProc("xpra6 proxy", filepath.Join(dir, "xpra6-proxy.log"), argv, env)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitListening(ctx, p, addr, 30*time.Second); err != nil {
+		p.stop(3 * time.Second)
+		return nil, err
+	}
+	return &xpraInstance{p: p, addr: addr}, nil
 }
 
 // selfSigned makes an ECDSA P-256 certificate for localhost/127.0.0.1.

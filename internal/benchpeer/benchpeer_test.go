@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -237,5 +238,244 @@ func TestDrawSizes(t *testing.T) {
 	// 60/30/10 within a few percent
 	if small < 5500 || small > 6500 || mid < 2500 || mid > 3500 || large < 700 || large > 1300 {
 		t.Fatalf("mix %d/%d/%d", small, mid, large)
+	}
+}
+
+// flagsRelay copies frames both ways and records the protocol flags of
+// every main packet, per direction.
+type flagsRelay struct {
+	mu                 sync.Mutex
+	toServer, toClient []xprawire.Flags
+}
+
+func (fr *flagsRelay) start(t *testing.T, backend string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	copyFrames := func(dst, src net.Conn, rec *[]xprawire.Flags) {
+		defer wg.Done()
+		defer dst.Close()
+		r := xprawire.NewFrameReader(bufio.NewReader(src))
+		r.SetMaxSize(64 << 20)
+		w := xprawire.NewFrameWriter(dst)
+		for {
+			h, p, err := r.Next()
+			if err != nil {
+				return
+			}
+			if h.Index == 0 {
+				fr.mu.Lock()
+				*rec = append(*rec, h.Flags)
+				fr.mu.Unlock()
+			}
+			if err := w.WriteFrame(h, p); err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		b, err := net.Dial("tcp", backend)
+		if err != nil {
+			_ = c.Close()
+			return
+		}
+		wg.Add(2)
+		go copyFrames(b, c, &fr.toServer)
+		go copyFrames(c, b, &fr.toClient)
+	}()
+	return ln.Addr().String()
+}
+
+// TestGen6SpeaksRencodePlus: a Gen6 client says it is 6.5.5 with
+// rencodeplus only and lz4/none, writes every packet in rencodeplus, and
+// the server answers like a 6.x server, in rencodeplus, both ways.
+func TestGen6SpeaksRencodePlus(t *testing.T) {
+	addr, srv := startServer(t)
+	var fr flagsRelay
+	relay := fr.start(t, addr)
+	c, err := net.DialTimeout("tcp", relay, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const draws = 100
+	s, err := Login(c, testPool, LoginOptions{Gen: Gen6, Workload: Workload{Mode: ModeStream, Seed: 66, Draws: draws, Window: 8}, Timeout: 10 * time.Second})
+	if err != nil {
+		_ = c.Close()
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if v, _ := s.ServerCaps.Str("version"); v != "6.5.5" {
+		t.Errorf("server version %q, want 6.5.5", v)
+	}
+	if e := s.ServerCaps.StrList("encoders"); len(e) != 1 || e[0] != "rencodeplus" {
+		t.Errorf("server encoders %q", e)
+	}
+	st, err := s.Stream(time.Now().Add(30 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Draws != draws {
+		t.Fatalf("%d draws", st.Draws)
+	}
+	if _, err := s.Ping(5, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.Close()
+	// let the relay's copies see the last frames
+	time.Sleep(100 * time.Millisecond)
+	fr.mu.Lock()
+	defer fr.mu.Unlock()
+	if len(fr.toServer) < draws || len(fr.toClient) < draws {
+		t.Fatalf("relay saw %d packets to the server, %d to the client", len(fr.toServer), len(fr.toClient))
+	}
+	for dir, flags := range map[string][]xprawire.Flags{"client->server": fr.toServer, "server->client": fr.toClient} {
+		for i, f := range flags {
+			if f != xprawire.FlagRencodePlus {
+				t.Fatalf("%s packet %d: flags 0x%02x, want rencodeplus only", dir, i, byte(f))
+			}
+		}
+	}
+	if got := srv.Stats(); got.Sessions != 1 || got.Errors != 0 {
+		t.Errorf("server stats %+v", got)
+	}
+	// the hello itself
+	hello := clientHello(LoginOptions{Gen: Gen6})
+	hc := xprawire.Caps{Dict: hello}
+	if v, _ := hc.Str("version"); v != "6.5.5" {
+		t.Errorf("client version %q", v)
+	}
+	if e := hc.StrList("encoders"); len(e) != 1 || e[0] != "rencodeplus" {
+		t.Errorf("client encoders %q", e)
+	}
+	if cs := hc.StrList("compressors"); len(cs) != 2 || cs[0] != "lz4" || cs[1] != "none" {
+		t.Errorf("client compressors %q", cs)
+	}
+	if hc.Bool("rencode", true) || hc.Bool("bencode", true) || hc.Bool("zlib", true) {
+		t.Errorf("6.x hello offers rencode, bencode or zlib: %v", hello)
+	}
+}
+
+// TestGen6RefusesOtherEncodings: a Gen6 client fails a peer that answers
+// in rencode, and the server fails a rencodeplus session whose peer then
+// writes rencode: either would break a real 6.x peer.
+func TestGen6RefusesOtherEncodings(t *testing.T) {
+	// a fake server that answers every hello in rencode
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		pr := xprawire.NewPacketReader(bufio.NewReader(c))
+		if _, _, err := pr.ReadPacket(); err != nil {
+			return
+		}
+		pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(c), xprawire.Rencode)
+		_ = pw.WritePacket(xprawire.Packet{"hello", serverHello(xprawire.Rencode)})
+		_, _, _ = pr.ReadPacket()
+	}()
+	c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := Login(c, testPool, LoginOptions{Gen: Gen6, Workload: Workload{Mode: ModeIdle}, Timeout: 5 * time.Second}); !errors.Is(err, ErrEncoding) {
+		t.Fatalf("Gen6 login against a rencode server: %v, want ErrEncoding", err)
+	}
+
+	// a peer that offers rencodeplus, then pings in rencode
+	addr, srv := startServer(t)
+	c2, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	s, err := Login(c2, testPool, LoginOptions{Gen: Gen6, Workload: Workload{Mode: ModeIdle}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.pw = xprawire.NewPacketWriter(xprawire.NewFrameWriter(s.bw), xprawire.Rencode)
+	if _, err := s.Ping(1, 5*time.Second); err == nil {
+		t.Fatal("the server answered a rencode ping in a rencodeplus session")
+	}
+	for i := 0; i < 100 && srv.Stats().Errors == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := srv.Stats(); st.Errors != 1 || !strings.Contains(st.LastErr, "rencodeplus session") {
+		t.Fatalf("server stats %+v, want the rencode packet as its error", st)
+	}
+}
+
+// TestGen6ResponseHelloAsksNoChallenge: the hello that carries a Gen6
+// client's challenge response no longer says "challenge" (a 6.x server
+// answers one that does with another, fake, challenge); Gen3's keeps it,
+// as 3.1.3 clients do.
+func TestGen6ResponseHelloAsksNoChallenge(t *testing.T) {
+	for _, gen := range []Gen{Gen3, Gen6} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make(chan []bool, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			pr := xprawire.NewPacketReader(bufio.NewReader(c))
+			enc := xprawire.Rencode
+			if gen == Gen6 {
+				enc = xprawire.RencodePlus
+			}
+			pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(c), enc)
+			var asks []bool
+			for i := 0; i < 2; i++ {
+				p, _, err := pr.ReadPacket()
+				if err != nil {
+					break
+				}
+				d, _ := p[1].(xprawire.Dict)
+				asks = append(asks, xprawire.Caps{Dict: d}.Bool("challenge", false))
+				if i == 0 {
+					_ = pw.WritePacket(xprawire.Packet{"challenge", []byte("0123456789abcdef0123456789abcdef"), "", "hmac+sha256", "hmac+sha256"})
+				} else {
+					_ = pw.WritePacket(xprawire.Packet{"hello", serverHello(enc)})
+				}
+			}
+			got <- asks
+		}()
+		c, err := net.DialTimeout("tcp", ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := Login(c, testPool, LoginOptions{Gen: gen, Username: "u", Password: "p", Workload: Workload{Mode: ModeIdle}, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatalf("%v: %v", gen, err)
+		}
+		if !s.Challenged {
+			t.Errorf("%v: not challenged", gen)
+		}
+		asks := <-got
+		_ = s.Close()
+		_ = ln.Close()
+		if want := []bool{true, gen == Gen3}; len(asks) != 2 || asks[0] != want[0] || asks[1] != want[1] {
+			t.Errorf("%v: hellos ask for a challenge %v, want %v", gen, asks, want)
+		}
 	}
 }

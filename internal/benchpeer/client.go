@@ -26,8 +26,30 @@ var (
 	ErrProtocol = errors.New("benchpeer: protocol error")
 )
 
+// Gen is the xpra generation the synthetic client imitates.
+type Gen int
+
+const (
+	// Gen3 speaks like an xpra 3.1.3 client (the zero value): hello and
+	// packets in rencode, bencode also offered, zlib and lz4 offered.
+	Gen3 Gen = iota
+	// Gen6 speaks like an xpra 6.x client: version 6.5.5, rencodeplus
+	// only (every packet written and expected in it), lz4 and none as
+	// compressors.
+	Gen6
+)
+
+func (g Gen) String() string {
+	if g == Gen6 {
+		return "6.x"
+	}
+	return "3.1.3"
+}
+
 // LoginOptions say who logs in and what the session does.
 type LoginOptions struct {
+	// Gen is the client generation; the zero value is Gen3.
+	Gen      Gen
 	Username string
 	Password string
 	// AllowXOR permits an xor challenge (only over TLS or local sockets).
@@ -45,22 +67,37 @@ type Session struct {
 	pw         *xprawire.PacketWriter
 	pool       *Pool
 	w          Workload
+	gen        Gen
 	ServerCaps xprawire.Caps
 	// Challenged reports whether the login answered a challenge.
 	Challenged bool
 }
 
-// clientHello is a 3.1.3-style client hello: rencode and bencode only, so
-// that xpra 3.1.3's proxy can decode it, and no compression.
+// clientHello is the hello of the client generation. Gen3: rencode and
+// bencode only, so that xpra 3.1.3's proxy can decode it. Gen6: rencodeplus
+// only (xpra 6.x has no other encoder) and lz4/none (6.x has no zlib). Both
+// ask for no compression.
 func clientHello(o LoginOptions) xprawire.Dict {
 	d := xprawire.Dict{}
-	d.Set("version", "3.1.3")
-	d.Set("rencode", true)
-	d.Set("bencode", true)
-	d.Set("encoders", []any{"rencode", "bencode"})
-	d.Set("compressors", []any{"zlib", "lz4"})
-	d.Set("zlib", true)
-	d.Set("lz4", true)
+	if o.Gen == Gen6 {
+		d.Set("version", "6.5.5")
+		d.Set("rencodeplus", true)
+		d.Set("rencode", false)
+		d.Set("bencode", false)
+		d.Set("encoders", []any{"rencodeplus"})
+		d.Set("compressors", []any{"lz4", "none"})
+		d.Set("zlib", false)
+		d.Set("lz4", true)
+		d.Set("brotli", false)
+	} else {
+		d.Set("version", "3.1.3")
+		d.Set("rencode", true)
+		d.Set("bencode", true)
+		d.Set("encoders", []any{"rencode", "bencode"})
+		d.Set("compressors", []any{"zlib", "lz4"})
+		d.Set("zlib", true)
+		d.Set("lz4", true)
+	}
 	d.Set("lzo", false)
 	d.Set("yaml", false)
 	d.Set("compression_level", int64(0))
@@ -91,11 +128,15 @@ func Login(c net.Conn, pool *Pool, o LoginOptions) (*Session, error) {
 	if timeout == 0 {
 		timeout = 30 * time.Second
 	}
-	s := &Session{c: c, pool: pool, w: o.Workload}
+	s := &Session{c: c, pool: pool, w: o.Workload, gen: o.Gen}
 	s.pr = xprawire.NewPacketReader(bufio.NewReaderSize(c, 256<<10))
 	s.pr.Frames.SetMaxSize(64 << 20)
 	s.bw = bufio.NewWriterSize(c, 16<<10)
-	s.pw = xprawire.NewPacketWriter(xprawire.NewFrameWriter(s.bw), xprawire.Rencode)
+	enc := xprawire.Rencode
+	if o.Gen == Gen6 {
+		enc = xprawire.RencodePlus
+	}
+	s.pw = xprawire.NewPacketWriter(xprawire.NewFrameWriter(s.bw), enc)
 	deadline := time.Now().Add(timeout)
 	_ = c.SetDeadline(deadline)
 	defer func() { _ = c.SetDeadline(time.Time{}) }()
@@ -108,7 +149,7 @@ func Login(c net.Conn, pool *Pool, o LoginOptions) (*Session, error) {
 		return nil, err
 	}
 	for {
-		p, _, err := s.pr.ReadPacket()
+		p, err := s.read()
 		if err != nil {
 			return nil, fmt.Errorf("benchpeer: login: %w", err)
 		}
@@ -132,6 +173,11 @@ func Login(c net.Conn, pool *Pool, o LoginOptions) (*Session, error) {
 			}
 			hello.Set("challenge_response", resp)
 			hello.Set("challenge_client_salt", salt)
+			if o.Gen == Gen6 {
+				// a 6.x server answers a response hello that still
+				// asks for a challenge with another (fake) challenge
+				hello.Delete("challenge")
+			}
 			if err := s.send(xprawire.Packet{"hello", hello}); err != nil {
 				return nil, err
 			}
@@ -153,6 +199,23 @@ func Login(c net.Conn, pool *Pool, o LoginOptions) (*Session, error) {
 
 // Close closes the connection.
 func (s *Session) Close() error { return s.c.Close() }
+
+// ErrEncoding: a Gen6 client received a packet in an encoding other than
+// rencodeplus, which a real xpra 6.x client could not decode.
+var ErrEncoding = errors.New("benchpeer: packet not in rencodeplus")
+
+// read reads the next packet. A Gen6 session requires rencodeplus: a
+// relay that re-encodes packets into rencode or bencode fails it.
+func (s *Session) read() (xprawire.Packet, error) {
+	p, h, err := s.pr.ReadPacket()
+	if err != nil {
+		return nil, err
+	}
+	if s.gen == Gen6 && h.Flags&(xprawire.FlagRencodePlus|xprawire.FlagRencode) != xprawire.FlagRencodePlus {
+		return nil, fmt.Errorf("%w: %q with flags 0x%02x", ErrEncoding, p.Type(), byte(h.Flags))
+	}
+	return p, nil
+}
 
 func (s *Session) send(p xprawire.Packet) error {
 	if err := s.pw.WritePacket(p); err != nil {
@@ -176,7 +239,7 @@ func (s *Session) Ping(n int, timeout time.Duration) ([]time.Duration, error) {
 			return out, err
 		}
 		for {
-			p, _, err := s.pr.ReadPacket()
+			p, err := s.read()
 			if err != nil {
 				return out, fmt.Errorf("benchpeer: ping: %w", err)
 			}
@@ -228,7 +291,7 @@ func (s *Session) Stream(deadline time.Time) (StreamStats, error) {
 		return want > 0 && st.Draws >= want && st.Cursors >= (want+CursorEvery-1)/CursorEvery && st.Icons >= (want+IconEvery-1)/IconEvery
 	}
 	for !done() {
-		p, _, err := s.pr.ReadPacket()
+		p, err := s.read()
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(deadline) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,8 +15,9 @@ import (
 )
 
 // Server is a synthetic xpra server. Each connection sends a hello with
-// bench caps (see Workload); the server answers with a 3.1.3-style server
-// hello and then idles or streams.
+// bench caps (see Workload); the server answers with a server hello of the
+// client's generation (see serverHello), in the best encoder the client
+// offered, and then idles or streams.
 type Server struct {
 	pool *Pool
 	// HelloTimeout bounds the wait for the first hello; 0 means 30 s.
@@ -127,6 +129,9 @@ type sconn struct {
 	wmu  sync.Mutex
 	pw   *xprawire.PacketWriter
 	w    Workload
+	// plus: the session is in rencodeplus, which is then required of
+	// every packet the peer sends after its hello
+	plus bool
 
 	// acknowledgement window
 	amu   sync.Mutex
@@ -161,6 +166,10 @@ func (s *Server) serveConn(c net.Conn) error {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	enc := chooseEncoding(caps)
+	// Strict like a 6.x server only toward a peer that offered nothing but
+	// rencodeplus (a 6.x client); one that also offered rencode may keep
+	// writing it, as xpra's decoders go by each packet's flags.
+	sc.plus = enc == xprawire.RencodePlus && !slices.Contains(caps.StrList("encoders"), "rencode")
 	sc.bw = bufio.NewWriterSize(c, 64<<10)
 	sc.pw = xprawire.NewPacketWriter(xprawire.NewFrameWriter(sc.bw), enc)
 	w, err := workloadFromCaps(caps)
@@ -216,22 +225,32 @@ func chooseEncoding(c xprawire.Caps) xprawire.Encoding {
 	return xprawire.Bencode
 }
 
-// serverHello is what a 3.1.3 server says about itself, reduced to what
-// xpra's proxy and clients look at.
+// serverHello is what a server says about itself, reduced to what xpra's
+// proxy and clients look at: like a 6.x server (version 6.5.5, rencodeplus
+// only, lz4/none) to a peer that offered rencodeplus, like a 3.1.3 server
+// otherwise.
 func serverHello(enc xprawire.Encoding) xprawire.Dict {
 	d := xprawire.Dict{}
-	d.Set("version", "3.1.3")
-	d.Set("rencode", true)
-	d.Set("bencode", true)
-	d.Set("rencodeplus", enc == xprawire.RencodePlus)
 	if enc == xprawire.RencodePlus {
-		d.Set("encoders", []any{"rencodeplus", "rencode", "bencode"})
+		d.Set("version", "6.5.5")
+		d.Set("rencodeplus", true)
+		d.Set("rencode", false)
+		d.Set("bencode", false)
+		d.Set("encoders", []any{"rencodeplus"})
+		d.Set("compressors", []any{"lz4", "none"})
+		d.Set("zlib", false)
+		d.Set("lz4", true)
+		d.Set("brotli", false)
 	} else {
+		d.Set("version", "3.1.3")
+		d.Set("rencode", true)
+		d.Set("bencode", true)
+		d.Set("rencodeplus", false)
 		d.Set("encoders", []any{"rencode", "bencode"})
+		d.Set("compressors", []any{"zlib", "lz4"})
+		d.Set("zlib", true)
+		d.Set("lz4", true)
 	}
-	d.Set("compressors", []any{"zlib", "lz4"})
-	d.Set("zlib", true)
-	d.Set("lz4", true)
 	d.Set("lzo", false)
 	d.Set("yaml", false)
 	d.Set("display", ":bench")
@@ -263,9 +282,14 @@ func (sc *sconn) send(p xprawire.Packet) error {
 
 func (sc *sconn) readLoop() error {
 	for {
-		p, _, err := sc.pr.ReadPacket()
+		p, h, err := sc.pr.ReadPacket()
 		if err != nil {
 			return err
+		}
+		if sc.plus && h.Flags&(xprawire.FlagRencodePlus|xprawire.FlagRencode) != xprawire.FlagRencodePlus {
+			// a 6.x-style session: the peer said it speaks
+			// rencodeplus, and a 6.x server decodes nothing else
+			return fmt.Errorf("benchpeer: %q with flags 0x%02x in a rencodeplus session", p.Type(), byte(h.Flags))
 		}
 		switch p.Type() {
 		case "damage-sequence":
