@@ -616,12 +616,16 @@ func (s *Server) shutdown(drain time.Duration) {
 	}
 	// The end: sessions are told (each within tellTimeout) and closed,
 	// everything else is closed now.
-	end := time.Now().Add(time.Second)
+	// 800 ms of the second, the rest being slack for a loaded machine: a
+	// session takes up to tellTimeout to tell its peers, then lingers up to
+	// disconnectLinger for its client to close; past 600 ms every
+	// connection still here is closed.
+	end := time.Now().Add(800 * time.Millisecond)
 	s.mu.Lock()
 	s.final = true
 	s.mu.Unlock()
 	s.endTracked(func(*tracked) bool { return true }, false)
-	if !s.waitIdle(end.Add(-300 * time.Millisecond)) {
+	if !s.waitIdle(end.Add(-200 * time.Millisecond)) {
 		s.endTracked(func(*tracked) bool { return true }, true)
 		if !s.waitIdle(end.Add(-50 * time.Millisecond)) {
 			s.mu.Lock()
