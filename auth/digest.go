@@ -14,6 +14,7 @@ import (
 	"hash"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // SaltSize is the length of the server salt in every challenge (xpra's
@@ -51,9 +52,24 @@ func hashFor(digest string) func() hash.Hash {
 	return nil
 }
 
-// chooseHMAC returns the strongest hmac digest in offered, or "".
+// weakDigests allows hmac+sha1 and hmac+md5 ("hmac"): off by default.
+var weakDigests atomic.Bool
+
+// AllowWeakDigests lets logins use hmac+sha1 and hmac+md5 (xpra's "hmac")
+// when a client offers nothing stronger: for old clients only. xpra 3.1.3,
+// xpra 6.x and their HTML5 clients all offer the sha2 family.
+func AllowWeakDigests(on bool) { weakDigests.Store(on) }
+
+// weak reports whether a digest is one AllowWeakDigests governs.
+func weak(d string) bool { return d == "hmac+sha1" || d == "hmac+md5" || d == DigestHMAC }
+
+// chooseHMAC returns the strongest hmac digest in offered, or "" (md5 and
+// sha1 only with AllowWeakDigests).
 func chooseHMAC(offered []string) string {
 	for _, d := range hmacPreference {
+		if weak(d) && !weakDigests.Load() {
+			continue
+		}
 		for _, o := range offered {
 			if strings.TrimSpace(o) == d {
 				return d

@@ -99,8 +99,8 @@ func TestChooseHMAC(t *testing.T) {
 		{xpraDigests, "hmac+sha512"},
 		{[]string{"hmac+sha256", "hmac+sha384"}, "hmac+sha384"},
 		{[]string{"hmac+md5", "hmac", "hmac+sha224"}, "hmac+sha224"},
-		{[]string{"hmac+sha1", "hmac"}, "hmac+sha1"},
-		{[]string{"hmac", "xor"}, "hmac"},
+		{[]string{"hmac+sha1", "hmac"}, ""}, // weak: only with AllowWeakDigests
+		{[]string{"hmac", "xor"}, ""},
 		{[]string{"xor", "des"}, ""},
 		{[]string{"hmac+sha3_512", "hmac+blake2b"}, ""},
 		{nil, ""},
@@ -163,8 +163,17 @@ func TestFakeChallenge(t *testing.T) {
 		t.Fatalf("fake challenge %+v", a)
 	}
 	c := FakeChallenge([]string{"hmac"}, nil)
-	if c.Digest != "hmac" || c.SaltDigest != "hmac" {
+	if c.Digest != "hmac+sha512" || c.SaltDigest != "hmac+sha512" {
 		t.Fatalf("fake challenge %+v", c)
+	}
+	AllowWeakDigests(true)
+	t.Cleanup(func() { AllowWeakDigests(false) })
+	if got := chooseHMAC([]string{"hmac+sha1", "hmac"}); got != "hmac+sha1" {
+		t.Fatalf("with weak digests allowed: %q", got)
+	}
+	c = FakeChallenge([]string{"hmac"}, nil)
+	if c.Digest != "hmac" || c.SaltDigest != "hmac" {
+		t.Fatalf("fake challenge with weak digests %+v", c)
 	}
 }
 
@@ -172,6 +181,8 @@ func TestFakeChallenge(t *testing.T) {
 // xpra server-side authenticator accepts our Respond, in both directions.
 func TestDifferentialPythonDigest(t *testing.T) {
 	needXpraPython(t)
+	AllowWeakDigests(true) // every digest xpra has, md5 and sha1 included
+	t.Cleanup(func() { AllowWeakDigests(false) })
 	const script = `
 import sys, json, binascii
 from xpra.net.digest import gendigest

@@ -320,6 +320,23 @@ func TestResponseForms(t *testing.T) {
 	}
 }
 
+// TestWeakDigestsSwitch: with AllowWeakDigests a client offering only md5
+// or sha1 logs in, as with xpra.
+func TestWeakDigestsSwitch(t *testing.T) {
+	AllowWeakDigests(true)
+	t.Cleanup(func() { AllowWeakDigests(false) })
+	a := mustNew(t, "password,value=pw", Options{})
+	for _, d := range [][]string{{"hmac"}, {"hmac+md5"}, {"hmac+sha1"}} {
+		ch, err := a.Begin("u", plainTCP).Challenge(d, d)
+		if err != nil || ch.Digest != d[0] {
+			t.Fatalf("%v: %+v %v", d, ch, err)
+		}
+		if _, err := doLoginWith(t, a, "pw", d, d); err != nil {
+			t.Fatalf("%v: %v", d, err)
+		}
+	}
+}
+
 func TestChallengeDigests(t *testing.T) {
 	a := mustNew(t, "password,value=pw", Options{})
 	cases := []struct {
@@ -328,8 +345,10 @@ func TestChallengeDigests(t *testing.T) {
 		refused     bool
 	}{
 		{xpraDigests, xpraSaltDigests, "hmac+sha512", "hmac+sha512", false},
-		{[]string{"hmac"}, []string{"hmac"}, "hmac", "hmac", false},
-		{[]string{"hmac+sha256", "xor"}, []string{"hmac+sha1"}, "hmac+sha256", "hmac+sha1", false},
+		// md5 and sha1 are refused unless allowed (see TestWeakDigestsSwitch)
+		{[]string{"hmac"}, []string{"hmac"}, "", "", true},
+		{[]string{"hmac+sha256", "xor"}, []string{"hmac+sha1"}, "", "", true},
+		{[]string{"hmac+sha1", "hmac+sha256"}, []string{"hmac+md5", "hmac+sha224"}, "hmac+sha256", "hmac+sha224", false},
 		{[]string{"xor", "des"}, xpraSaltDigests, "", "", true},
 		{xpraDigests, []string{"xor", "des"}, "", "", true},
 		{nil, nil, "", "", true},

@@ -369,6 +369,9 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 	if cfg.Bans.BanTime != 0 {
 		st.Bans.BanTime = cfg.Bans.BanTime.Std()
 	}
+	// Process-wide, so set only once the state is sure to be used (a
+	// refused reload leaves it as it was).
+	auth.AllowWeakDigests(cfg.WeakDigests)
 	return st, nil
 }
 

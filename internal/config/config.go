@@ -55,6 +55,9 @@ type Config struct {
 	// Auth is the default authentication module of every listener, in
 	// xpra's syntax: "sqlite,filename=users.sdb".
 	Auth string `toml:"auth"`
+	// WeakDigests lets logins use hmac+sha1 and hmac+md5 ("hmac") when a
+	// client offers nothing stronger (old clients only; off by default).
+	WeakDigests bool `toml:"weak_digests"`
 
 	Listeners []Listener     `toml:"listener"`
 	TLS       TLS            `toml:"tls"`
