@@ -19,6 +19,12 @@ var uidMin = sync.OnceValue(func() int { return readUIDMin("/etc/login.defs") })
 // root never reaches and for whom it never starts one.
 func UIDMin() int { return uidMin() }
 
+// Unreachable reports whether a proxy never serves uid: root always, and
+// system accounts (below UIDMin) when the proxy runs as root.
+func Unreachable(uid int, proxyIsRoot bool) bool {
+	return uid == 0 || (proxyIsRoot && uid < UIDMin())
+}
+
 func readUIDMin(path string) int {
 	f, err := os.Open(path)
 	if err != nil {

@@ -70,8 +70,11 @@ func (p *PAM) verify(ctx context.Context, username string, pr *proof) (Identity,
 	// Root and, for a proxy running as root, system accounts (below
 	// UID_MIN) never log in: refused before PAM is asked, with the answer
 	// a wrong password gets (a right root password must not tell more).
-	if u, err := user.Lookup(username); err == nil {
-		if uid, err := strconv.Atoi(u.Uid); err != nil || uid == 0 || (os.Geteuid() == 0 && uid < UIDMin()) {
+	// An unknown name still goes to PAM, which fails it as slowly as a
+	// wrong password.
+	u, lookupErr := user.Lookup(username)
+	if lookupErr == nil {
+		if uid, err := strconv.Atoi(u.Uid); err != nil || Unreachable(uid, os.Geteuid() == 0) {
 			return Identity{}, fmt.Errorf("pam: %w: uid %s is root or a system account", ErrFailed, u.Uid)
 		}
 	}
@@ -99,8 +102,7 @@ func (p *PAM) verify(ctx context.Context, username string, pr *proof) (Identity,
 	if err != nil {
 		return Identity{}, fmt.Errorf("pam: %w: %w", ErrFailed, err)
 	}
-	u, err := user.Lookup(username)
-	if err != nil {
+	if lookupErr != nil {
 		return Identity{}, fmt.Errorf("pam: %w: user not in the password database", ErrFailed)
 	}
 	return Identity{Username: username, UID: u.Uid, GID: u.Gid, LocalSessions: true}, nil

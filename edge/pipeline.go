@@ -662,7 +662,7 @@ func (s *Server) resolveUID(id auth.Identity) (int, error) {
 	if uid == 0 && s.isRoot {
 		return 0, errors.New("sessions of root are not proxied")
 	}
-	if s.isRoot && uid < auth.UIDMin() {
+	if auth.Unreachable(uid, s.isRoot) {
 		return 0, fmt.Errorf("uid %d is a system account (below UID_MIN %d): its sessions are not proxied", uid, auth.UIDMin())
 	}
 	return uid, nil

@@ -403,43 +403,36 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
 		if h.Index == 0 {
 			src.packetsIn.Add(1)
+		}
+		// Main packets are peeked at, except the backend's after raw chunks
+		// (its draws), which the proxy never intercepts.
+		if h.Index == 0 && (from == legClient || !chunkOpen) {
 			typ, perr := xprawire.PeekType(h, payload)
 			if from == legClient {
-				// Every main packet of the client is classified, whatever
-				// came before it: the proxy declared no aliases, so a type
-				// that is not a name (an integer alias, or undecodable) is
-				// refused, and so is a packet that stops or re-handshakes the
-				// backend after raw chunks (it can no longer be dropped alone).
-				switch {
-				case perr != nil || typ == "":
-					fail("client sent a packet without a type name", tellBoth)
-					return
-				case chunkOpen && clientMustNotPass(typ):
-					fail("client sent "+typ+" after a raw chunk", tellBoth)
+				if reason := clientRefusal(typ, perr, chunkOpen); reason != "" {
+					fail(reason, tellBoth)
 					return
 				}
 			}
-			if !chunkOpen {
-				if sess.intercepted(typ, from) {
-					if err := flush(); err != nil {
-						writeFailed(err)
-						return
-					}
-					end, err := sess.intercept(src, dst, from, typ, h, payload)
-					if err != nil {
-						var de decodeError
-						if errors.As(err, &de) {
-							fail(from.errorReason(err), tellBoth)
-						} else {
-							writeFailed(err)
-						}
-						return
-					}
-					if end {
-						return
-					}
-					continue
+			if !chunkOpen && sess.intercepted(typ, from) {
+				if err := flush(); err != nil {
+					writeFailed(err)
+					return
 				}
+				end, err := sess.intercept(src, dst, from, typ, h, payload)
+				if err != nil {
+					var de decodeError
+					if errors.As(err, &de) {
+						fail(from.errorReason(err), tellBoth)
+					} else {
+						writeFailed(err)
+					}
+					return
+				}
+				if end {
+					return
+				}
+				continue
 			}
 		}
 		size := xprawire.HeaderSize + len(payload)
@@ -501,14 +494,23 @@ func writeFailReason(to leg, err error, wt time.Duration) string {
 	}
 }
 
-// clientMustNotPass are the packet types of a client that never reach the
-// backend: they stop it or restart the handshake.
-func clientMustNotPass(typ string) bool {
+// clientRefusal says why a client's main packet ends its session, or "".
+// Every one is classified, whatever came before it: the proxy declared no
+// aliases, so a type that is not a name (an integer alias, or undecodable)
+// is refused, and so is a packet that stops the backend or restarts the
+// handshake after raw chunks (it can no longer be dropped alone; without
+// chunks, intercept drops it).
+func clientRefusal(typ string, peekErr error, afterChunk bool) string {
+	if peekErr != nil || typ == "" {
+		return "client sent a packet without a type name"
+	}
 	switch typ {
 	case "shutdown-server", "exit-server", "hello", "challenge":
-		return true
+		if afterChunk {
+			return "client sent " + typ + " after a raw chunk"
+		}
 	}
-	return false
+	return ""
 }
 
 // intercepted reports whether a packet type must be decoded: the ones the

@@ -258,18 +258,8 @@ func startXpra(ctx context.Context, bin, dir, backend string) (*xpraInstance, er
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("xpra: %w", err)
 	}
-	// the instance processes run as nobody and make their control
-	// sockets here
-	sock := filepath.Join(dir, "sock")
-	if err := os.MkdirAll(sock, 0o755); err != nil {
-		return nil, err
-	}
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.Chmod(sock, 0o1777); err != nil {
+	sock, err := instanceSocketDir(dir)
+	if err != nil {
 		return nil, err
 	}
 	db := filepath.Join(dir, "users.sqlite")
@@ -292,15 +282,7 @@ func startXpra(ctx context.Context, bin, dir, backend string) (*xpraInstance, er
 		"--mdns=no", "--dbus-proxy=no", "--dbus-control=no", "--html=off", "--ssh=no", "--notifications=no",
 	}
 	env := []string{"XDG_RUNTIME_DIR=" + dir, "HOME=" + dir}
-	p, err := startProc("xpra proxy", filepath.Join(dir, "xpra-proxy.log"), argv, env)
-	if err != nil {
-		return nil, err
-	}
-	if err := waitListening(ctx, p, addr, 30*time.Second); err != nil {
-		p.stop(3 * time.Second)
-		return nil, err
-	}
-	return &xpraInstance{p: p, addr: addr}, nil
+	return launchXpra(ctx, "xpra proxy", filepath.Join(dir, "xpra-proxy.log"), argv, env, addr)
 }
 
 func (x *xpraInstance) target(name string, gen benchpeer.Gen) *target {
@@ -352,16 +334,8 @@ func startXpra6(ctx context.Context, bin, dir, backend string) (*xpraInstance, e
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("xpra6: %w", err)
 	}
-	sock := filepath.Join(dir, "sock")
-	if err := os.MkdirAll(sock, 0o755); err != nil {
-		return nil, err
-	}
-	for _, d := range []string{filepath.Dir(dir), dir} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			return nil, err
-		}
-	}
-	if err := os.Chmod(sock, 0o1777); err != nil {
+	sock, err := instanceSocketDir(dir)
+	if err != nil {
 		return nil, err
 	}
 	users := filepath.Join(dir, "users.txt")
@@ -386,7 +360,27 @@ func startXpra6(ctx context.Context, bin, dir, backend string) (*xpraInstance, e
 	// 6.x makes its runtime directory itself and refuses one that others
 	// can read (dir is 0755 for the instance processes)
 	env := []string{"XDG_RUNTIME_DIR=" + filepath.Join(dir, "run"), "HOME=" + dir}
-	p, err := startProc("xpra6 proxy", filepath.Join(dir, "xpra6-proxy.log"), argv, env)
+	return launchXpra(ctx, "xpra6 proxy", filepath.Join(dir, "xpra6-proxy.log"), argv, env, addr)
+}
+
+// instanceSocketDir makes DIR/sock, where xpra's proxy instance processes
+// (they run as nobody) make their control sockets, reachable for them.
+func instanceSocketDir(dir string) (string, error) {
+	sock := filepath.Join(dir, "sock")
+	if err := os.MkdirAll(sock, 0o755); err != nil {
+		return "", err
+	}
+	for _, d := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			return "", err
+		}
+	}
+	return sock, os.Chmod(sock, 0o1777)
+}
+
+// launchXpra starts an xpra proxy and waits until it listens on addr.
+func launchXpra(ctx context.Context, name, logPath string, argv, env []string, addr string) (*xpraInstance, error) {
+	p, err := startProc(name, logPath, argv, env)
 	if err != nil {
 		return nil, err
 	}
