@@ -119,15 +119,19 @@ func (s *Server) serveControl(ctx context.Context, c net.Conn, sess *session) {
 				break
 			}
 		}
+		bye := xprawire.Packet{"disconnect", reasonServerShutdown, "socket request"}
 		if sess != nil {
 			s.log.Info("session stopped by control socket", "session", sess.id)
 			sess.stop("socket request")
 			<-sess.done
-		} else {
-			s.log.Info("proxy stop requested on its control socket")
-			s.RequestStop("socket request")
+			_ = x.sendDeadline(bye, time.Second)
+			return
 		}
-		_ = x.sendDeadline(xprawire.Packet{"disconnect", reasonServerShutdown, "socket request"}, time.Second)
+		// Answered before the stop: shutdown closes every connection it
+		// tracks, this one included, and the answer raced it.
+		_ = x.sendDeadline(bye, time.Second)
+		s.log.Info("proxy stop requested on its control socket")
+		s.RequestStop("socket request")
 	case "":
 		h.fail(tell(reasonInvalidRequest, errors.New("control sockets take requests only"), "this socket only answers info, version, id and stop"))
 	default:
