@@ -97,8 +97,8 @@ func (d *BackendDialer) tlsConfig(addr string) *tls.Config {
 // the client and returns the session ready to relay.
 func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*session, error) {
 	s := h.s
-	lim := s.limits()
-	release, err := s.reserve(h.meta.remote)
+	lim := h.lim
+	release, err := s.reserve(lim, h.meta.remote)
 	if err != nil {
 		return nil, tell(reasonServerError, err, "session limit reached, try again later")
 	}
@@ -109,7 +109,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		}
 	}()
 	dialStart := time.Now()
-	bc, encrypted, err := s.dialer().Dial(ctx, t)
+	bc, encrypted, err := h.st.Dialer.Dial(ctx, t)
 	s.metrics.observeDial(time.Since(dialStart), err)
 	if err != nil {
 		return nil, tell(reasonSessionMissing, fmt.Errorf("dial %s: %w", t, err), "failed to connect to display")
@@ -241,10 +241,10 @@ func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t r
 		return tell(reasonAuthError, fmt.Errorf("backend %s asks for the password as %q over an unencrypted connection", t, ch.Digest),
 			"the backend asks for the password in a reversible form over an unencrypted connection")
 	}
-	if err := h.x.sendDeadline(p, h.s.limits().WriteTimeout); err != nil {
+	if err := h.x.sendDeadline(p, h.lim.WriteTimeout); err != nil {
 		return &clientError{err: fmt.Errorf("forward challenge: %w", err)}
 	}
-	caps, err := h.readHello(time.Now().Add(h.s.limits().ChallengeTimeout))
+	caps, err := h.readHello(time.Now().Add(h.lim.ChallengeTimeout))
 	if err != nil {
 		return err
 	}

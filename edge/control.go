@@ -78,9 +78,10 @@ func (s *Server) controlLoop(ctx context.Context, ln net.Listener, sess *session
 // serveControl answers one request on a control socket: info, version, id,
 // stop. Control sockets are local and owner-only, so they ask no password.
 func (s *Server) serveControl(ctx context.Context, c net.Conn, sess *session) {
+	st := s.snapshot() // on arrival, as for every connection
 	x := newXconn(c, nil)
-	x.frames.SetMaxSize(uint32(s.limits().MaxHelloSize))
-	h := &handshake{s: s, x: x, log: s.log.With("control", true), start: time.Now()}
+	x.frames.SetMaxSize(uint32(st.Limits.MaxHelloSize))
+	h := &handshake{s: s, st: st, lim: st.Limits, x: x, log: s.log.With("control", true), start: time.Now()}
 	caps, err := h.readHello(time.Now().Add(10 * time.Second))
 	if errors.Is(err, io.EOF) {
 		// `xpra list` probes sockets by connecting and closing.

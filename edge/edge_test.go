@@ -49,9 +49,11 @@ type fixture struct {
 	sockDir string
 	log     *testLog
 	backend *benchpeer.Server
-	pool    *benchpeer.Pool
-	cancel  context.CancelFunc
-	done    chan error
+	// backendAddr is the synthetic backend's address (BACKEND in displays).
+	backendAddr string
+	pool        *benchpeer.Pool
+	cancel      context.CancelFunc
+	done        chan error
 }
 
 // startBackend runs a synthetic xpra server on loopback.
@@ -107,7 +109,7 @@ func newFixture(t *testing.T, users []auth.User, mutate func(*Config)) *fixture 
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &fixture{t: t, srv: srv, addr: ln.Addr().String(), sockDir: sockDir, log: lg, backend: backend, pool: pool, cancel: cancel, done: make(chan error, 1)}
+	f := &fixture{t: t, srv: srv, addr: ln.Addr().String(), sockDir: sockDir, log: lg, backend: backend, backendAddr: backendAddr, pool: pool, cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- srv.Serve(ctx, 0) }()
 	t.Cleanup(func() {
 		cancel()

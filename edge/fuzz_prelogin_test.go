@@ -174,7 +174,7 @@ func FuzzPreLogin(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			s.handleConn(ctx, &fuzzConn{r: bytes.NewReader(data)}, name)
+			s.handleConn(ctx, &fuzzConn{r: bytes.NewReader(data)}, name, s.snapshot())
 		}()
 		select {
 		case <-done:

@@ -384,7 +384,7 @@ func TestReloadBindsAddedListener(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"busy"`) || !strings.Contains(err.Error(), "address already in use") {
 		t.Fatalf("reload with an unbindable listener: %v", err)
 	}
-	if f.srv.limits().MaxSessions != 0 || len(f.srv.state.Load().Listeners) != 2 {
+	if f.srv.snapshot().Limits.MaxSessions != 0 || len(f.srv.state.Load().Listeners) != 2 {
 		t.Fatal("a refused reload changed the state")
 	}
 	// Moving a listener: refused.

@@ -36,6 +36,9 @@ const (
 // connMeta is what the edge learned about a connection before the xpra
 // stream began.
 type connMeta struct {
+	// st is the configuration snapshot taken when the connection arrived;
+	// everything its login decides comes from it.
+	st        *State
 	transport auth.Transport
 	sni       string // TLS server name
 	path      string // WebSocket path (with query)
@@ -84,9 +87,9 @@ func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, me
 	// inflates at the frame limit), and raw chunks are refused before they
 	// are inflated: a client that is not logged in has no use for them,
 	// and each would be held, inflated, until its main packet came.
-	x.frames.SetMaxSize(uint32(s.limits().MaxHelloSize))
+	x.frames.SetMaxSize(uint32(meta.st.Limits.MaxHelloSize))
 	x.pr.NoChunks = true
-	h := &handshake{s: s, x: x, meta: meta, log: log, start: start}
+	h := &handshake{s: s, st: meta.st, lim: meta.st.Limits, x: x, meta: meta, log: log, start: start}
 	sess, err := h.run(ctx)
 	if err != nil {
 		h.fail(err)
@@ -102,11 +105,16 @@ func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, me
 		meta.authDone()
 	}
 	s.metrics.handshake.Observe(time.Since(start).Seconds())
+	sess.lim = h.lim // the session keeps its login's limits
 	s.runSession(ctx, sess)
 }
 
 type handshake struct {
-	s     *Server
+	s *Server
+	// st is the connection's configuration snapshot (taken on arrival),
+	// lim its limits: the login reads no other state.
+	st    *State
+	lim   Limits
 	x     *xconn
 	meta  connMeta
 	log   *slog.Logger
@@ -136,7 +144,7 @@ func (h *handshake) fail(err error) {
 		"duration", time.Since(h.start).Round(time.Millisecond))
 	if ce.reason == reasonAuthFailed {
 		// xpra waits a second before it says so; so do we.
-		time.Sleep(h.s.limits().AuthFailDelay)
+		time.Sleep(h.lim.AuthFailDelay)
 	}
 	h.disconnect(ce.reason, ce.detail...)
 }
@@ -204,7 +212,7 @@ func (h *handshake) readHello(deadline time.Time) (xprawire.Caps, error) {
 }
 
 func (h *handshake) run(ctx context.Context) (*session, error) {
-	lim := h.s.limits()
+	lim := h.lim
 	caps, err := h.readHello(h.start.Add(lim.LoginTimeout))
 	if err != nil {
 		return nil, err
@@ -354,7 +362,7 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 	if l == nil || l.Auth == nil {
 		return tell(reasonSessionMissing, errors.New("no authentication module on this listener"), "no sessions found")
 	}
-	lim := h.s.limits()
+	lim := h.lim
 	login := l.Auth.Begin(h.identity.Username, h.meta.transport)
 	ch, err := login.Challenge(caps.StrList("digest"), caps.StrList("salt-digest"))
 	if err != nil {
@@ -438,7 +446,7 @@ func (h *handshake) sendChallenge(ch *auth.Challenge) error {
 		authCaps = xprawire.Dict{}
 	}
 	p := xprawire.Packet{"challenge", ch.Salt, authCaps, ch.Digest, ch.SaltDigest, ch.Prompt}
-	if err := h.x.sendDeadline(p, h.s.limits().WriteTimeout); err != nil {
+	if err := h.x.sendDeadline(p, h.lim.WriteTimeout); err != nil {
 		return &clientError{err: fmt.Errorf("send challenge: %w", err)}
 	}
 	return nil
@@ -570,12 +578,12 @@ func (h *handshake) route(ctx context.Context, caps xprawire.Caps) (router.Targe
 		}
 		req.UID = uid
 	}
-	starter := h.s.starter()
+	starter := h.st.Starter
 	sns, asked := startRequest(caps)
 	if req.Local && starter != nil && asked {
 		return h.startSession(ctx, starter, sns, req)
 	}
-	t, err := h.s.router().Route(req)
+	t, err := h.st.Router.Route(req)
 	if err != nil {
 		var rf *router.Refusal
 		if errors.As(err, &rf) {

@@ -158,7 +158,6 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	s.metrics.sessionStarted(sess.module)
 	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String())
 
-	sess.lim = s.limits()
 	sess.c.writeTimeout = sess.lim.WriteTimeout
 	sess.b.writeTimeout = sess.lim.WriteTimeout
 	sess.pinging = sess.client.pingEcho || sess.server.pingEcho

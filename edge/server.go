@@ -376,15 +376,20 @@ func networkOf(l *Listener) string {
 	return l.Network
 }
 
-func (s *Server) limits() Limits          { return s.state.Load().Limits }
-func (s *Server) router() *router.Router  { return s.state.Load().Router }
-func (s *Server) dialer() *BackendDialer  { return s.state.Load().Dialer }
-func (s *Server) starter() SessionStarter { return s.state.Load().Starter }
-func (s *Server) nextID() int             { return int(s.idSeq.Add(1)) }
+// snapshot is the reloadable state as it is now. It is read once per
+// connection, when the connection arrives (acceptLoop, a control socket's
+// accept), and carried with it (connMeta.st, handshake.st): sniffing, TLS,
+// the hello, the challenge, routing and the backend handshake of one login
+// all decide from that one snapshot, so a reload never changes the rules
+// halfway through a login. TestStateIsReadOnlyOnArrival checks that nothing
+// else reads the live state.
+func (s *Server) snapshot() *State { return s.state.Load() }
 
-// listener returns the current configuration of a bound listener.
-func (s *Server) listener(name string) *Listener {
-	for _, l := range s.state.Load().Listeners {
+func (s *Server) nextID() int { return int(s.idSeq.Add(1)) }
+
+// listener returns a listener's configuration in st.
+func (st *State) listener(name string) *Listener {
+	for _, l := range st.Listeners {
 		if l.Name == name {
 			return l
 		}
@@ -400,7 +405,7 @@ func (s *Server) Bind() error {
 	if len(s.listeners) > 0 {
 		return nil
 	}
-	for _, l := range s.state.Load().Listeners {
+	for _, l := range s.snapshot().Listeners {
 		ln, err := bindListener(l)
 		if err != nil {
 			s.closeListenersLocked()
@@ -686,6 +691,8 @@ func (s *Server) acceptLoop(ln net.Listener, name string) {
 			return
 		}
 		backoff = 0
+		// The connection's one view of the configuration, for all of its login.
+		st := s.snapshot()
 		ctx, done, ok := s.track(c, phaseLogin)
 		if !ok {
 			c.Close()
@@ -693,7 +700,7 @@ func (s *Server) acceptLoop(ln net.Listener, name string) {
 		}
 		go func() {
 			defer done()
-			s.handleConn(ctx, c, name)
+			s.handleConn(ctx, c, name, st)
 		}()
 	}
 }
@@ -719,9 +726,9 @@ func (s *Server) noteAuthFailure(meta connMeta) {
 var errTooManySessions = errors.New("too many sessions")
 
 // reserve takes a session slot for a client address before its backend
-// is dialled; release gives it back when the session ends or fails.
-func (s *Server) reserve(remote string) (release func(), err error) {
-	lim := s.limits()
+// is dialled, under the login's limits; release gives it back when the
+// session ends or fails.
+func (s *Server) reserve(lim Limits, remote string) (release func(), err error) {
 	ip := hostOf(remote)
 	s.mu.Lock()
 	defer s.mu.Unlock()

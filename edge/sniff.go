@@ -157,14 +157,17 @@ const acmeTLSALPN = "acme-tls/1"
 // it on: a PROXY header (from trusted balancers) is consumed, TLS is
 // terminated and sniffed again, then xpra goes to the pipeline and HTTP to
 // the web server (files, health, WebSocket upgrades).
-func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string) {
-	l := s.listener(listenerName)
+//
+// st is the configuration snapshot taken when the connection arrived: the
+// whole login runs against it.
+func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string, st *State) {
+	l := st.listener(listenerName)
 	if l == nil {
 		c.Close()
 		return
 	}
-	lim := s.limits()
-	slot := s.takeUnauth()
+	lim := st.Limits
+	slot := s.takeUnauth(lim)
 	if slot == nil {
 		s.log.Warn("connection refused", "remote", c.RemoteAddr().String(), "reason", "too many unauthenticated connections")
 		c.Close()
@@ -183,7 +186,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 	if tc, ok := c.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	meta := connMeta{remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth, slot: slot}
+	meta := connMeta{st: st, remote: c.RemoteAddr().String(), listener: l, authDone: doneAuth, slot: slot}
 	if l.Network == "unix" {
 		// Local clients are told apart by their uid (the kernel's), so one
 		// local user's failures ban and their connections count only that

@@ -21,16 +21,16 @@ type unauthTable struct {
 // (after a trusted PROXY header, if any). release gives both back; it may
 // be called more than once, from any goroutine.
 type unauthSlot struct {
-	s    *Server
-	key  string // address key counted; "" while none is (guarded by unauthTable.mu)
-	done atomic.Bool
+	s        *Server
+	maxPerIP int    // the login's Limits.MaxUnauthenticatedPerIP
+	key      string // address key counted; "" while none is (guarded by unauthTable.mu)
+	done     atomic.Bool
 }
 
 // takeUnauth takes a proxy-wide unauthenticated slot, from an idle HTTP
 // keep-alive connection (closed) if every slot is taken; nil when none is
-// free.
-func (s *Server) takeUnauth() *unauthSlot {
-	lim := s.limits()
+// free. lim is the connection's snapshot's.
+func (s *Server) takeUnauth(lim Limits) *unauthSlot {
 	if n := s.unauth.Add(1); lim.MaxUnauthenticated > 0 && int(n) > lim.MaxUnauthenticated {
 		t := &s.unauthIP
 		t.mu.Lock()
@@ -46,7 +46,7 @@ func (s *Server) takeUnauth() *unauthSlot {
 		s.unauth.Add(-1) // the idle connection's count is now ours
 		v.Conn.Close()
 	}
-	return &unauthSlot{s: s}
+	return &unauthSlot{s: s, maxPerIP: lim.MaxUnauthenticatedPerIP}
 }
 
 // claimAddr counts the slot against its client address (remote, host:port
@@ -59,7 +59,7 @@ func (u *unauthSlot) claimAddr(remote string) bool {
 		return true
 	}
 	t := &u.s.unauthIP
-	max := u.s.limits().MaxUnauthenticatedPerIP
+	max := u.maxPerIP
 	t.mu.Lock()
 	if u.key == key {
 		t.mu.Unlock()
@@ -142,7 +142,7 @@ func (u *unauthSlot) transfer() *unauthSlot {
 	}
 	u.s.unauthIP.mu.Lock()
 	defer u.s.unauthIP.mu.Unlock()
-	n := &unauthSlot{s: u.s, key: u.key}
+	n := &unauthSlot{s: u.s, maxPerIP: u.maxPerIP, key: u.key}
 	u.key = ""
 	return n
 }

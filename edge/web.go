@@ -295,7 +295,7 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 	// connection's unauthenticated slot, like a plain xpra connection.
 	slot := meta.slot
 	if slot == nil {
-		if slot = s.takeUnauth(); slot == nil {
+		if slot = s.takeUnauth(meta.st.Limits); slot == nil {
 			s.log.Warn("connection refused", "remote", meta.remote, "reason", "too many unauthenticated connections")
 			http.Error(w, "too many unauthenticated connections, try again later", http.StatusServiceUnavailable)
 			return
