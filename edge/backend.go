@@ -30,12 +30,15 @@ type BackendDialer struct {
 	Timeout   time.Duration
 }
 
+// defaultDialTimeout bounds a backend dial when BackendDialer.Timeout is 0.
+const defaultDialTimeout = 10 * time.Second
+
 // Dial connects to t. encrypted reports whether a password may be sent
 // to it xor-ed (TLS or a local socket).
 func (d *BackendDialer) Dial(ctx context.Context, t router.Target) (c net.Conn, encrypted bool, err error) {
 	timeout := d.Timeout
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = defaultDialTimeout
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
@@ -114,6 +117,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 	if err != nil {
 		return nil, tell(reasonSessionMissing, fmt.Errorf("dial %s: %w", t, err), "failed to connect to display")
 	}
+	h.phases.watch(bc)
 	defer func() {
 		if !ok {
 			bc.Close()
@@ -241,13 +245,16 @@ func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t r
 		return tell(reasonAuthError, fmt.Errorf("backend %s asks for the password as %q over an unencrypted connection", t, ch.Digest),
 			"the backend asks for the password in a reversible form over an unencrypted connection")
 	}
+	chDeadline := time.Now().Add(h.lim.ChallengeTimeout)
+	restore := h.phases.push(phaseChallenge, chDeadline)
 	if err := h.x.sendDeadline(p, h.lim.WriteTimeout); err != nil {
 		return &clientError{err: fmt.Errorf("forward challenge: %w", err)}
 	}
-	caps, err := h.readHello(time.Now().Add(h.lim.ChallengeTimeout))
+	caps, err := h.readHello(chDeadline)
 	if err != nil {
 		return err
 	}
+	restore()
 	if err := h.updateClient(caps); err != nil {
 		return err
 	}

@@ -19,6 +19,7 @@ type metrics struct {
 	dialSeconds    *prometheus.HistogramVec
 	handshake      prometheus.Histogram
 	bans           prometheus.Counter
+	phaseCuts      *prometheus.CounterVec
 }
 
 func newMetrics(bannedNow func() int) *metrics {
@@ -42,13 +43,25 @@ func newMetrics(bannedNow func() int) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9)}),
 		bans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "xpra_edge_bans_total", Help: "Addresses banned after repeated failed logins."}),
+		phaseCuts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "xpra_edge_login_phase_timeouts_total", Help: "Connections closed by the phase timer because a login phase overran its bound, by phase."}, []string{"phase"}),
 	}
 	m.reg.MustRegister(m.sessionsActive, m.sessionsTotal, m.loginsOK, m.loginsFailed, m.bytes,
-		m.dialSeconds, m.handshake, m.bans,
+		m.dialSeconds, m.handshake, m.bans, m.phaseCuts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xpra_edge_banned_addresses", Help: "Addresses banned now."},
 			func() float64 { return float64(bannedNow()) }),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// phaseCut counts a connection closed by its phase timer.
+func (m *metrics) phaseCut(phase string) { m.phaseCuts.WithLabelValues(phase).Inc() }
+
+// watchUnauth exports the number of connections not logged in yet.
+func (m *metrics) watchUnauth(n func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "xpra_edge_unauthenticated", Help: "Connections not logged in yet (sniffing, TLS, login; idle HTTP keep-alive ones included)."},
+		func() float64 { return float64(n()) }))
 }
 
 func (m *metrics) sessionStarted(module string) {

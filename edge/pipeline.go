@@ -51,6 +51,9 @@ type connMeta struct {
 	// slot is that slot; an HTTP connection keeps it until it closes or
 	// its WebSocket logs in.
 	slot *unauthSlot
+	// phases closes the connection when a login phase overruns its bound
+	// (nil: serveXpra makes one).
+	phases *phaseTimer
 }
 
 // clientError is a failure the client is told about with a disconnect.
@@ -89,9 +92,27 @@ func (s *Server) serveXpra(ctx context.Context, c net.Conn, br *bufio.Reader, me
 	// and each would be held, inflated, until its main packet came.
 	x.frames.SetMaxSize(uint32(meta.st.Limits.MaxHelloSize))
 	x.pr.NoChunks = true
-	h := &handshake{s: s, st: meta.st, lim: meta.st.Limits, x: x, meta: meta, log: log, start: start}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pt := meta.phases
+	if pt == nil {
+		pt = newPhaseTimer(c, nil, s.metrics.phaseCut)
+	}
+	defer pt.stop()
+	pt.onExpire(cancel)
+	h := &handshake{s: s, st: meta.st, lim: meta.st.Limits, x: x, meta: meta, log: log, start: start, phases: pt}
 	sess, err := h.run(ctx)
+	if sess != nil && !pt.stop() {
+		// Logged in, but past a phase's bound: the timer closed the legs.
+		s.unregister(sess)
+		sess.b.Close()
+		sess, err = nil, errors.New("closed")
+	}
 	if err != nil {
+		if ph, bound := pt.expiredPhase(); ph != "" {
+			err = tell(reasonLoginTimeout, fmt.Errorf("%s phase not over within %v: connection closed (%w)", ph, bound.Round(time.Millisecond), err))
+		}
+		pt.arm(phaseRefusal, time.Now().Add(h.lim.AuthFailDelay+refusalBound))
 		h.fail(err)
 		h.drain(time.Second)
 		c.Close()
@@ -119,6 +140,9 @@ type handshake struct {
 	meta  connMeta
 	log   *slog.Logger
 	start time.Time
+
+	// phases closes the connection when a phase overruns its bound.
+	phases *phaseTimer
 
 	client      *peer
 	helloFlags  xprawire.Flags
@@ -213,6 +237,7 @@ func (h *handshake) readHello(deadline time.Time) (xprawire.Caps, error) {
 
 func (h *handshake) run(ctx context.Context) (*session, error) {
 	lim := h.lim
+	h.phases.arm(phaseHello, h.start.Add(lim.LoginTimeout))
 	caps, err := h.readHello(h.start.Add(lim.LoginTimeout))
 	if err != nil {
 		return nil, err
@@ -263,6 +288,7 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 	default:
 		return nil, tell(reasonInvalidRequest, fmt.Errorf("unsupported request %q", req))
 	}
+	h.phases.arm(phaseRoute, time.Now().Add(routeBound))
 	target, err := h.route(ctx, caps)
 	if err != nil {
 		return nil, err
@@ -290,6 +316,13 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 	// in this hello or in one that answers a backend's challenge.
 	h.client.caps = withoutRequests(h.client.caps)
 	h.stripRequests = true
+	// The dial (its own timeout) and the backend's hello: the timer closes
+	// the client and the backend leg being dialled past both.
+	dial := h.st.Dialer.Timeout
+	if dial <= 0 {
+		dial = defaultDialTimeout
+	}
+	h.phases.arm(phaseBackend, time.Now().Add(dial+lim.BackendHandshakeTimeout))
 	return h.connectBackend(ctx, target)
 }
 
@@ -309,7 +342,8 @@ func (h *handshake) drain(d time.Duration) {
 // linger keeps the connection open briefly so the client reads our answer
 // and closes first, as xpra does.
 func (h *handshake) linger() {
-	_ = h.x.SetReadDeadline(time.Now().Add(5 * time.Second))
+	h.phases.arm(phaseLinger, time.Now().Add(lingerBound))
+	_ = h.x.SetReadDeadline(time.Now().Add(lingerBound))
 	var buf [512]byte
 	for {
 		if _, err := h.x.Read(buf[:]); err != nil {
@@ -376,10 +410,12 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 		if caps.Bool("challenge", false) {
 			// The client holds a password but none is needed: a fake
 			// challenge, as xpra 6 sends, so it does not give up.
+			deadline := time.Now().Add(lim.ChallengeTimeout)
+			h.phases.arm(phaseChallenge, deadline)
 			if err := h.sendChallenge(auth.FakeChallenge(caps.StrList("digest"), caps.StrList("salt-digest"))); err != nil {
 				return err
 			}
-			caps, err = h.readHello(time.Now().Add(lim.ChallengeTimeout))
+			caps, err = h.readHello(deadline)
 			if err != nil {
 				return err
 			}
@@ -395,10 +431,12 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 		h.s.metrics.loginOK(id.Module)
 		return nil
 	}
+	deadline := time.Now().Add(lim.ChallengeTimeout)
+	h.phases.arm(phaseChallenge, deadline)
 	if err := h.sendChallenge(ch); err != nil {
 		return err
 	}
-	caps, err = h.readHello(time.Now().Add(lim.ChallengeTimeout))
+	caps, err = h.readHello(deadline)
 	if err != nil {
 		return err
 	}

@@ -274,6 +274,7 @@ func New(cfg Config) (*Server, error) {
 		bans:      newBanList(),
 	}
 	s.metrics = newMetrics(s.bans.count)
+	s.metrics.watchUnauth(s.unauth.Load)
 	st := cfg.State
 	st.Limits = st.Limits.withDefaults()
 	s.state.Store(&st)

@@ -202,6 +202,13 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 	}
 	deadline := time.Now().Add(lim.SniffTimeout)
 	_ = c.SetDeadline(deadline)
+	// The deadline tells a slow peer why; the phase timer closes it at the
+	// bound whatever it keeps pending (a write, a TLS handshake).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pt := newPhaseTimer(c, cancel, s.metrics.phaseCut)
+	defer pt.stop()
+	pt.arm(phaseSniff, deadline)
 	br := bufio.NewReaderSize(c, readBufferSize)
 	var conn net.Conn = c
 	// sniffed reports a sniffing failure; false means the connection is
@@ -210,7 +217,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		switch {
 		case err == nil:
 			return k, true
-		case isTimeout(err):
+		case isTimeout(err) || pt.expired():
 			s.log.Info("connection closed", "remote", meta.remote, "reason", "too slow to tell its protocol")
 			conn.Close()
 		case errors.Is(err, errUnknownProtocol):
@@ -257,11 +264,17 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			return
 		}
 		tc := tls.Server(&bufConn{Conn: c, r: br}, s.cfg.TLS)
+		pt.arm(phaseTLS, deadline)
 		if err := tc.HandshakeContext(ctx); err != nil {
-			s.log.Info("tls handshake failed", "remote", meta.remote, "err", err)
+			if pt.expired() {
+				s.log.Info("connection closed", "remote", meta.remote, "reason", "tls handshake too slow", "bound", lim.SniffTimeout)
+			} else {
+				s.log.Info("tls handshake failed", "remote", meta.remote, "err", err)
+			}
 			c.Close()
 			return
 		}
+		pt.arm(phaseSniff, deadline)
 		st := tc.ConnectionState()
 		if st.NegotiatedProtocol == acmeTLSALPN {
 			tc.Close() // a TLS-ALPN-01 validation, answered in the handshake
@@ -289,12 +302,17 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		case l.Network == "unix":
 			meta.transport.Kind, meta.transport.Encrypted = "unix", true
 		}
+		meta.phases = pt
 		s.serveXpra(ctx, conn, br, meta)
 	case kindHTTP:
 		if !meta.tls && !l.accepts("ws") && !l.accepts("http") {
 			s.refuse(conn, meta, "this port requires TLS")
 			return
 		}
+		// The web server bounds the request with its own deadlines (the
+		// first header by the sniff deadline); an upgraded WebSocket gets
+		// a phase timer of its own.
+		pt.stop()
 		s.serveHTTP(&bufConn{Conn: conn, r: br}, meta, deadline)
 	default:
 		s.refuse(conn, meta, "invalid protocol for this port")

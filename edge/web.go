@@ -322,5 +322,6 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 		return
 	}
 	defer done()
+	meta.phases = nil // a timer of its own, over the upgraded stream
 	s.serveXpra(connCtx, c, nil, meta)
 }
