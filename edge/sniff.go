@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -17,14 +18,32 @@ import (
 	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 )
 
-// bufConn replays what sniffing buffered, then reads the connection; the
-// sniffed bytes are never read twice from the socket.
+// bufConn replays what sniffing buffered, then reads the connection
+// directly: the sniffing buffer is not kept under TLS or the web server,
+// so a leg reads through one buffer (the xpra frame reader's) whatever is
+// layered under it.
 type bufConn struct {
 	net.Conn
-	r *bufio.Reader
+	pending []byte
 }
 
-func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+// replay hands the bytes br holds to a bufConn on c; br is not read again.
+func replay(c net.Conn, br *bufio.Reader) *bufConn {
+	b, _ := br.Peek(br.Buffered())
+	return &bufConn{Conn: c, pending: bytes.Clone(b)}
+}
+
+func (c *bufConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		if len(c.pending) == 0 {
+			c.pending = nil
+		}
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
 
 // What the first bytes of a connection say it is.
 type kind uint8
@@ -263,7 +282,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			s.refuse(c, meta, "TLS is not enabled on this port")
 			return
 		}
-		tc := tls.Server(&bufConn{Conn: c, r: br}, s.cfg.TLS)
+		tc := tls.Server(replay(c, br), s.cfg.TLS)
 		pt.arm(phaseTLS, deadline)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			if pt.expired() {
@@ -313,7 +332,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		// first header by the sniff deadline); an upgraded WebSocket gets
 		// a phase timer of its own.
 		pt.stop()
-		s.serveHTTP(&bufConn{Conn: conn, r: br}, meta, deadline)
+		s.serveHTTP(replay(conn, br), meta, deadline)
 	default:
 		s.refuse(conn, meta, "invalid protocol for this port")
 	}

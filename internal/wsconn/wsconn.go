@@ -62,13 +62,17 @@ const (
 	opPong         = 0xa
 )
 
-// Read buffer sizes: small per connection (thousands of idle sessions);
-// reads of at least this size bypass the buffer. A control frame (at most
-// 139 bytes with its header) must fit.
+// Reads of fewer than minDirectRead bytes are served from a buffer of
+// smallReadBufSize allocated for them; larger ones read straight into the
+// caller's buffer.
 const (
-	readBufSize    = 4096
-	minReadBufSize = 256
+	minDirectRead    = 512
+	smallReadBufSize = 4096
 )
+
+// handshakeBufSize is the reader of a client handshake's response (the
+// bytes it holds past the response are handed to the Conn).
+const handshakeBufSize = 4096
 
 // joinMax is the largest payload copied next to its header so that a
 // connection without writev (TLS) gets one write per frame.
@@ -103,10 +107,16 @@ const (
 // for concurrent use. Deadlines apply to the underlying connection.
 type Conn struct {
 	conn   net.Conn
-	br     *bufio.Reader
 	client bool // we are the client: mask what we send, refuse masked input
 
 	// Read state, owned by the reader.
+	raw    []byte // stream bytes not deframed yet: a cut header or control frame
+	rawBuf []byte // raw's own array
+	dirty  bool   // raw may hold whole frames (the upgrade's bytes, a timeout's rest)
+	ready  []byte // payload deframed into sbuf, not returned yet (small reads)
+	sbuf   []byte // for reads shorter than minDirectRead
+	terr   error  // a connection error that came with the last bytes
+
 	remaining int64 // payload bytes left in the current data frame
 	masked    bool
 	mask      [4]byte
@@ -137,12 +147,13 @@ type Conn struct {
 var _ net.Conn = (*Conn)(nil)
 
 func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
-	if br == nil {
-		br = bufio.NewReaderSize(c, readBufSize)
-	} else if br.Size() < minReadBufSize {
-		br = bufio.NewReaderSize(br, readBufSize) // control frames are peeked whole
+	wc := &Conn{conn: c, client: client, pingTok: pingBurst}
+	if br != nil && br.Buffered() > 0 {
+		// What the handshake's reader read past it; from now on the
+		// connection is read directly.
+		b, _ := br.Peek(br.Buffered())
+		wc.raw, wc.dirty = bytes.Clone(b), true
 	}
-	wc := &Conn{conn: c, br: br, client: client, pingTok: pingBurst}
 	switch c.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		wc.vectored = true
@@ -156,48 +167,198 @@ func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 }
 
 // NewServerConn wraps a connection whose handshake is already done (the
-// peer is a client). br holds bytes read past the handshake, or is nil.
+// peer is a client). br, a reader of c or nil, holds bytes read past the
+// handshake: they are taken, and br is not read again.
 func NewServerConn(c net.Conn, br *bufio.Reader) *Conn { return newConn(c, br, false) }
 
 // Read returns payload bytes of data frames; control frames are handled on
 // the way (ping answered, close replied). It returns io.EOF after a close
 // frame, and a wrapped ErrProtocol or ErrFrameTooBig on a bad frame (after
 // sending a close frame with the matching status).
+//
+// There is no read buffer of its own: the bytes of the stream are read
+// from the connection straight into p and the frame headers are taken out
+// of them in place (the payload that follows a header is moved down over
+// it, and unmasked there), so a caller's buffer (the xpra frame reader's,
+// or the payload buffer of a large packet) is the only one the bytes pass
+// through. What cannot be used yet (a header or control frame cut by the
+// end of a read, at most 139 bytes) is kept for the next Read. A caller
+// that reads less than minDirectRead bytes at a time is served from a
+// small buffer allocated for it.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	for c.remaining == 0 {
+	for {
+		if len(c.ready) > 0 {
+			n := copy(p, c.ready)
+			c.ready = c.ready[n:]
+			return n, nil
+		}
 		if c.rerr != nil {
 			return 0, c.rerr
 		}
-		if err := c.nextFrame(); err != nil {
-			if !isTimeout(err) {
-				c.rerr = err
+		if c.dirty {
+			// Bytes handed over at the upgrade, or left by a timeout: they
+			// may hold whole frames, deframe them before reading more.
+			buf := c.raw
+			c.raw, c.rawBuf, c.dirty = nil, nil, false
+			out, err := c.deframe(buf)
+			c.ready = buf[:out]
+			if err != nil && c.fail(err) && out == 0 {
+				return 0, err
 			}
-			return 0, err
+			continue
 		}
-	}
-	if int64(len(p)) > c.remaining {
-		p = p[:c.remaining]
-	}
-	n, err := c.br.Read(p)
-	if n > 0 {
-		if c.masked {
-			c.maskPos = applyMask(p[:n], c.mask, c.maskPos)
+		if c.terr != nil {
+			err := c.terr
+			c.terr = nil
+			return 0, c.transportErr(err)
 		}
-		c.remaining -= int64(n)
+		buf := p
+		if len(p) < len(c.raw)+minDirectRead {
+			if c.sbuf == nil {
+				c.sbuf = make([]byte, smallReadBufSize)
+			}
+			buf = c.sbuf
+		}
+		k := copy(buf, c.raw)
+		n, err := c.conn.Read(buf[k:])
+		if n == 0 {
+			if err == nil {
+				continue
+			}
+			return 0, c.transportErr(err)
+		}
+		if err != nil {
+			c.terr = err // after what came with it
+		}
+		c.raw = c.raw[:0]
+		out, derr := c.deframe(buf[:k+n])
+		if derr != nil && c.fail(derr) && out == 0 {
+			return 0, derr
+		}
+		if &buf[0] == &p[0] {
+			if out > 0 {
+				return out, nil
+			}
+			continue
+		}
+		c.ready = buf[:out]
+	}
+}
+
+// fail records a deframing error: a timeout (a pong at Read's deadline) is
+// returned once and the rest of the stream kept; anything else ends the
+// stream. It reports whether err is to be returned now.
+func (c *Conn) fail(err error) bool {
+	if isTimeout(err) && c.rerr == nil {
+		c.dirty = len(c.raw) > 0
+		return true
+	}
+	if c.rerr == nil {
+		c.rerr = err
+	}
+	return true
+}
+
+// transportErr maps an error of the connection: a clean end between frames
+// is io.EOF, one inside a frame a truncation; a timeout is returned as it
+// is (nothing is lost, Read may be called again); others end the stream.
+func (c *Conn) transportErr(err error) error {
+	if isTimeout(err) {
+		return err
 	}
 	if err == io.EOF {
-		err = io.ErrUnexpectedEOF
-	}
-	if err != nil && !isTimeout(err) {
-		c.rerr = err
-		if n > 0 {
-			return n, nil
+		switch {
+		case c.remaining > 0:
+			err = io.ErrUnexpectedEOF
+		case len(c.raw) > 0:
+			err = fmt.Errorf("%w: truncated frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
+			if _, size, _ := parseHeader(c.raw); size == 0 {
+				c.failClose(closeProtocol) // cut inside a header (not a control frame's payload)
+			}
 		}
 	}
-	return n, err
+	c.rerr = err
+	return err
+}
+
+// keep saves the bytes of b that cannot be deframed yet for the next Read.
+func (c *Conn) keep(b []byte) {
+	if len(b) == 0 {
+		c.raw = c.raw[:0]
+		return
+	}
+	if c.rawBuf == nil {
+		c.rawBuf = make([]byte, 0, maxHeaderSize+maxControlLength+4)
+	}
+	c.raw = append(c.rawBuf[:0], b...)
+	if cap(c.raw) > cap(c.rawBuf) {
+		c.rawBuf = c.raw[:0]
+	}
+}
+
+// deframe turns b, bytes of the stream as they came, into payload bytes in
+// place: it returns how many payload bytes now start b, handles control
+// frames on the way and keeps an incomplete header or control frame at the
+// end (see keep).
+func (c *Conn) deframe(b []byte) (int, error) {
+	out, in := 0, 0
+	for in < len(b) {
+		if c.remaining > 0 {
+			k := int(min(c.remaining, int64(len(b)-in)))
+			if out != in {
+				copy(b[out:], b[in:in+k])
+			}
+			if c.masked {
+				c.maskPos = applyMask(b[out:out+k], c.mask, c.maskPos)
+			}
+			out, in = out+k, in+k
+			c.remaining -= int64(k)
+			continue
+		}
+		h, size, err := parseHeader(b[in:])
+		if err == nil && size > 0 {
+			err = c.checkHeader(&h)
+		}
+		if err != nil {
+			if errors.Is(err, ErrFrameTooBig) {
+				c.failClose(closeTooBig)
+			} else if errors.Is(err, ErrProtocol) {
+				c.failClose(closeProtocol)
+			}
+			c.raw = c.raw[:0]
+			return out, err
+		}
+		if size == 0 {
+			break // the header is not all here yet
+		}
+		if h.op >= 0x8 {
+			// A control frame is at most 139 bytes: taken whole or kept.
+			if len(b)-in < size+int(h.length) {
+				break
+			}
+			payload := c.ctrl[:h.length]
+			copy(payload, b[in+size:])
+			in += size + int(h.length)
+			if err := c.control(&h, payload); err != nil {
+				c.keep(b[in:])
+				return out, err
+			}
+			continue
+		}
+		in += size
+		c.inMessage = !h.fin
+		if h.masked {
+			c.maskedIn++
+		} else {
+			c.unmasked++
+		}
+		c.remaining, c.masked, c.mask, c.maskPos = h.length, h.masked, h.mask, 0
+	}
+	c.keep(b[in:])
+	return out, nil
 }
 
 func isTimeout(err error) bool {
@@ -214,35 +375,16 @@ type frameHeader struct {
 	length int64
 }
 
-// peek returns the next n buffered bytes without consuming them. A clean
-// end of stream before any byte is io.EOF; an end inside the frame is a
-// truncation (ErrProtocol); other errors (timeouts) are returned as they
-// are, with nothing consumed, so a Read may be retried after a timeout.
-func (c *Conn) peek(n int) ([]byte, error) {
-	b, err := c.br.Peek(n)
-	if err == nil {
-		return b, nil
-	}
-	if err == io.EOF {
-		if len(b) == 0 && n <= 2 {
-			return nil, io.EOF // between frames: the peer went away without a close frame
-		}
-		return nil, fmt.Errorf("%w: truncated frame: %w", ErrProtocol, io.ErrUnexpectedEOF)
-	}
-	return nil, err
-}
-
-// readHeader parses one frame header; the bytes are consumed only when
-// the whole header is there.
+// parseHeader parses the frame header at the start of b and returns its
+// size, or 0 when b does not hold all of it yet.
 //
 //	byte 0: FIN(0x80) RSV1-3(0x70) opcode(0x0f)
 //	byte 1: MASK(0x80) length 0..125, 126 (+2 bytes BE), 127 (+8 bytes BE)
 //	then the 4-byte mask key when MASK is set.
-func (c *Conn) readHeader() (frameHeader, int, error) {
+func parseHeader(b []byte) (frameHeader, int, error) {
 	var h frameHeader
-	b, err := c.peek(2)
-	if err != nil {
-		return h, 0, err
+	if len(b) < 2 {
+		return h, 0, nil
 	}
 	h.fin = b[0]&0x80 != 0
 	h.rsv = b[0] & 0x70
@@ -259,8 +401,8 @@ func (c *Conn) readHeader() (frameHeader, int, error) {
 	if h.masked {
 		size += 4
 	}
-	if b, err = c.peek(size); err != nil {
-		return h, 0, err
+	if len(b) < size {
+		return h, 0, nil
 	}
 	switch l {
 	case 126:
@@ -277,51 +419,6 @@ func (c *Conn) readHeader() (frameHeader, int, error) {
 		copy(h.mask[:], b[size-4:size])
 	}
 	return h, size, nil
-}
-
-// nextFrame reads frames until a data frame with payload begins, or the
-// stream ends.
-func (c *Conn) nextFrame() error {
-	for {
-		h, size, err := c.readHeader()
-		if err == nil {
-			err = c.checkHeader(&h)
-		}
-		if err != nil {
-			if errors.Is(err, ErrFrameTooBig) {
-				c.failClose(closeTooBig)
-			} else if errors.Is(err, ErrProtocol) {
-				c.failClose(closeProtocol)
-			}
-			return err
-		}
-		if h.op >= 0x8 {
-			// A control frame is at most 139 bytes: take it whole or not at all.
-			b, err := c.peek(size + int(h.length))
-			if err != nil {
-				return err
-			}
-			payload := c.ctrl[:h.length]
-			copy(payload, b[size:])
-			_, _ = c.br.Discard(size + int(h.length))
-			if err := c.control(&h, payload); err != nil {
-				return err
-			}
-			continue
-		}
-		_, _ = c.br.Discard(size)
-		c.inMessage = !h.fin
-		if h.masked {
-			c.maskedIn++
-		} else {
-			c.unmasked++
-		}
-		if h.length == 0 {
-			continue
-		}
-		c.remaining, c.masked, c.mask, c.maskPos = h.length, h.masked, h.mask, 0
-		return nil
-	}
 }
 
 // checkHeader applies RFC 6455's rules, except that clients may send
@@ -661,17 +758,9 @@ func Upgrade(w http.ResponseWriter, r *http.Request) (net.Conn, error) {
 		_ = conn.Close()
 		return nil, fmt.Errorf("%w: writing response: %w", ErrBadHandshake, err)
 	}
-	return newConn(conn, readerFor(conn, rw.Reader), false), nil
-}
-
-// readerFor keeps bytes already buffered by an HTTP reader and reads the
-// rest from conn through a larger buffer.
-func readerFor(conn net.Conn, br *bufio.Reader) *bufio.Reader {
-	if br == nil || br.Buffered() == 0 {
-		return bufio.NewReaderSize(conn, readBufSize)
-	}
-	pending, _ := br.Peek(br.Buffered())
-	return bufio.NewReaderSize(io.MultiReader(bytes.NewReader(bytes.Clone(pending)), conn), readBufSize)
+	// What the web server buffered past the request is taken; from now on
+	// the connection is read directly.
+	return newConn(conn, rw.Reader, false), nil
 }
 
 // Dial performs the client handshake over an established connection (TCP,
@@ -719,7 +808,7 @@ func Dial(ctx context.Context, conn net.Conn, host, path string) (net.Conn, erro
 	if _, err := io.WriteString(conn, req); err != nil {
 		return fail(fmt.Errorf("%w: writing request: %w", ErrBadHandshake, err))
 	}
-	br := bufio.NewReaderSize(conn, readBufSize)
+	br := bufio.NewReaderSize(conn, handshakeBufSize)
 	resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
 	if err != nil {
 		return fail(fmt.Errorf("%w: reading response: %w", ErrBadHandshake, err))
