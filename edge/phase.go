@@ -195,6 +195,8 @@ func rawConn(c net.Conn) net.Conn {
 			c = w.Conn
 		case *tls.Conn:
 			c = w.NetConn()
+		case *batchedTLS:
+			c = w.NetConn()
 		case *xconn:
 			c = w.Conn
 		default:

@@ -551,6 +551,8 @@ func (s *Server) enterSessionLocked(c net.Conn) bool {
 		switch w := c.(type) {
 		case *tls.Conn:
 			c = w.NetConn()
+		case *batchedTLS:
+			c = w.NetConn()
 		case *bufConn:
 			c = w.Conn
 		default:

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -25,6 +26,85 @@ import (
 type bufConn struct {
 	net.Conn
 	pending []byte
+
+	// Under a batchedTLS: the records of one large write, collected
+	// (nil when not batching).
+	bmu   sync.Mutex
+	batch *[]byte
+}
+
+// maxBatch bounds the records collected before they are written.
+const maxBatch = 256 << 10
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch+tlsRecordMax); return &b }}
+
+// tlsRecordMax is a TLS record's largest size on the wire (16 KiB of
+// data, header, padding and tag, with room to spare).
+const tlsRecordMax = 16<<10 + 512
+
+// Write writes p, or collects it while a batch is open.
+func (c *bufConn) Write(p []byte) (int, error) {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	if c.batch == nil {
+		return c.Conn.Write(p)
+	}
+	if len(*c.batch) > 0 && len(*c.batch)+len(p) > maxBatch {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	*c.batch = append(*c.batch, p...)
+	return len(p), nil
+}
+
+func (c *bufConn) flushLocked() error {
+	b := *c.batch
+	*c.batch = b[:0]
+	_, err := c.Conn.Write(b)
+	return err
+}
+
+// begin collects what is written until end, which writes it.
+func (c *bufConn) begin() {
+	c.bmu.Lock()
+	c.batch = batchPool.Get().(*[]byte)
+	c.bmu.Unlock()
+}
+
+func (c *bufConn) end() error {
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
+	var err error
+	if len(*c.batch) > 0 {
+		err = c.flushLocked()
+	}
+	*c.batch = (*c.batch)[:0]
+	batchPool.Put(c.batch)
+	c.batch = nil
+	return err
+}
+
+// batchedTLS is the server side of a TLS connection whose large writes
+// cost few syscalls: crypto/tls writes every record (16 KiB) with a
+// syscall of its own; here the records of one write larger than a record
+// are collected under it and written 256 KiB at a time (one copy, which
+// costs far less than the syscalls it saves).
+type batchedTLS struct {
+	*tls.Conn
+	raw *bufConn
+}
+
+func (c *batchedTLS) Write(p []byte) (int, error) {
+	if len(p) <= 16<<10 {
+		return c.Conn.Write(p)
+	}
+	c.raw.begin()
+	n, err := c.Conn.Write(p)
+	if ferr := c.raw.end(); err == nil && ferr != nil {
+		return 0, ferr
+	}
+	return n, err
 }
 
 // replay hands the bytes br holds to a bufConn on c; br is not read again.
@@ -282,7 +362,8 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 			s.refuse(c, meta, "TLS is not enabled on this port")
 			return
 		}
-		tc := tls.Server(replay(c, br), s.cfg.TLS)
+		raw := replay(c, br)
+		tc := tls.Server(raw, s.cfg.TLS)
 		pt.arm(phaseTLS, deadline)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			if pt.expired() {
@@ -301,7 +382,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		}
 		meta.sni = strings.ToLower(st.ServerName)
 		meta.tls = true
-		conn = tc
+		conn = &batchedTLS{Conn: tc, raw: raw}
 		br = bufio.NewReaderSize(tc, readBufferSize)
 		if k, ok = sniffed(sniff(br)); !ok {
 			return

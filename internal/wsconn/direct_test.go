@@ -98,3 +98,43 @@ func TestReadsLandInTheCallersBuffer(t *testing.T) {
 		t.Fatal("the small-read buffer was allocated for large reads")
 	}
 }
+
+// countingConn counts the writes to it.
+type countingConn struct {
+	scriptConn
+	writes int
+}
+
+func (c *countingConn) Write(p []byte) (int, error) {
+	c.writes++
+	return c.scriptConn.Write(p)
+}
+
+// TestWriteMessageIsOneFrame: a record's header and payload handed over
+// together go out as one frame (unmasked from a server, masked from a
+// client), in one write up to joinMax and in two beyond (a record's worth
+// joined, the rest of a large payload as it is).
+func TestWriteMessageIsOneFrame(t *testing.T) {
+	for _, client := range []bool{false, true} {
+		for _, size := range []int{0, 100, 70000, 300000} {
+			cc := &countingConn{}
+			c := newConn(cc, nil, client)
+			hdr := []byte("PHEADER!")
+			payload := bytes.Repeat([]byte{0xab}, size)
+			if err := c.WriteMessage(hdr, payload); err != nil {
+				t.Fatal(err)
+			}
+			fs := cc.written(t)
+			if len(fs) != 1 || fs[0].op != opBinary || fs[0].masked != client || !bytes.Equal(fs[0].payload, append(hdr, payload...)) {
+				t.Fatalf("client %v, %d bytes: %d frames", client, size, len(fs))
+			}
+			want := 1
+			if size+len(hdr) > joinMax {
+				want = 2
+			}
+			if cc.writes != want {
+				t.Fatalf("client %v, %d bytes: %d writes, want %d", client, size, cc.writes, want)
+			}
+		}
+	}
+}

@@ -138,7 +138,7 @@ type Conn struct {
 	vectored bool // the connection turns net.Buffers into one writev
 	wclosed  bool // a close frame was sent; no more frames
 	whdr     [maxHeaderSize]byte
-	wbufArr  [2][]byte
+	wbufArr  [3][]byte
 	wbufs    net.Buffers
 	maskBuf  []byte         // client side: masked copy of the payload
 	maskRand *mrand.ChaCha8 // client side: mask keys, seeded from crypto/rand
@@ -554,12 +554,32 @@ func (c *Conn) writeFrame(op byte, p []byte) error {
 }
 
 func (c *Conn) writeFrameLocked(op byte, p []byte) error {
+	return c.writePartsLocked(op, nil, p)
+}
+
+// WriteMessage sends a and b as one binary frame (its payload is a then
+// b), as Write(append(a, b...)) would, without joining them first: the
+// xpra frame writer gives it a record's header and payload. On a socket
+// it is one writev; over TLS the WebSocket header, a and the start of b
+// are joined (at most one TLS record's worth) and the rest of b is written
+// as it is, so a large payload is never copied whole.
+func (c *Conn) WriteMessage(a, b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.writePartsLocked(opBinary, a, b)
+}
+
+// firstRecord is what is joined before a large payload over TLS: one
+// full TLS record.
+const firstRecord = 16 << 10
+
+func (c *Conn) writePartsLocked(op byte, a, b []byte) error {
 	if c.wclosed {
 		return net.ErrClosed
 	}
 	h := c.whdr[:2]
 	h[0] = 0x80 | op
-	switch n := len(p); {
+	switch n := len(a) + len(b); {
 	case n < 126:
 		h[1] = byte(n)
 	case n <= 0xffff:
@@ -569,32 +589,44 @@ func (c *Conn) writeFrameLocked(op byte, p []byte) error {
 		h[1] = 127
 		h = binary.BigEndian.AppendUint64(h, uint64(n))
 	}
-	payload := p
 	if c.client {
 		h[1] |= 0x80
 		var key [4]byte
 		binary.LittleEndian.PutUint32(key[:], uint32(c.maskRand.Uint64()))
 		h = append(h, key[:]...)
-		if cap(c.maskBuf) < len(p) {
-			c.maskBuf = make([]byte, len(p))
+		n := len(a) + len(b)
+		if cap(c.maskBuf) < n {
+			c.maskBuf = make([]byte, n)
 		}
-		payload = c.maskBuf[:len(p)]
-		copy(payload, p)
+		payload := c.maskBuf[:n]
+		copy(payload[copy(payload, a):], b)
 		applyMask(payload, key, 0)
+		a, b = nil, payload
 	}
 	var err error
-	if !c.vectored && len(payload) <= joinMax {
-		// No writev under us (TLS): one write, so one record per frame.
-		bp := joinPool.Get().(*[]byte)
-		b := append(append((*bp)[:0], h...), payload...)
-		_, err = c.conn.Write(b)
-		*bp = b[:0]
-		joinPool.Put(bp)
-	} else {
-		c.wbufArr = [2][]byte{h, payload}
+	switch {
+	case c.vectored:
+		c.wbufArr = [3][]byte{h, a, b}
 		c.wbufs = c.wbufArr[:]
 		_, err = c.wbufs.WriteTo(c.conn)
-		c.wbufArr = [2][]byte{}
+		c.wbufArr = [3][]byte{}
+	case len(a)+len(b) <= joinMax:
+		// No writev under us (TLS): one write, so one record per frame.
+		bp := joinPool.Get().(*[]byte)
+		j := append(append(append((*bp)[:0], h...), a...), b...)
+		_, err = c.conn.Write(j)
+		*bp = j[:0]
+		joinPool.Put(bp)
+	default:
+		k := max(0, min(len(b), firstRecord-len(h)-len(a)))
+		bp := joinPool.Get().(*[]byte)
+		j := append(append(append((*bp)[:0], h...), a...), b[:k]...)
+		_, err = c.conn.Write(j)
+		*bp = j[:0]
+		joinPool.Put(bp)
+		if err == nil {
+			_, err = c.conn.Write(b[k:])
+		}
 	}
 	if c.client && cap(c.maskBuf) > 1<<20 {
 		c.maskBuf = nil // do not pin a huge buffer

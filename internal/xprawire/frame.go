@@ -199,7 +199,8 @@ type Frame struct {
 // sockets). It is not safe for concurrent use.
 type FrameWriter struct {
 	w      io.Writer
-	joined bool // w has no writev: small frames are written as one buffer
+	mw     MessageWriter // w writes a header and its payload as one message
+	joined bool          // w has no writev: small frames are written as one buffer
 	hdr    [HeaderSize]byte
 	one    [2][]byte
 	bufs   net.Buffers // WriteFrame
@@ -207,9 +208,18 @@ type FrameWriter struct {
 	hdrs   []byte
 }
 
+// MessageWriter is a writer that sends two buffers as one message (a
+// WebSocket frame): WriteFrame hands it a record's header and payload
+// together instead of joining them (a copy) or writing them apart (two
+// messages).
+type MessageWriter interface {
+	WriteMessage(a, b []byte) error
+}
+
 // NewFrameWriter returns a writer to w.
 func NewFrameWriter(w io.Writer) *FrameWriter {
-	return &FrameWriter{w: w, joined: !vectored(w)}
+	mw, _ := w.(MessageWriter)
+	return &FrameWriter{w: w, mw: mw, joined: !vectored(w)}
 }
 
 // vectored reports whether w turns net.Buffers into one writev; for other
@@ -243,6 +253,12 @@ func (fw *FrameWriter) WriteFrame(h Header, payload []byte) error {
 	}
 	h.Size = uint32(len(payload))
 	h.Put(fw.hdr[:])
+	if fw.mw != nil {
+		if err := fw.mw.WriteMessage(fw.hdr[:], payload); err != nil {
+			return fmt.Errorf("xprawire: write frame: %w", err)
+		}
+		return nil
+	}
 	if fw.joined && len(payload) <= joinMax {
 		bp := joinPool.Get().(*[]byte)
 		b := append(append((*bp)[:0], fw.hdr[:]...), payload...)
