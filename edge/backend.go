@@ -216,12 +216,12 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			sess.server = server
 			sess.client = h.client
 			b.setPeer(server)
+			sess.bridged = needBridge(h.client, server)
 			// Registered before the client learns of it, so that a
 			// session the client sees is always listed and stoppable.
 			if err := s.register(sess); err != nil {
 				sess.log.Warn("control socket", "err", err)
 			}
-			sess.bridged = needBridge(h.client, server)
 			fwd := serverHelloForClient(server, h.client, info)
 			if sess.bridged {
 				setCodecCaps(&fwd, h.client.encoders, h.client.compressors)
