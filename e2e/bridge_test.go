@@ -84,6 +84,16 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 	if !p.waitLog("session ended", 10*time.Second) {
 		fail("the session did not end")
 	}
+	// A second session to the same backend goes straight to its encoder:
+	// the proxy remembers the refusal and does not dial twice again.
+	c2 := xpratest.Attach(t, "tcp://foo:bar@"+addr+"/", xpratest.ClientOptions{Gen: clientGen})
+	if err := c2.WaitWindow("xterm", attachTimeout); err != nil {
+		fail("second session: %v\n%s", err, c2.Output())
+	}
+	if n := len(grepLines(p.log.String(), "backend refused the client's packet encoder")); n != 1 {
+		fail("the backend's refusal was met %d times, want once", n)
+	}
+	c2.Stop()
 	// What the peers complained of across the bridge (the measurement
 	// behind docs/DESIGN.md's list of what is translated).
 	for name, out := range map[string]string{clientGen.String() + " client": c.Output(), serverGen.String() + " server": srv.Log()} {

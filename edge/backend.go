@@ -138,7 +138,11 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 	// bridging: the backend refused the client's encoder, so it is of the
 	// other generation; the proxy writes it the other encoder and offers
 	// it every encoder and compressor it decodes itself.
+	clientEnc := enc
 	bridging := false
+	if e, ok := s.backendEnc.get(t.String(), clientEnc); ok {
+		enc, bridging = e, !contains(h.client.encoders, e.String())
+	}
 	var mkHello func(keepChallenge bool) xprawire.Dict
 	for attempt := 0; ; attempt++ {
 		dialStart := time.Now()
@@ -180,6 +184,9 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		bridging = !contains(h.client.encoders, alt.String())
 		sess.log.Info("backend refused the client's packet encoder; trying the other generation's", "encoder", enc.String(), "backend_encoder", alt.String(), "bridging", bridging, "err", firstErr)
 		enc = alt
+	}
+	if firstErr == nil {
+		s.backendEnc.set(t.String(), clientEnc, enc)
 	}
 	answered := false
 	var early []xprawire.Packet

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -97,6 +98,45 @@ func bridgeHelloCaps(d *xprawire.Dict, client *peer, enc xprawire.Encoding) {
 		d.Set("encoding.rgb_zlib", false)
 	}
 	setCodecCaps(d, ourEncoders, comps)
+}
+
+// encoderMemo remembers, per backend and client encoder, the encoder a
+// backend took after it refused the client's, so that later sessions to
+// it skip the refused attempt (one dial and hello fewer). It is a hint:
+// a backend that refuses the remembered encoder is tried with the
+// client's again. Bounded: past memoMax entries it starts over.
+type encoderMemo struct {
+	mu sync.Mutex
+	m  map[string]xprawire.Encoding
+}
+
+const memoMax = 4096
+
+func memoKey(target string, client xprawire.Encoding) string {
+	return target + "\x00" + client.String()
+}
+
+func (m *encoderMemo) get(target string, client xprawire.Encoding) (xprawire.Encoding, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.m[memoKey(target, client)]
+	return e, ok
+}
+
+// set records that the backend at target took enc from a client writing
+// client (enc == client forgets it).
+func (m *encoderMemo) set(target string, client, enc xprawire.Encoding) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := memoKey(target, client)
+	if enc == client {
+		delete(m.m, k)
+		return
+	}
+	if m.m == nil || len(m.m) >= memoMax {
+		m.m = map[string]xprawire.Encoding{}
+	}
+	m.m[k] = enc
 }
 
 // binaryArgs lists, per packet type, the arguments that are binary data

@@ -191,3 +191,27 @@ func TestBridgeHelloCaps(t *testing.T) {
 		t.Fatalf("%v", d)
 	}
 }
+
+func TestEncoderMemo(t *testing.T) {
+	var m encoderMemo
+	if _, ok := m.get("tcp://a/", xprawire.Rencode); ok {
+		t.Fatal("empty memo")
+	}
+	m.set("tcp://a/", xprawire.Rencode, xprawire.RencodePlus)
+	if e, ok := m.get("tcp://a/", xprawire.Rencode); !ok || e != xprawire.RencodePlus {
+		t.Fatal("not remembered")
+	}
+	if _, ok := m.get("tcp://a/", xprawire.Bencode); ok {
+		t.Fatal("other client encoder")
+	}
+	m.set("tcp://a/", xprawire.Rencode, xprawire.Rencode)
+	if _, ok := m.get("tcp://a/", xprawire.Rencode); ok {
+		t.Fatal("not forgotten")
+	}
+	for i := 0; i < memoMax+10; i++ {
+		m.set(fmt.Sprint(i), xprawire.Rencode, xprawire.RencodePlus)
+	}
+	if len(m.m) > memoMax {
+		t.Fatalf("unbounded: %d", len(m.m))
+	}
+}
