@@ -57,6 +57,16 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 	if err != nil {
 		fail("xterm window: %v", err)
 	}
+	// Its title crossed too (window metadata, str toward 6.x).
+	for deadline := time.Now().Add(10 * time.Second); !strings.HasPrefix(w.Title, title) && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		if w, err = c.WaitWindowInfo("xterm", time.Second); err != nil {
+			fail("xterm window: %v", err)
+		}
+	}
+	if !strings.HasPrefix(w.Title, title) {
+		fail("the window is titled %q, want %q", w.Title, title)
+	}
 	// The xterm's pixels crossed the bridge: its area shows more than the
 	// one colour of an undrawn window.
 	rect := image.Rect(w.X, w.Y, w.X+w.Width, w.Y+w.Height)
@@ -136,5 +146,20 @@ func waitFile(path string, d time.Duration) bool {
 			return false
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestBridgeTransports: the bridge under TLS and WebSocket: a 3.1.3 client
+// over wss and ssl through one port to a 6.x server sees its xterm.
+func TestBridgeTransports(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "xpra6", "Xvfb", "xterm")
+	srv := xpratest.StartServer(t, xpratest.ServerOptions{Gen: xpratest.Xpra6, BindTCP: xpratest.FreeTCPAddr(t), Start: "xterm -T " + titleA})
+	op := startOnePort(t, backendPair{a: srv, b: srv, gen: xpratest.Xpra6}, "")
+	for _, scheme := range []string{"wss", "ssl"} {
+		c := attachSeesGen(t, xpratest.Xpra3, scheme+"://"+tlsUser+":"+tlsPassword+"@"+op.addr+"/", titleA, "--ssl-ca-certs="+op.caFile)
+		c.Stop()
+	}
+	if n := len(grepLines(op.log.String(), "bridged=true")); n != 2 {
+		t.Fatalf("%d bridged sessions logged, want 2:\n%s", n, op.log.String())
 	}
 }
