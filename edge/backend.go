@@ -111,25 +111,6 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			release()
 		}
 	}()
-	dialStart := time.Now()
-	bc, encrypted, err := h.st.Dialer.Dial(ctx, t)
-	s.metrics.observeDial(time.Since(dialStart), err)
-	if err != nil {
-		return nil, tell(reasonSessionMissing, fmt.Errorf("dial %s: %w", t, err), "failed to connect to display")
-	}
-	h.phases.watch(bc)
-	defer func() {
-		if !ok {
-			bc.Close()
-		}
-	}()
-	b := newXconn(bc, nil)
-	b.frames.SetMaxSize(uint32(lim.MaxPacketSize))
-	enc, err := xprawire.EncodingForFlags(h.helloFlags)
-	if err != nil || !contains(h.client.encoders, enc.String()) {
-		enc = h.client.encoding
-	}
-	b.pw.Encoding = enc
 	opts, err := parseSessionOptions(t.Options)
 	if err != nil {
 		return nil, tell(reasonServerError, err, "invalid session options")
@@ -138,25 +119,96 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 	if opts.username == "" {
 		opts.username = h.identity.Username
 	}
-	sess := s.newSession(h, t, b)
-	sess.release = release
-	info := sess.helloInfo(h.client)
-	hello := clientHelloForBackend(h.client, false, encrypted, info, opts)
-	deadline := time.Now().Add(lim.BackendHandshakeTimeout)
-	_ = bc.SetWriteDeadline(deadline)
-	if err := b.send(xprawire.Packet{"hello", hello}); err != nil {
-		return nil, tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
+	enc, err := xprawire.EncodingForFlags(h.helloFlags)
+	if err != nil || !contains(h.client.encoders, enc.String()) {
+		enc = h.client.encoding
+	}
+	var (
+		bc        net.Conn
+		b         *xconn
+		encrypted bool
+		sess      *session
+		info      map[string]any
+		deadline  time.Time
+		first     xprawire.Packet
+		firstErr  error
+	)
+	defer func() {
+		if !ok && bc != nil {
+			bc.Close()
+		}
+	}()
+	// bridging: the backend refused the client's encoder, so it is of the
+	// other generation; the proxy writes it the other encoder and offers
+	// it every encoder and compressor it decodes itself.
+	clientEnc := enc
+	bridging := false
+	if e, ok := s.backendEnc.get(t.String(), clientEnc); ok {
+		enc, bridging = e, !contains(h.client.encoders, e.String())
+	}
+	var mkHello func(keepChallenge bool) xprawire.Dict
+	for attempt := 0; ; attempt++ {
+		dialStart := time.Now()
+		bc, encrypted, err = h.st.Dialer.Dial(ctx, t)
+		s.metrics.observeDial(time.Since(dialStart), err)
+		if err != nil {
+			return nil, tell(reasonSessionMissing, fmt.Errorf("dial %s: %w", t, err), "failed to connect to display")
+		}
+		h.phases.watch(bc)
+		b = newXconn(bc, nil)
+		b.frames.SetMaxSize(uint32(lim.MaxPacketSize))
+		b.pw.Encoding = enc
+		if sess == nil {
+			sess = s.newSession(h, t, b)
+			sess.release = release
+			info = sess.helloInfo(h.client)
+		}
+		sess.b = b
+		backendEnc, isBridging, isEncrypted := enc, bridging, encrypted
+		mkHello = func(keepChallenge bool) xprawire.Dict {
+			d := clientHelloForBackend(h.client, keepChallenge, isEncrypted, info, opts)
+			if isBridging {
+				bridgeHelloCaps(&d, h.client, backendEnc)
+				d = translateCaps(d, h.client.encoding, backendEnc)
+			}
+			return d
+		}
+		deadline = time.Now().Add(lim.BackendHandshakeTimeout)
+		_ = bc.SetWriteDeadline(deadline)
+		if err := b.send(xprawire.Packet{"hello", mkHello(false)}); err != nil {
+			return nil, tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
+		}
+		first, firstErr = b.readPacket(deadline)
+		alt := alternateEncoding(enc)
+		if firstErr == nil || attempt > 0 || !refusedEncoding(firstErr) {
+			break
+		}
+		bc.Close()
+		// A client that also speaks the other encoder needs no bridge.
+		bridging = !contains(h.client.encoders, alt.String())
+		sess.log.Info("backend refused the client's packet encoder; trying the other generation's", "encoder", enc.String(), "backend_encoder", alt.String(), "bridging", bridging, "err", firstErr)
+		enc = alt
+	}
+	if firstErr == nil {
+		s.backendEnc.set(t.String(), clientEnc, enc)
 	}
 	answered := false
 	var early []xprawire.Packet
 	for {
-		p, err := b.readPacket(deadline)
+		p, err := first, firstErr
+		if p == nil && err == nil {
+			p, err = b.readPacket(deadline)
+		}
+		first, firstErr = nil, nil
 		if err != nil {
 			var te *xprawire.DisconnectTextError
 			if errors.As(err, &te) {
 				return nil, tell(reasonServerError, fmt.Errorf("backend refused: %w", err), "backend refused the connection: "+te.Text)
 			}
 			return nil, tell(reasonSessionMissing, fmt.Errorf("backend handshake: %w", err), "failed to connect to display")
+		}
+		if bridging && p.Type() != "hello" {
+			p = translatePacket(p, enc, h.client.encoding)
 		}
 		switch p.Type() {
 		case "hello":
@@ -175,12 +227,17 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			sess.server = server
 			sess.client = h.client
 			b.setPeer(server)
+			sess.bridged = needBridge(h.client, server)
 			// Registered before the client learns of it, so that a
 			// session the client sees is always listed and stoppable.
 			if err := s.register(sess); err != nil {
 				sess.log.Warn("control socket", "err", err)
 			}
 			fwd := serverHelloForClient(server, h.client, info)
+			if sess.bridged {
+				setCodecCaps(&fwd, h.client.encoders, h.client.compressors)
+				fwd = translateCaps(fwd, server.encoding, h.client.encoding)
+			}
 			if err := h.x.sendDeadline(xprawire.Packet{"hello", fwd}, lim.WriteTimeout); err != nil {
 				s.unregister(sess)
 				return nil, &clientError{err: fmt.Errorf("forward hello: %w", err)}
@@ -203,7 +260,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 				return nil, tell(reasonAuthError, errors.New("backend sent a second challenge"), "authentication with the backend failed")
 			}
 			answered = true
-			if err := h.backendChallenge(ctx, p, t, b, encrypted, info, opts, deadline); err != nil {
+			if err := h.backendChallenge(p, t, b, encrypted, mkHello); err != nil {
 				return nil, err
 			}
 		case "disconnect":
@@ -223,7 +280,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 
 // backendChallenge answers the backend's challenge with the stored
 // password, or passes it to the client and forwards the client's answer.
-func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t router.Target, b *xconn, encrypted bool, info map[string]any, opts sessionOptions, deadline time.Time) error {
+func (h *handshake) backendChallenge(p xprawire.Packet, t router.Target, b *xconn, encrypted bool, mkHello func(keepChallenge bool) xprawire.Dict) error {
 	ch, err := xpraclient.ParseChallenge(p)
 	if err != nil {
 		return tell(reasonServerError, err)
@@ -233,7 +290,7 @@ func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t r
 		if err != nil {
 			return tell(reasonAuthError, fmt.Errorf("answer backend challenge: %w", err), "authentication with the backend failed")
 		}
-		hello := clientHelloForBackend(h.client, false, encrypted, info, opts)
+		hello := mkHello(false)
 		hello.Set("challenge_response", resp)
 		hello.Set("challenge_client_salt", salt)
 		return h.sendBackend(b, hello)
@@ -258,8 +315,7 @@ func (h *handshake) backendChallenge(ctx context.Context, p xprawire.Packet, t r
 	if err := h.updateClient(caps); err != nil {
 		return err
 	}
-	hello := clientHelloForBackend(h.client, true, encrypted, info, opts)
-	return h.sendBackend(b, hello)
+	return h.sendBackend(b, mkHello(true))
 }
 
 // reversibleDigest reports whether a challenge digest lets whoever reads

@@ -33,6 +33,9 @@ type session struct {
 
 	c, b           *xconn
 	client, server *peer
+	// bridged: the legs share no encoder; every packet is decoded and
+	// encoded again (edge/bridge.go).
+	bridged bool
 
 	endOnce     sync.Once
 	release     func() // the session's slot under the limits
@@ -156,7 +159,7 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	defer close(sess.done)
 	defer s.unregister(sess) // registered by connectBackend before the client saw the hello
 	s.metrics.sessionStarted(sess.module)
-	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String())
+	sess.log.Info("session started", "module", sess.module, "encoder", sess.client.encoding.String(), "backend_encoder", sess.server.encoding.String(), "bridged", sess.bridged)
 
 	sess.c.writeTimeout = sess.lim.WriteTimeout
 	sess.b.writeTimeout = sess.lim.WriteTimeout
@@ -168,8 +171,12 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	sess.b.frames.Release()
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); sess.relay(sess.c, sess.b, legClient) }()
-	go func() { defer wg.Done(); sess.relay(sess.b, sess.c, legServer) }()
+	relay := sess.relay
+	if sess.bridged {
+		relay = sess.bridge
+	}
+	go func() { defer wg.Done(); relay(sess.c, sess.b, legClient) }()
+	go func() { defer wg.Done(); relay(sess.b, sess.c, legServer) }()
 	if sess.pinging {
 		// A timer, not a goroutine: idle sessions stay small.
 		t := time.AfterFunc(pingInterval, func() { sess.ping() })
@@ -536,6 +543,11 @@ func (sess *session) intercept(src, dst *xconn, from leg, typ string, h xprawire
 	if err != nil {
 		return false, decodeError{fmt.Errorf("decode %s: %w", typ, err)}
 	}
+	return sess.handle(src, dst, from, typ, p)
+}
+
+// handle acts on one decoded packet the proxy intercepts (see intercept).
+func (sess *session) handle(src, dst *xconn, from leg, typ string, p xprawire.Packet) (end bool, err error) {
 	switch typ {
 	case "ping_echo":
 		if len(p) > 6 {
@@ -646,6 +658,7 @@ func (sess *session) infoDict() xprawire.Dict {
 	d.Set("uptime", int64(time.Since(sess.started).Seconds()))
 	d.Set("latency", xprawire.Dict{{Key: "client", Value: lc.Milliseconds()}, {Key: "server", Value: ls.Milliseconds()}})
 	d.Set("encoder", xprawire.Dict{{Key: "client", Value: sess.client.encoding.String()}, {Key: "server", Value: sess.server.encoding.String()}})
+	d.Set("bridged", sess.bridged)
 	d.Set("bytes", xprawire.Dict{{Key: "from-client", Value: sess.c.bytesIn.Load()}, {Key: "from-server", Value: sess.b.bytesIn.Load()}})
 	return d
 }

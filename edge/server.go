@@ -236,6 +236,9 @@ type Server struct {
 	bans      *banList
 	closeOnce sync.Once
 	web       *webServer
+	// backendEnc remembers the backends that refused a client's encoder
+	// and took the other generation's (edge/bridge.go).
+	backendEnc encoderMemo
 }
 
 // New builds a server; it binds nothing until Serve.

@@ -30,7 +30,7 @@ type Config struct {
 	BaseBin   string        // an earlier xpra-edge for the base-* scenarios (before/after in one run)
 	XpraBin   string        // Debian's xpra; empty or missing: that scenario is skipped
 	Xpra6Bin  string        // xpra 6.x (the xpra6 wrapper); empty or missing: xpra6-proxy is skipped
-	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, base-{tcp,tls,ws,wss}, xpra-proxy, edge-tcp6, xpra6-proxy
+	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, base-{tcp,tls,ws,wss}, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge
 	Sessions  int           // concurrent sessions of the many-session throughput run
 	Duration  time.Duration // streaming time of each throughput run
 	Repeat    int           // runs of each throughput measure; the best is kept
@@ -57,7 +57,7 @@ func DefaultConfig() Config {
 		EdgeBin:   "./bin/xpra-edge",
 		XpraBin:   "/usr/bin/xpra",
 		Xpra6Bin:  Xpra6Bin,
-		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy", "edge-tcp6", "xpra6-proxy"},
+		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy", "edge-tcp6", "xpra6-proxy", "edge-bridge"},
 		Sessions:  64,
 		Duration:  3 * time.Second,
 		Repeat:    2,
@@ -96,7 +96,7 @@ func main() {
 	edge := flag.String("edge", cfg.EdgeBin, "xpra-edge `binary`")
 	xpra := flag.String("xpra", cfg.XpraBin, "Debian xpra `binary` (empty: skip the xpra proxy scenario)")
 	xpra6 := flag.String("xpra6", cfg.Xpra6Bin, "xpra 6.x `binary` (empty: skip the xpra6-proxy scenario)")
-	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy, edge-tcp6, xpra6-proxy (default: direct, edge-*, xpra-proxy, edge-tcp6, xpra6-proxy, and base-* with -base)")
+	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge (default: direct, edge-*, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge, and base-* with -base)")
 	base := flag.String("base", "", "an earlier xpra-edge `binary`: adds base-tcp/tls/ws/wss scenarios, measured side by side with edge-*")
 	idle := flag.Int("idle", 0, "idle sessions for the memory measure (default 1000)")
 	idle10k := flag.Bool("idle-10k", false, "measure memory at 10,000 idle sessions")

@@ -364,12 +364,13 @@ func settle(t *target) {
 }
 
 // serveBench starts the synthetic server on a loopback port.
-func serveBench(pool *benchpeer.Pool) (*benchpeer.Server, net.Listener, error) {
+func serveBench(pool *benchpeer.Pool, legacy bool) (*benchpeer.Server, net.Listener, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err
 	}
 	srv := benchpeer.NewServer(pool)
+	srv.Legacy = legacy
 	go func() { _ = srv.Serve(ln) }()
 	return srv, ln, nil
 }

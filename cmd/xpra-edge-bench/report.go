@@ -90,6 +90,11 @@ func (rep *Report) ratioCols() []ratioCol {
 	if has("edge-tcp6") && has("edge-tcp") {
 		out = append(out, ratioCol{"tcp6/tcp", "edge-tcp6", "edge-tcp"})
 	}
+	// the bridge: the same 6.x-style client, its packets decoded and
+	// encoded again toward a 3.1.3-style server, against relayed unchanged
+	if has("edge-bridge") && has("edge-tcp6") {
+		out = append(out, ratioCol{"bridge/tcp6", "edge-bridge", "edge-tcp6"})
+	}
 	for _, x := range transports {
 		if has("edge-"+x) && has("base-"+x) {
 			out = append(out, ratioCol{x + " new/base", "edge-" + x, "base-" + x})

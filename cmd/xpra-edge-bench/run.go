@@ -113,12 +113,20 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	defer os.RemoveAll(tmp)
 
 	pool := benchpeer.NewPool()
-	srv, ln, err := serveBench(pool)
+	srv, ln, err := serveBench(pool, false)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = ln.Close(); srv.Close() }()
 	backend := ln.Addr().String()
+	// the bridged scenario's backend: strict like xpra 3.1.3 (no
+	// rencodeplus), for the 6.x-style client
+	srv3, ln3, err := serveBench(pool, true)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = ln3.Close(); srv3.Close() }()
+	backend3 := ln3.Addr().String()
 
 	// every proxy is started first (each its own process, directory,
 	// database and port), then each measure runs across all scenarios in
@@ -140,7 +148,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return rep, err
 		}
-		t, stop, skipped := startTarget(ctx, cfg, name, dir, backend, pool)
+		be := backend
+		if name == "edge-bridge" {
+			be = backend3
+		}
+		t, stop, skipped := startTarget(ctx, cfg, name, dir, be, pool)
 		if skipped != "" {
 			res.Skipped = skipped
 			logf("%s: skipped: %s", name, skipped)
@@ -157,8 +169,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		r.stop()
 	}
 	runs = nil
-	st := srv.Stats()
-	rep.ServerErrors, rep.ServerLastErr = st.Errors, st.LastErr
+	st, st3 := srv.Stats(), srv3.Stats()
+	rep.ServerErrors, rep.ServerLastErr = st.Errors+st3.Errors, st.LastErr
+	if st3.LastErr != "" {
+		rep.ServerLastErr = st3.LastErr
+	}
 	if d := rep.result("direct"); d != nil {
 		for _, x := range rep.Results {
 			if x.Name != "direct" && x.Skipped == "" && x.Latency.Pings > 0 && d.Latency.Pings > 0 {
@@ -204,6 +219,20 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string, poo
 		}
 		var once sync.Once
 		return e.target(name, name[strings.IndexByte(name, '-')+1:]), func() {
+			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
+		}, ""
+	case "edge-bridge":
+		// the 6.x-style client (rencodeplus only) through xpra-edge to a
+		// 3.1.3-style server (no rencodeplus): xpra-edge bridges, every
+		// packet decoded and encoded again
+		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+		if err != nil {
+			return nil, nil, "xpra-edge did not start: " + err.Error()
+		}
+		var once sync.Once
+		t := e.target(name, "tcp")
+		t.gen = benchpeer.Gen6
+		return t, func() {
 			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
 		}, ""
 	case "edge-tcp6":

@@ -22,6 +22,11 @@ type Server struct {
 	pool *Pool
 	// HelloTimeout bounds the wait for the first hello; 0 means 30 s.
 	HelloTimeout time.Duration
+	// Legacy makes it strict like xpra 3.1.3: a first hello in
+	// rencodeplus is refused as 3.1.3 refuses it (a text "disconnect:"
+	// line: it parses the record as bencode), and so is any later
+	// rencodeplus packet. The bench's bridged scenario needs it.
+	Legacy bool
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
@@ -132,6 +137,8 @@ type sconn struct {
 	// plus: the session is in rencodeplus, which is then required of
 	// every packet the peer sends after its hello
 	plus bool
+	// legacy: like xpra 3.1.3, rencodeplus packets are refused
+	legacy bool
 
 	// acknowledgement window
 	amu   sync.Mutex
@@ -151,9 +158,14 @@ func (s *Server) serveConn(c net.Conn) error {
 	_ = c.SetReadDeadline(time.Now().Add(timeout))
 	var caps xprawire.Caps
 	for {
-		p, _, err := sc.pr.ReadPacket()
+		p, h, err := sc.pr.ReadPacket()
 		if err != nil {
 			return fmt.Errorf("benchpeer: read hello: %w", err)
+		}
+		if s.Legacy && h.Flags&xprawire.FlagRencodePlus != 0 {
+			_ = c.SetWriteDeadline(time.Now().Add(timeout))
+			_, _ = c.Write([]byte("disconnect: failed to parse bencode packet\n"))
+			return nil
 		}
 		if p.Type() == "hello" && len(p) > 1 {
 			d, _ := p[1].(xprawire.Dict)
@@ -169,7 +181,11 @@ func (s *Server) serveConn(c net.Conn) error {
 	// Strict like a 6.x server only toward a peer that offered nothing but
 	// rencodeplus (a 6.x client); one that also offered rencode may keep
 	// writing it, as xpra's decoders go by each packet's flags.
+	if s.Legacy && enc == xprawire.RencodePlus {
+		enc = xprawire.Rencode // 3.1.3 does not know rencodeplus
+	}
 	sc.plus = enc == xprawire.RencodePlus && !slices.Contains(caps.StrList("encoders"), "rencode")
+	sc.legacy = s.Legacy
 	sc.bw = bufio.NewWriterSize(c, 64<<10)
 	sc.pw = xprawire.NewPacketWriter(xprawire.NewFrameWriter(sc.bw), enc)
 	w, err := workloadFromCaps(caps)
@@ -290,6 +306,9 @@ func (sc *sconn) readLoop() error {
 			// a 6.x-style session: the peer said it speaks
 			// rencodeplus, and a 6.x server decodes nothing else
 			return fmt.Errorf("benchpeer: %q with flags 0x%02x in a rencodeplus session", p.Type(), byte(h.Flags))
+		}
+		if sc.legacy && h.Flags&xprawire.FlagRencodePlus != 0 {
+			return fmt.Errorf("benchpeer: %q in rencodeplus to a 3.1.3-style server", p.Type())
 		}
 		switch p.Type() {
 		case "damage-sequence":
