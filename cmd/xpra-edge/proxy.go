@@ -357,7 +357,7 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 		BackendHandshakeTimeout: l.BackendTimeout.Std(), IdleTimeout: l.IdleTimeout.Std(), WriteTimeout: l.WriteTimeout.Std(),
 		MaxHelloSize: l.MaxHelloSize, MaxPacketSize: l.MaxPacketSize, AuthFailDelay: l.AuthFailDelay.Std(),
 		MaxSessions: l.MaxSessions, MaxSessionsPerIP: l.MaxSessionsPerIP, MaxUnauthenticated: l.MaxUnauthenticated,
-		MaxUnauthenticatedPerIP: l.MaxUnauthenticatedPerIP,
+		MaxUnauthenticatedPerIP: l.MaxUnauthenticatedPerIP, MaxSessionsPerUser: l.MaxSessionsPerUser,
 	}
 	st.Bans = edge.DefaultBanPolicy
 	if cfg.Bans.MaxFailures != nil {

@@ -165,8 +165,11 @@ type Routing struct {
 
 // Limits, each with the default that applies when it is not set.
 type Limits struct {
-	MaxSessions        int `toml:"max_sessions"`        // 0: unlimited
-	MaxSessionsPerIP   int `toml:"max_sessions_per_ip"` // 0: unlimited
+	MaxSessions      int `toml:"max_sessions"`        // 0: unlimited
+	MaxSessionsPerIP int `toml:"max_sessions_per_ip"` // 0: unlimited
+	// MaxSessionsPerUser bounds a user's live sessions (in a fleet, on
+	// every node together); 0: unlimited.
+	MaxSessionsPerUser int `toml:"max_sessions_per_user"`
 	MaxUnauthenticated int `toml:"max_unauthenticated"` // default 1024
 	// MaxUnauthenticatedPerIP: the same from one client address, default 8.
 	MaxUnauthenticatedPerIP int      `toml:"max_unauthenticated_per_ip"`
@@ -370,7 +373,7 @@ func (c *Config) Problems() []error {
 			add("admin.bind: %q is not host:port", c.Admin.Bind)
 		}
 	}
-	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
+	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxSessionsPerUser < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
 		add("limits: sizes and counts cannot be negative")
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
