@@ -57,6 +57,12 @@ type Login interface {
 // client only "authentication failed".
 var ErrFailed = errors.New("authentication failed")
 
+// ErrUnavailable is wrapped by the error of a module whose user store
+// cannot be reached (the fleet's PostgreSQL is down): the login fails
+// closed with "authentication error" and is not counted as a failed
+// password (no ban). fleet.ErrUnavailable is the same value.
+var ErrUnavailable = errors.New("authentication store unavailable")
+
 // RefusedError is a refusal whose Reason may be shown to the client; it
 // never holds a secret.
 type RefusedError struct{ Reason string }

@@ -41,6 +41,8 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
   --drain=DURATION                       on SIGTERM, let sessions run this long (default 10s)
   --proxy-start-sessions=yes|no          start a session as the user when they have none
                                          (needs root; default yes as root, as in xpra)
+  --postgres=DSN                         join a fleet sharing this PostgreSQL database ([store] postgres;
+                                         the password may come from $XPRA_EDGE_PG_PASSWORD; docs/FLEET.md)
   --log-level=LEVEL --log-format=text|json
   --dev                                  embedded development defaults (what "make run" uses)
 

@@ -46,6 +46,7 @@ type proxyFlags struct {
 	logFormat  string
 	dev        bool
 	startSess  string
+	postgres   string
 }
 
 // xpra options that make no sense for xpra-edge but appear in existing
@@ -125,6 +126,8 @@ func parseProxyArgs(args []string) (*proxyFlags, []string, error) {
 			f.logFormat, err = takeValue()
 		case "proxy-start-sessions":
 			f.startSess, err = takeValue()
+		case "postgres":
+			f.postgres, err = takeValue()
 		default:
 			if _, ok := ignoredXpraFlags[name]; ok {
 				if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && !strings.HasPrefix(args[i+1], ":") {
@@ -228,6 +231,9 @@ func effectiveConfig(f *proxyFlags) (*config.Config, error) {
 		if err := cfg.Shutdown.Drain.UnmarshalText([]byte(f.drain)); err != nil {
 			return nil, fmt.Errorf("--drain: %w", err)
 		}
+	}
+	if f.postgres != "" {
+		cfg.Store.Postgres = f.postgres
 	}
 	if f.logLevel != "" {
 		cfg.Log.Level = f.logLevel

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/xpra-edge/xpra-edge/edge"
+	"github.com/xpra-edge/xpra-edge/fleet"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/wsconn"
 )
@@ -27,6 +28,7 @@ type proxy struct {
 	log   *slog.Logger
 	certs *certs
 	admin *http.Server
+	fleet *fleet.Store // nil on a standalone node
 }
 
 func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
@@ -47,10 +49,16 @@ func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
 
 func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*proxy, error) {
 	p := &proxy{log: log}
+	fl, err := openFleet(ctx, cfg.Store, log.With("component", "fleet"))
+	if err != nil {
+		return nil, err
+	}
+	p.fleet = fl
 	var tlsCfg *tls.Config
 	if cfg.TLS.Mode != "" {
 		c, err := newCerts(cfg.TLS, log.With("component", "tls"))
 		if err != nil {
+			p.close()
 			return nil, err
 		}
 		p.certs = c
@@ -179,5 +187,8 @@ func (p *proxy) close() {
 	}
 	if p.certs != nil {
 		p.certs.stop()
+	}
+	if p.fleet != nil {
+		p.fleet.Close()
 	}
 }

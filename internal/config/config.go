@@ -73,7 +73,22 @@ type Config struct {
 	PAM       PAM            `toml:"pam"`
 	Web       Web            `toml:"web"`
 	Sessions  Sessions       `toml:"sessions"`
+	Store     Store          `toml:"store"`
 }
+
+// Store makes the node a member of a fleet sharing PostgreSQL
+// (docs/FLEET.md). Empty Postgres: a standalone node, nothing changes.
+type Store struct {
+	// Postgres is a libpq URL ("postgres://user@host:5432/db") or
+	// key/value string; its password may instead come from the
+	// XPRA_EDGE_PG_PASSWORD environment variable.
+	Postgres string `toml:"postgres"`
+	// Node names this node in the fleet; default: the host name.
+	Node string `toml:"node"`
+}
+
+// Enabled reports whether the node is a fleet member.
+func (s Store) Enabled() bool { return s.Postgres != "" }
 
 // Sessions configures starting new sessions for users of local-session
 // modules (allow, none, password, pam): system-wide mode.
@@ -375,6 +390,12 @@ func (c *Config) Problems() []error {
 	}
 	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxSessionsPerUser < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
 		add("limits: sizes and counts cannot be negative")
+	}
+	if p := c.Store.Postgres; p != "" && !strings.HasPrefix(p, "postgres://") && !strings.HasPrefix(p, "postgresql://") && !strings.Contains(p, "=") {
+		add("store.postgres: want a postgres:// URL or a key=value connection string")
+	}
+	if n := c.Store.Node; n != "" && (len(n) > 63 || strings.ContainsAny(n, " \t\n@/:")) {
+		add("store.node: %q must be at most 63 characters without blanks, '@', '/' or ':'", n)
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
 		add("limits.max_packet_size: at most 268435456 (256 MiB)")
