@@ -10,6 +10,11 @@
 // ErrUnavailable, which the edge tells apart from a wrong password: a
 // login then fails closed with "authentication error" and bans nobody.
 //
-// It imports pgx and auth; it does not touch sockets, packets, the
-// router, the edge or certmagic.
+// It also holds the fleet's live state (Member): failed logins and bans,
+// the nodes and their sessions, as implementations of edge.BanStore and
+// edge.SessionRegistry (so it imports edge's interfaces and types; edge
+// never imports fleet or pgx).
+//
+// It imports pgx, auth and edge; it does not touch sockets, packets, the
+// router or certmagic.
 package fleet
