@@ -19,8 +19,13 @@ Usage:
   xpra-edge sqlite FILE create|list|add|remove|authenticate ...
                                             manage a user database (xpra's schema)
   xpra-edge list [--socket-dir DIR]         list the proxy and its sessions (like "xpra list")
+  xpra-edge list --fleet [--all] (--config FILE | --postgres DSN)
+                                            list every node and live session of a fleet
+                                            (--all: ended ones too; docs/FLEET.md)
   xpra-edge info TARGET                     show info of the proxy (:DISPLAY) or a session (:proxy-ID)
   xpra-edge stop TARGET                     stop the proxy (:DISPLAY) or one session (:proxy-ID)
+  xpra-edge stop UUID|:proxy-ID@NODE (--config FILE | --postgres DSN)
+                                            stop a fleet session on whichever node holds it
   xpra-edge reload [TARGET]                 reload the configuration (same as SIGHUP)
   xpra-edge check-config FILE               validate a configuration file, printing every problem
   xpra-edge hash-password                   read a password on stdin, print an argon2id hash

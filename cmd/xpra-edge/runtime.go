@@ -24,11 +24,12 @@ import (
 
 // proxy is a running `xpra-edge proxy` with what it needs to reload.
 type proxy struct {
-	srv   *edge.Server
-	log   *slog.Logger
-	certs *certs
-	admin *http.Server
-	fleet *fleet.Store // nil on a standalone node
+	srv    *edge.Server
+	log    *slog.Logger
+	certs  *certs
+	admin  *http.Server
+	fleet  *fleet.Store  // nil on a standalone node
+	member *fleet.Member // the fleet's live state (bans, sessions); nil standalone
 }
 
 func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
@@ -54,6 +55,15 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		return nil, err
 	}
 	p.fleet = fl
+	if fl != nil {
+		m, err := fleet.NewMember(ctx, fl, fleet.MemberOptions{Address: cfg.Store.Address,
+			Heartbeat: cfg.Store.Heartbeat.Std(), DeadAfter: cfg.Store.DeadAfter.Std()})
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("store.postgres: %w", err)
+		}
+		p.member = m
+	}
 	var tlsCfg *tls.Config
 	if cfg.TLS.Mode != "" {
 		c, err := newCerts(cfg.TLS, log.With("component", "tls"))
@@ -72,14 +82,18 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		p.close()
 		return nil, err
 	}
-	srv, err := edge.New(edge.Config{
+	ecfg := edge.Config{
 		Display:   cfg.Display,
 		SocketDir: cfg.SocketDir,
 		State:     st,
 		Logger:    log,
 		TLS:       tlsCfg,
 		Web:       edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins},
-	})
+	}
+	if p.member != nil {
+		ecfg.BanStore, ecfg.Registry = p.member, p.member
+	}
+	srv, err := edge.New(ecfg)
 	if err != nil {
 		p.close()
 		return nil, err

@@ -85,6 +85,15 @@ type Store struct {
 	Postgres string `toml:"postgres"`
 	// Node names this node in the fleet; default: the host name.
 	Node string `toml:"node"`
+	// Address is what `xpra-edge list --fleet` shows for this node
+	// (informative: its host:port behind the load balancer).
+	Address string `toml:"address"`
+	// Heartbeat is how often the node records it is alive and its
+	// sessions' byte counts (default 5s).
+	Heartbeat Duration `toml:"heartbeat"`
+	// DeadAfter: the sessions of a node whose heartbeat is older are
+	// marked ended by the live nodes (default 30s).
+	DeadAfter Duration `toml:"dead_after"`
 }
 
 // Enabled reports whether the node is a fleet member.
@@ -396,6 +405,19 @@ func (c *Config) Problems() []error {
 	}
 	if n := c.Store.Node; n != "" && (len(n) > 63 || strings.ContainsAny(n, " \t\n@/:")) {
 		add("store.node: %q must be at most 63 characters without blanks, '@', '/' or ':'", n)
+	}
+	if c.Store.Heartbeat < 0 || c.Store.DeadAfter < 0 {
+		add("store.heartbeat, store.dead_after: cannot be negative")
+	}
+	hb, dead := c.Store.Heartbeat.Std(), c.Store.DeadAfter.Std()
+	if hb == 0 {
+		hb = 5 * time.Second // fleet.DefaultHeartbeat
+	}
+	if dead == 0 {
+		dead = 30 * time.Second // fleet.DefaultDeadAfter
+	}
+	if dead < 2*hb {
+		add("store.dead_after: must be at least twice store.heartbeat (%v)", hb)
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
 		add("limits.max_packet_size: at most 268435456 (256 MiB)")
