@@ -195,6 +195,9 @@ func (m *Member) setState(side *atomic.Bool, ok bool, err error) {
 	if m.lastUp != nil && *m.lastUp == up {
 		return
 	}
+	if m.lastUp == nil && !up && err == nil {
+		return // starting: the other side is not connected yet
+	}
 	m.lastUp = &up
 	m.upSince.Store(time.Now().UnixNano())
 	m.up.Store(up)
