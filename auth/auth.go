@@ -156,13 +156,17 @@ type User struct {
 type Options struct {
 	Users      []User
 	PAMService string
+	// Postgres is the fleet's users table ([store] postgres), for the
+	// postgres module; nil on a standalone node.
+	Postgres UserSource
 }
 
 // refusedModules would let one shared password reach every user's sessions.
 var refusedModules = map[string]bool{"file": true, "env": true, "exec": true}
 
 // New builds a module from a spec: allow, none, reject, password,
-// multifile, sqlite, toml (uses Options.Users), pam (alias sys).
+// multifile, sqlite, postgres (uses Options.Postgres), toml (uses
+// Options.Users), pam (alias sys).
 // file, env and exec give a *RefusedError; unknown names and options give
 // an error wrapping ErrSpec. New has no side effects: it opens no file.
 func New(spec Spec, opts Options) (Authenticator, error) {
@@ -186,6 +190,8 @@ func New(spec Spec, opts Options) (Authenticator, error) {
 		a, err = newMultifile(&o)
 	case "sqlite":
 		a, err = newSQLite(&o)
+	case "postgres", "postgresql":
+		a, err = newPostgres(&o, opts.Postgres)
 	case "toml", "users":
 		a, err = newUsers(&o, opts.Users)
 	case "pam", "sys":

@@ -299,7 +299,11 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	if len(problems) == 0 {
 		// Build what a start would build (auth modules, routes), binding
 		// nothing, so module options are checked too.
-		if _, err := buildState(cfg, cfg.TLS.Mode != "", slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		var users auth.UserSource
+		if cfg.Store.Enabled() {
+			users = offlineUsers{} // the database is not contacted
+		}
+		if _, err := buildState(cfg, cfg.TLS.Mode != "", users, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			problems = append(problems, err)
 		}
 	}

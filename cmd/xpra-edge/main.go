@@ -18,6 +18,9 @@ Usage:
   xpra-edge proxy [:DISPLAY] [options]      run the proxy (like "xpra proxy")
   xpra-edge sqlite FILE create|list|add|remove|authenticate ...
                                             manage a user database (xpra's schema)
+  xpra-edge pg DSN|--config=FILE create|list|add|remove|authenticate|import FILE.sdb ...
+                                            the same verbs on the fleet's PostgreSQL users table
+                                            (import copies an xpra sqlite file; docs/FLEET.md)
   xpra-edge list [--socket-dir DIR]         list the proxy and its sessions (like "xpra list")
   xpra-edge list --fleet [--all] (--config FILE | --postgres DSN)
                                             list every node and live session of a fleet
@@ -52,7 +55,8 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
   --dev                                  embedded development defaults (what "make run" uses)
 
 Auth modules: allow, none, reject, password (value=), multifile (filename=),
-sqlite (filename=), toml (users from the config file), pam (service=).
+sqlite (filename=), postgres (the fleet's users, needs [store] postgres),
+toml (users from the config file), pam (service=).
 Flags override the file's scalar settings; --bind-tcp/--bind listeners are
 added to the file's listeners.
 `
@@ -74,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runProxy(args[1:], stdout, stderr)
 	case "sqlite":
 		return auth.SQLiteCLI(args[1:], stdout, stderr)
+	case "pg", "postgres":
+		return runPG(args[1:], stdout, stderr)
 	case "list":
 		return runList(args[1:], stdout, stderr)
 	case "info", "stop", "id":

@@ -307,9 +307,10 @@ func loopbackBind(bind string) bool {
 }
 
 // buildState turns a validated config into the edge's reloadable state.
-func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, error) {
+// users is the fleet's users table (nil on a standalone node).
+func buildState(cfg *config.Config, tlsOn bool, users auth.UserSource, log *slog.Logger) (edge.State, error) {
 	var st edge.State
-	opts := auth.Options{Users: cfg.Users, PAMService: cfg.PAM.Service}
+	opts := auth.Options{Users: cfg.Users, PAMService: cfg.PAM.Service, Postgres: users}
 	for _, l := range cfg.Listeners {
 		spec := l.Auth
 		if spec == "" {

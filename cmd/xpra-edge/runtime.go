@@ -16,6 +16,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/xpra-edge/xpra-edge/auth"
 	"github.com/xpra-edge/xpra-edge/edge"
 	"github.com/xpra-edge/xpra-edge/fleet"
 	"github.com/xpra-edge/xpra-edge/internal/config"
@@ -29,7 +30,16 @@ type proxy struct {
 	certs  *certs
 	admin  *http.Server
 	fleet  *fleet.Store  // nil on a standalone node
+	store  config.Store  // what fleet was opened with
 	member *fleet.Member // the fleet's live state (bans, sessions); nil standalone
+}
+
+// users is the fleet's users table, or nil on a standalone node.
+func (p *proxy) users() auth.UserSource {
+	if p.fleet == nil {
+		return nil
+	}
+	return p.fleet.Users()
 }
 
 func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
@@ -54,7 +64,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 	if err != nil {
 		return nil, err
 	}
-	p.fleet = fl
+	p.fleet, p.store = fl, cfg.Store
 	if fl != nil {
 		m, err := fleet.NewMember(ctx, fl, fleet.MemberOptions{Address: cfg.Store.Address,
 			Heartbeat: cfg.Store.Heartbeat.Std(), DeadAfter: cfg.Store.DeadAfter.Std()})
@@ -74,7 +84,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		p.certs = c
 		tlsCfg = c.tlsConfig()
 	}
-	st, err := buildState(cfg, tlsCfg != nil, log)
+	st, err := buildState(cfg, tlsCfg != nil, p.users(), log)
 	if err == nil {
 		err = adoptActivatedSockets(&st, log)
 	}
@@ -177,8 +187,11 @@ func (p *proxy) reload(f *proxyFlags) {
 		err = cfg.Validate()
 	}
 	var st edge.State
+	if err == nil && cfg.Store != p.store {
+		err = errors.New("[store] (and --postgres) cannot change on reload: restart the node")
+	}
 	if err == nil {
-		st, err = buildState(cfg, p.certs != nil, p.log)
+		st, err = buildState(cfg, p.certs != nil, p.users(), p.log)
 	}
 	if err == nil && p.certs != nil {
 		err = p.certs.reload(cfg.TLS)

@@ -171,15 +171,26 @@ func Start(t testing.TB) *Cluster {
 	if lastErr != nil {
 		t.Fatalf("pgtest: %v", lastErr)
 	}
+	c.admin(t, func(ctx context.Context, conn *pgx.Conn) {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+Database); err != nil {
+			t.Fatalf("pgtest: create database: %v", err)
+		}
+	})
+	return c
+}
+
+// admin runs f on a superuser connection to the "postgres" database,
+// bounded by 30 s.
+func (c *Cluster) admin(t testing.TB, f func(context.Context, *pgx.Conn)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	conn, err := pgx.Connect(ctx, c.dsn("postgres"))
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
 	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+Database); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
-	}
-	return c
+	f(ctx, conn)
 }
 
 // command runs a server binary as the postgres user (when root) with a
@@ -213,16 +224,11 @@ func (c *Cluster) dsn(db string) string {
 // its DSN (for tests that want a fresh schema without a new cluster).
 func (c *Cluster) CreateDatabase(t testing.TB, name string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, c.dsn("postgres"))
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database %s: %v", name, err)
-	}
+	c.admin(t, func(ctx context.Context, conn *pgx.Conn) {
+		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			t.Fatalf("pgtest: create database %s: %v", name, err)
+		}
+	})
 	return c.dsn(name)
 }
 
@@ -352,22 +358,17 @@ func (c *Cluster) kill() {
 // were ended.
 func (c *Cluster) TerminateBackends(t testing.TB, where string) int {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, c.dsn("postgres"))
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	defer conn.Close(context.Background())
 	q := "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
 	if where != "" {
 		q += " AND (" + where + ")"
 	}
 	q += ") x"
 	var n int
-	if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
-		t.Fatalf("pgtest: terminate backends: %v", err)
-	}
+	c.admin(t, func(ctx context.Context, conn *pgx.Conn) {
+		if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
+			t.Fatalf("pgtest: terminate backends: %v", err)
+		}
+	})
 	return n
 }
 
