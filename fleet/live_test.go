@@ -324,3 +324,51 @@ func TestFleetStoreDownAndBack(t *testing.T) {
 		return err == nil && len(ss) == 1 && ss[0].Ended != nil && ss[0].Reason == "client connection lost"
 	})
 }
+
+// An outage of PostgreSQL longer than DeadAfter does not make the nodes
+// mark each other's live sessions lost when it is back (a node judges
+// others only after DeadAfter of its own good heartbeats), and a session
+// wrongly marked lost is live again at its node's next heartbeat.
+func TestFleetOutageIsNoDeath(t *testing.T) {
+	c := pgtest.Start(t)
+	// b heartbeats slower: back after the outage later than a.
+	const dead = 2 * time.Second
+	a := joinT(t, c.DSN(), "a", MemberOptions{Heartbeat: 200 * time.Millisecond, DeadAfter: dead}, true)
+	b := joinT(t, c.DSN(), "b", MemberOptions{Heartbeat: 900 * time.Millisecond, DeadAfter: dead}, true)
+	ctx := ctxT(t)
+	for _, x := range []struct {
+		m    *memberT
+		uuid string
+	}{{a, "a0000000000000000000000000000000"}, {b, "b0000000000000000000000000000000"}} {
+		adm, err := x.m.Admit(ctx, edge.SessionRecord{ID: 1, UUID: x.uuid, User: "u"}, edge.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.m.node.add(x.uuid, adm)
+	}
+	c.Stop()
+	waitFor(t, "both unhealthy", 5*time.Second, func() bool { return a.Health() != nil && b.Health() != nil })
+	time.Sleep(2 * dead) // longer than DeadAfter
+	c.Start()
+	// Watched from the restart until past the judging delay: not even
+	// for a moment.
+	for end := time.Now().Add(2 * dead); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		_, ss, err := ListLive(ctx, a.st, true)
+		if err != nil {
+			continue // a connection of the pool from before the restart
+		}
+		for _, s := range ss {
+			if s.Ended != nil {
+				t.Fatalf("%s marked %q after the outage", s.Name(), s.Reason)
+			}
+		}
+	}
+	waitFor(t, "both healthy", 15*time.Second, func() bool { return a.Health() == nil && b.Health() == nil })
+	if _, err := a.st.Pool().Exec(ctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $1 WHERE node = 'b'`, ReasonNodeLost); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's session live again", 5*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, false)
+		return err == nil && len(ss) == 2
+	})
+}
