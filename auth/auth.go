@@ -57,6 +57,12 @@ type Login interface {
 // client only "authentication failed".
 var ErrFailed = errors.New("authentication failed")
 
+// ErrUnavailable is wrapped by the error of a module whose user store
+// cannot be reached (the fleet's PostgreSQL is down): the login fails
+// closed with "authentication error" and is not counted as a failed
+// password (no ban). fleet.ErrUnavailable is the same value.
+var ErrUnavailable = errors.New("authentication store unavailable")
+
 // RefusedError is a refusal whose Reason may be shown to the client; it
 // never holds a secret.
 type RefusedError struct{ Reason string }
@@ -150,13 +156,17 @@ type User struct {
 type Options struct {
 	Users      []User
 	PAMService string
+	// Postgres is the fleet's users table ([store] postgres), for the
+	// postgres module; nil on a standalone node.
+	Postgres UserSource
 }
 
 // refusedModules would let one shared password reach every user's sessions.
 var refusedModules = map[string]bool{"file": true, "env": true, "exec": true}
 
 // New builds a module from a spec: allow, none, reject, password,
-// multifile, sqlite, toml (uses Options.Users), pam (alias sys).
+// multifile, sqlite, postgres (uses Options.Postgres), toml (uses
+// Options.Users), pam (alias sys).
 // file, env and exec give a *RefusedError; unknown names and options give
 // an error wrapping ErrSpec. New has no side effects: it opens no file.
 func New(spec Spec, opts Options) (Authenticator, error) {
@@ -180,6 +190,8 @@ func New(spec Spec, opts Options) (Authenticator, error) {
 		a, err = newMultifile(&o)
 	case "sqlite":
 		a, err = newSQLite(&o)
+	case "postgres", "postgresql":
+		a, err = newPostgres(&o, opts.Postgres)
 	case "toml", "users":
 		a, err = newUsers(&o, opts.Users)
 	case "pam", "sys":

@@ -16,20 +16,16 @@ import (
 //	users(username, password, uid, gid, displays, env_options, session_options)
 //
 // read live on every login (a file made by xpra's own sqlite tool works
-// unchanged). Several rows per user are allowed; the first row whose
-// password matches gives the sessions. A password column holding an
-// argon2id or bcrypt hash is checked with the xor digest, on encrypted
-// transports only. Options: filename (default "sqlite.sdb", as xpra),
-// prompt.
-type SQLite struct {
-	base
-	filename string
-}
+// unchanged). Rows are checked as by every table module (see UserRow):
+// the first row whose password matches gives the sessions; a hashed
+// password needs an encrypted transport. Options: filename (default
+// "sqlite.sdb", as xpra), prompt.
+type SQLite struct{ tableModule }
 
 var _ Authenticator = (*SQLite)(nil)
 
 func newSQLite(o *optionReader) (*SQLite, error) {
-	s := &SQLite{base: readBase(o, "sqlite", false)}
+	b := readBase(o, "sqlite", false)
 	f := o.str("filename", "sqlite.sdb")
 	if f == "" {
 		return nil, fmt.Errorf("%w: module sqlite needs a non-empty filename= option", ErrSpec)
@@ -38,12 +34,13 @@ func newSQLite(o *optionReader) (*SQLite, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: %w", err)
 	}
-	s.filename = abs
-	return s, nil
+	return &SQLite{tableModule{base: b, src: SQLiteTable(abs)}}, nil
 }
 
-// Begin implements Authenticator.
-func (s *SQLite) Begin(username string, t Transport) Login { return newLogin(s, username, t) }
+// SQLiteTable is the users table of the sqlite file at this path.
+type SQLiteTable string
+
+var _ UserTable = SQLiteTable("")
 
 // sqliteDSN makes a go-sqlite3 URI for path; readOnly also stops the
 // driver from creating a missing file.
@@ -52,112 +49,139 @@ func sqliteDSN(path, mode string) string {
 	return "file:" + r.Replace(path) + "?mode=" + mode + "&_busy_timeout=5000"
 }
 
-// openDB opens an existing database read-only.
+// openSQLiteRO opens an existing database read-only.
 func openSQLiteRO(path string) (*sql.DB, error) {
 	if _, err := os.Stat(path); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("cannot open the database: %w", err)
 	}
 	return sql.Open("sqlite3", sqliteDSN(path, "ro"))
 }
 
-// sqliteRow is one row of the users table.
-type sqliteRow struct {
-	username, password                             string
-	hasPassword                                    bool
-	uid, gid, displays, envOptions, sessionOptions string
+// openSQLiteRW opens an existing database for writing (never creates it).
+func openSQLiteRW(path string) (*sql.DB, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("cannot open the database: %w", err)
+	}
+	return sql.Open("sqlite3", sqliteDSN(path, "rw"))
 }
 
-func (r sqliteRow) identity() Identity {
-	return Identity{
-		Username:       r.username,
-		UID:            r.uid,
-		GID:            r.gid,
-		Displays:       splitDisplays(r.displays),
-		Env:            parseSimpleDict(r.envOptions, ";"),
-		SessionOptions: parseSimpleDict(r.sessionOptions, ";"),
-	}
+const sqliteColumns = "rowid, username, password, uid, gid, displays, env_options, session_options"
+
+type rowScanner interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
 }
 
-// userRows returns the rows of username in table order.
-func userRows(ctx context.Context, db *sql.DB, username string) ([]sqliteRow, error) {
-	rows, err := db.QueryContext(ctx, "SELECT username, password, uid, gid, displays, env_options, session_options FROM users WHERE username=? ORDER BY rowid", username)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []sqliteRow
+// ScanUserRows reads rows of the columns id, username, password, uid,
+// gid, displays, env_options, session_options (database/sql or pgx).
+func ScanUserRows(rows rowScanner) ([]UserRow, error) {
+	var out []UserRow
 	for rows.Next() {
-		var f [7]sql.NullString
-		if err := rows.Scan(&f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6]); err != nil {
+		var r UserRow
+		var name sql.NullString
+		if err := rows.Scan(&r.ID, &name, &r.Password, &r.UID, &r.GID, &r.Displays, &r.EnvOptions, &r.SessionOptions); err != nil {
 			return nil, err
 		}
-		out = append(out, sqliteRow{username: f[0].String, password: f[1].String, hasPassword: f[1].Valid,
-			uid: f[2].String, gid: f[3].String, displays: f[4].String, envOptions: f[5].String, sessionOptions: f[6].String})
+		r.Username = name.String
+		out = append(out, r)
 	}
 	return out, rows.Err()
 }
 
-func (s *SQLite) rows(ctx context.Context, username string) ([]sqliteRow, error) {
-	db, err := openSQLiteRO(s.filename)
+func (p SQLiteTable) query(ctx context.Context, where string, args ...any) ([]UserRow, error) {
+	db, err := openSQLiteRO(string(p))
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: cannot open the database: %w", err)
+		return nil, err
 	}
 	defer db.Close()
-	r, err := userRows(ctx, db, username)
+	rows, err := db.QueryContext(ctx, "SELECT "+sqliteColumns+" FROM users"+where+" ORDER BY rowid", args...)
 	if err != nil {
-		return nil, fmt.Errorf("sqlite: query: %w", err)
+		return nil, fmt.Errorf("query: %w", err)
 	}
-	return r, nil
+	defer rows.Close()
+	return ScanUserRows(rows)
 }
 
-func (s *SQLite) mode(username string, t Transport) (mode, error) {
-	rows, err := s.rows(context.Background(), username)
-	if err != nil {
-		// Verify reports it; the challenge looks like any other.
-		return modeHMAC, nil
-	}
-	plain, hashed := 0, 0
-	for _, r := range rows {
-		if !r.hasPassword {
-			continue
-		}
-		if isHash(r.password) {
-			hashed++
-		} else {
-			plain++
-		}
-	}
-	switch {
-	case hashed == 0:
-		return modeHMAC, nil
-	case t.Encrypted:
-		return modeXOR, nil
-	case plain > 0:
-		return modeHMAC, nil // only the plaintext rows can match
-	}
-	return modeHMAC, &RefusedError{Reason: "this user's password is stored hashed and can only be checked over an encrypted connection (TLS or wss)"}
+// UserRows implements UserSource.
+func (p SQLiteTable) UserRows(ctx context.Context, username string) ([]UserRow, error) {
+	return p.query(ctx, " WHERE username=?", username)
 }
 
-func (s *SQLite) verify(ctx context.Context, username string, p *proof) (Identity, error) {
-	rows, err := s.rows(ctx, username)
+// AllRows implements UserTable.
+func (p SQLiteTable) AllRows(ctx context.Context) ([]UserRow, error) { return p.query(ctx, "") }
+
+// inTx runs f in one transaction and commits only if it succeeds.
+func inTx(ctx context.Context, db *sql.DB, f func(*sql.Tx) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
-		p.dummyCheck()
-		return Identity{}, err
+		return err
 	}
-	for _, r := range rows {
-		if !r.hasPassword || r.password == "" {
-			continue
-		}
-		ok, err := p.checkStoredCtx(ctx, storedCredential(r.password))
+	if err := f(tx); err != nil {
+		_ = tx.Rollback()
+		return err
+	}
+	return tx.Commit()
+}
+
+// sqliteSchema is xpra's users table (sqlauthbase.DatabaseUtilBase.create).
+const sqliteSchema = "CREATE TABLE users (username VARCHAR(255) NOT NULL, password VARCHAR(255), uid VARCHAR(63), gid VARCHAR(63), displays VARCHAR(8191), env_options VARCHAR(8191), session_options VARCHAR(8191))"
+
+// Create implements UserTable: it makes the file and its table.
+func (p SQLiteTable) Create(ctx context.Context) error {
+	db, err := sql.Open("sqlite3", sqliteDSN(string(p), "rwc"))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return inTx(ctx, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, sqliteSchema)
+		return err
+	})
+}
+
+// Insert implements UserTable.
+func (p SQLiteTable) Insert(ctx context.Context, r UserRow) error {
+	db, err := openSQLiteRW(string(p))
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return inTx(ctx, db, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO users(username, password, uid, gid, displays, env_options, session_options) VALUES(?, ?, ?, ?, ?, ?, ?)",
+			r.Username, r.Password, r.UID, r.GID, r.Displays, r.EnvOptions, r.SessionOptions)
+		return err
+	})
+}
+
+// Remove implements UserTable.
+func (p SQLiteTable) Remove(ctx context.Context, username string, match func(UserRow) bool) (int, error) {
+	db, err := openSQLiteRW(string(p))
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	n := 0
+	err = inTx(ctx, db, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, "SELECT "+sqliteColumns+" FROM users WHERE username=? ORDER BY rowid", username)
 		if err != nil {
-			return Identity{}, fmt.Errorf("%s: %w", s.name, err)
+			return err
 		}
-		if ok {
-			return r.identity(), nil
+		found, err := ScanUserRows(rows)
+		rows.Close()
+		if err != nil {
+			return err
 		}
-	}
-	if len(rows) == 0 {
-		p.dummyCheck()
-	}
-	return Identity{}, failed(s.name)
+		for _, r := range found {
+			if match != nil && !match(r) {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, "DELETE FROM users WHERE rowid=?", r.ID); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
 }

@@ -34,6 +34,23 @@ const sqliteUsage = `usage:
 //	FILE remove USER [PASS]
 //	FILE authenticate USER PASS
 //
+// See UsersCLI for what they do.
+func SQLiteCLI(args []string, stdout, stderr io.Writer) int {
+	if len(args) < 2 {
+		fmt.Fprintln(stderr, "invalid number of arguments")
+		fmt.Fprint(stderr, sqliteUsage)
+		return 1
+	}
+	if args[0] == "" {
+		fmt.Fprintln(stderr, "invalid database filename")
+		fmt.Fprint(stderr, sqliteUsage)
+		return 1
+	}
+	return UsersCLI(context.Background(), SQLiteTable(args[0]), sqliteUsage, args[1:], stdout, stderr)
+}
+
+// UsersCLI runs one verb of the users tools (`xpra-edge sqlite FILE`,
+// `xpra-edge pg DSN`) on table: args is the verb and its arguments.
 // add stores uid/gid as the caller's numeric ids unless given. With
 // --hash (or --hash=argon2id) add stores an argon2id PHC string of PASS
 // instead of PASS itself, --hash=bcrypt a bcrypt hash; such a user can then
@@ -42,26 +59,23 @@ const sqliteUsage = `usage:
 // matches PASS. Every write is one transaction. Bad arguments print the
 // usage and return 1; any failure returns 1 and writes nothing. Only the
 // commands that read print to stdout; errors go to stderr.
-func SQLiteCLI(args []string, stdout, stderr io.Writer) int {
+func UsersCLI(ctx context.Context, table UserTable, usageText string, args []string, stdout, stderr io.Writer) int {
 	usage := func(msg string) int {
 		fmt.Fprintln(stderr, msg)
-		fmt.Fprint(stderr, sqliteUsage)
+		fmt.Fprint(stderr, usageText)
 		return 1
 	}
-	if len(args) < 2 {
+	if len(args) < 1 {
 		return usage("invalid number of arguments")
 	}
-	file, cmd, rest := args[0], args[1], args[2:]
-	if file == "" {
-		return usage("invalid database filename")
-	}
+	cmd, rest := args[0], args[1:]
 	var err error
 	switch cmd {
 	case "create":
 		if len(rest) != 0 {
 			return usage("invalid number of arguments")
 		}
-		err = sqliteCreate(file)
+		err = table.Create(ctx)
 	case "add":
 		hash := ""
 		if len(rest) > 0 && strings.HasPrefix(rest[0], "--hash") {
@@ -81,26 +95,27 @@ func SQLiteCLI(args []string, stdout, stderr io.Writer) int {
 		if rest[0] == "" {
 			return usage("the username must not be empty")
 		}
-		err = sqliteAdd(file, hash, rest)
+		err = usersAdd(ctx, table, hash, rest)
 	case "remove":
 		if len(rest) != 1 && len(rest) != 2 {
 			return usage("invalid number of arguments")
 		}
-		pass := ""
-		if len(rest) == 2 {
-			pass = rest[1]
+		var match func(UserRow) bool
+		if len(rest) == 2 && rest[1] != "" {
+			pass := rest[1]
+			match = func(r UserRow) bool { return r.MatchesPassword(pass) }
 		}
-		err = sqliteRemove(file, rest[0], pass)
+		_, err = table.Remove(ctx, rest[0], match)
 	case "list":
 		if len(rest) != 0 {
 			return usage("invalid number of arguments")
 		}
-		err = sqliteList(file, stdout)
+		err = usersList(ctx, table, stdout)
 	case "authenticate":
 		if len(rest) != 2 {
 			return usage("invalid number of arguments")
 		}
-		err = sqliteAuthenticate(file, rest[0], rest[1], stdout, stderr)
+		err = usersAuthenticate(ctx, table, rest[0], rest[1], stdout, stderr)
 	default:
 		return usage("invalid command '" + cmd + "'")
 	}
@@ -111,43 +126,7 @@ func SQLiteCLI(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// openSQLiteRW opens an existing database for writing (never creates it).
-func openSQLiteRW(path string) (*sql.DB, error) {
-	if _, err := os.Stat(path); err != nil {
-		return nil, fmt.Errorf("cannot open the database: %w", err)
-	}
-	return sql.Open("sqlite3", sqliteDSN(path, "rw"))
-}
-
-// inTx runs f in one transaction and commits only if it succeeds.
-func inTx(db *sql.DB, f func(*sql.Tx) error) error {
-	tx, err := db.Begin()
-	if err != nil {
-		return err
-	}
-	if err := f(tx); err != nil {
-		_ = tx.Rollback()
-		return err
-	}
-	return tx.Commit()
-}
-
-// sqliteSchema is xpra's users table (sqlauthbase.DatabaseUtilBase.create).
-const sqliteSchema = "CREATE TABLE users (username VARCHAR(255) NOT NULL, password VARCHAR(255), uid VARCHAR(63), gid VARCHAR(63), displays VARCHAR(8191), env_options VARCHAR(8191), session_options VARCHAR(8191))"
-
-func sqliteCreate(file string) error {
-	db, err := sql.Open("sqlite3", sqliteDSN(file, "rwc"))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return inTx(db, func(tx *sql.Tx) error {
-		_, err := tx.Exec(sqliteSchema)
-		return err
-	})
-}
-
-func sqliteAdd(file, hash string, a []string) error {
+func usersAdd(ctx context.Context, table UserTable, hash string, a []string) error {
 	vals := []string{a[0], a[1], strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid()), "", "", ""}
 	copy(vals[2:], a[2:])
 	switch hash {
@@ -160,88 +139,29 @@ func sqliteAdd(file, hash string, a []string) error {
 		}
 		vals[1] = string(h)
 	}
-	db, err := openSQLiteRW(file)
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	return inTx(db, func(tx *sql.Tx) error {
-		_, err := tx.Exec("INSERT INTO users(username, password, uid, gid, displays, env_options, session_options) VALUES(?, ?, ?, ?, ?, ?, ?)",
-			vals[0], vals[1], vals[2], vals[3], vals[4], vals[5], vals[6])
-		return err
-	})
+	str := func(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
+	return table.Insert(ctx, UserRow{Username: vals[0], Password: str(vals[1]), UID: str(vals[2]), GID: str(vals[3]),
+		Displays: str(vals[4]), EnvOptions: str(vals[5]), SessionOptions: str(vals[6])})
 }
 
-func sqliteRemove(file, username, pass string) error {
-	db, err := openSQLiteRW(file)
+func usersList(ctx context.Context, table UserTable, w io.Writer) error {
+	all, err := table.AllRows(ctx)
 	if err != nil {
 		return err
 	}
-	defer db.Close()
-	return inTx(db, func(tx *sql.Tx) error {
-		if pass == "" {
-			_, err := tx.Exec("DELETE FROM users WHERE username=?", username)
-			return err
-		}
-		rows, err := tx.Query("SELECT rowid, password FROM users WHERE username=?", username)
-		if err != nil {
-			return err
-		}
-		var ids []int64
-		for rows.Next() {
-			var id int64
-			var pw sql.NullString
-			if err := rows.Scan(&id, &pw); err != nil {
-				rows.Close()
-				return err
-			}
-			if pw.Valid && (pw.String == pass || isHash(pw.String) && verifyHash(pw.String, []byte(pass))) {
-				ids = append(ids, id)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		for _, id := range ids {
-			if _, err := tx.Exec("DELETE FROM users WHERE rowid=?", id); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-}
-
-func sqliteList(file string, w io.Writer) error {
-	db, err := openSQLiteRO(file)
-	if err != nil {
-		return fmt.Errorf("cannot open the database: %w", err)
-	}
-	defer db.Close()
-	rows, err := db.Query("SELECT username, password, uid, gid, displays, env_options, session_options FROM users")
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	var table [][]string
-	for rows.Next() {
-		var f [7]sql.NullString
-		if err := rows.Scan(&f[0], &f[1], &f[2], &f[3], &f[4], &f[5], &f[6]); err != nil {
-			return err
-		}
-		row := make([]string, 7)
-		for i, v := range f {
-			row[i] = "None"
+	var rows [][]string
+	for _, r := range all {
+		row := []string{r.Username}
+		for _, v := range []sql.NullString{r.Password, r.UID, r.GID, r.Displays, r.EnvOptions, r.SessionOptions} {
 			if v.Valid {
-				row[i] = v.String
+				row = append(row, v.String)
+			} else {
+				row = append(row, "None")
 			}
 		}
-		table = append(table, row)
+		rows = append(rows, row)
 	}
-	if err := rows.Err(); err != nil {
-		return err
-	}
-	if len(table) == 0 {
+	if len(rows) == 0 {
 		fmt.Fprintln(w, "no rows found")
 		return nil
 	}
@@ -250,7 +170,7 @@ func sqliteList(file string, w io.Writer) error {
 	for i, f := range fields {
 		sizes[i] = len(f) + 1
 	}
-	for _, r := range table {
+	for _, r := range rows {
 		for i, v := range r {
 			sizes[i] = max(sizes[i], utf8.RuneCountInString(v)+1)
 		}
@@ -269,11 +189,11 @@ func sqliteList(file string, w io.Writer) error {
 		}
 		return b.String()
 	}
-	fmt.Fprintf(w, "%d rows found:\n", len(table))
+	fmt.Fprintf(w, "%d rows found:\n", len(rows))
 	fmt.Fprintln(w, strings.Repeat("-", total))
 	fmt.Fprintln(w, line(fields))
 	fmt.Fprintln(w, strings.Repeat("-", total))
-	for _, r := range table {
+	for _, r := range rows {
 		fmt.Fprintln(w, line(r))
 	}
 	return nil
@@ -283,21 +203,13 @@ func sqliteList(file string, w io.Writer) error {
 // password.
 var errNoMatch = errors.New("authentication failed")
 
-func sqliteAuthenticate(file, username, pass string, stdout, stderr io.Writer) error {
-	db, err := openSQLiteRO(file)
-	if err != nil {
-		return fmt.Errorf("cannot open the database: %w", err)
-	}
-	defer db.Close()
-	rows, err := userRows(context.Background(), db, username)
+func usersAuthenticate(ctx context.Context, table UserTable, username, pass string, stdout, stderr io.Writer) error {
+	rows, err := table.UserRows(ctx, username)
 	if err != nil {
 		return err
 	}
 	for _, r := range rows {
-		if !r.hasPassword {
-			continue
-		}
-		if r.password == pass || isHash(r.password) && verifyHash(r.password, []byte(pass)) {
+		if r.Password.Valid && (r.Password.String == pass || r.MatchesPassword(pass)) {
 			fmt.Fprintf(stdout, "success, found sessions: %s\n", pySessions(r, stderr))
 			return nil
 		}
@@ -307,15 +219,15 @@ func sqliteAuthenticate(file, username, pass string, stdout, stderr io.Writer) e
 
 // pySessions prints a row the way xpra's tool does:
 // (uid, gid, [displays], {env_options}, {session_options}).
-func pySessions(r sqliteRow, stderr io.Writer) string {
-	uid := pyParseID(r.uid, func(n string) (string, error) {
+func pySessions(r UserRow, stderr io.Writer) string {
+	uid := pyParseID(r.UID.String, func(n string) (string, error) {
 		u, err := user.Lookup(n)
 		if err != nil {
 			return "", err
 		}
 		return u.Uid, nil
 	}, os.Getuid(), "uid", stderr)
-	gid := pyParseID(r.gid, func(n string) (string, error) {
+	gid := pyParseID(r.GID.String, func(n string) (string, error) {
 		g, err := user.LookupGroup(n)
 		if err != nil {
 			return "", err
@@ -324,8 +236,8 @@ func pySessions(r sqliteRow, stderr io.Writer) string {
 	}, os.Getgid(), "gid", stderr)
 	var b strings.Builder
 	fmt.Fprintf(&b, "(%d, %d, [", uid, gid)
-	if r.displays != "" {
-		for i, d := range strings.Split(r.displays, ",") {
+	if r.Displays.String != "" {
+		for i, d := range strings.Split(r.Displays.String, ",") {
 			if i > 0 {
 				b.WriteString(", ")
 			}
@@ -333,9 +245,9 @@ func pySessions(r sqliteRow, stderr io.Writer) string {
 		}
 	}
 	b.WriteString("], ")
-	b.WriteString(pyDict(r.envOptions))
+	b.WriteString(pyDict(r.EnvOptions.String))
 	b.WriteString(", ")
-	b.WriteString(pyDict(r.sessionOptions))
+	b.WriteString(pyDict(r.SessionOptions.String))
 	b.WriteString(")")
 	return b.String()
 }

@@ -111,6 +111,22 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			release()
 		}
 	}()
+	id, uuid := s.nextID(), newUUID()
+	actx, cancel := context.WithTimeout(ctx, admitTimeout)
+	adm, err := s.registry.Admit(actx, SessionRecord{ID: id, UUID: uuid, User: h.identity.Username,
+		Remote: h.meta.remote, Target: t.String(), Started: time.Now()}, lim)
+	cancel()
+	if err != nil {
+		if errors.Is(err, errTooManySessions) {
+			return nil, tell(reasonServerError, err, "session limit reached, try again later")
+		}
+		return nil, tell(reasonAuthError, err, "the proxy's shared store is unreachable, try again later")
+	}
+	defer func() {
+		if !ok {
+			adm.End("handshake failed", 0, 0)
+		}
+	}()
 	opts, err := parseSessionOptions(t.Options)
 	if err != nil {
 		return nil, tell(reasonServerError, err, "invalid session options")
@@ -159,8 +175,9 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		b.frames.SetMaxSize(uint32(lim.MaxPacketSize))
 		b.pw.Encoding = enc
 		if sess == nil {
-			sess = s.newSession(h, t, b)
+			sess = s.newSession(h, t, b, id, uuid)
 			sess.release = release
+			sess.adm = adm
 			info = sess.helloInfo(h.client)
 		}
 		sess.b = b

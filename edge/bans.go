@@ -39,7 +39,6 @@ type banList struct {
 	pending *list.List // not banned, least recently failed first
 	bannedL *list.List // banned, earliest ban first (bans last equally long)
 	max     int
-	onBan   func(addr string)
 	now     func() time.Time
 }
 
@@ -95,11 +94,18 @@ func (b *banList) banned(addr string) bool {
 
 // failure records one failed login; it reports whether the address is now banned.
 func (b *banList) failure(addr string) bool {
+	banned, _ := b.failureNew(addr)
+	return banned
+}
+
+// failureNew records one failed login; it reports whether the address is
+// now banned, and whether this failure banned it.
+func (b *banList) failureNew(addr string) (banned, isNew bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	p := b.policy
 	if p.MaxFailures <= 0 {
-		return false
+		return false, false
 	}
 	now := b.now()
 	b.expireLocked(now)
@@ -107,7 +113,7 @@ func (b *banList) failure(addr string) bool {
 	e := b.entries[key]
 	if e != nil && !e.until.IsZero() {
 		if now.Before(e.until) {
-			return true // already banned (its connection was let in before)
+			return true, false // already banned (its connection was let in before)
 		}
 		b.removeLocked(e)
 		e = nil
@@ -137,12 +143,9 @@ func (b *banList) failure(addr string) bool {
 		e.failures = nil
 		b.pending.Remove(e.elem)
 		e.elem = b.bannedL.PushBack(e)
-		if b.onBan != nil {
-			go b.onBan(key)
-		}
-		return true
+		return true, true
 	}
-	return false
+	return false, false
 }
 
 // evictLocked forgets one entry to make room: the least recently failed

@@ -343,7 +343,9 @@ func TestModuleTroubleIsNotAFailedLogin(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr, srv := miniProxy(t, a, Limits{})
-	srv.bans.setPolicy(BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute})
+	st := *srv.state.Load()
+	st.Bans = BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute}
+	srv.state.Store(&st)
 	for i := 0; i < 3; i++ {
 		_, err := connect(t, addr, xprawire.Rencode).Hello(xpraclient.BaseCaps("u"), []byte("p"), true, false, 5*time.Second)
 		var de *xpraclient.DisconnectError
@@ -351,7 +353,7 @@ func TestModuleTroubleIsNotAFailedLogin(t *testing.T) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	if srv.bans.count() != 0 {
+	if srv.bans.Count() != 0 {
 		t.Fatal("module trouble banned the client")
 	}
 }

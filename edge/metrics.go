@@ -22,7 +22,7 @@ type metrics struct {
 	phaseCuts      *prometheus.CounterVec
 }
 
-func newMetrics(bannedNow func() int) *metrics {
+func newMetrics(bannedNow func() int, storeUp func() bool) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		sessionsActive: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -50,6 +50,14 @@ func newMetrics(bannedNow func() int) *metrics {
 		m.dialSeconds, m.handshake, m.bans, m.phaseCuts,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xpra_edge_banned_addresses", Help: "Addresses banned now."},
 			func() float64 { return float64(bannedNow()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "xpra_edge_store_up",
+			Help: "1 while the shared state (bans, session registry) works: always without a fleet; 0 while the fleet's PostgreSQL is unreachable (new logins are refused)."},
+			func() float64 {
+				if storeUp() {
+					return 1
+				}
+				return 0
+			}),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -263,6 +263,12 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 		return nil, nil
 	}
 
+	// Without its shared store a fleet node takes no new login: it
+	// could neither count a failure nor record the session. The refusal
+	// is an "authentication error", which bans nobody.
+	if err := h.s.registry.Health(); err != nil {
+		return nil, tell(reasonAuthError, err, "the proxy's shared store is unreachable, try again later")
+	}
 	if err := h.authenticate(ctx, caps); err != nil {
 		return nil, err
 	}

@@ -39,7 +39,8 @@ type session struct {
 
 	endOnce     sync.Once
 	release     func() // the session's slot under the limits
-	pinging     bool   // the proxy pings a leg (set before the relay starts)
+	adm         Admission
+	pinging     bool // the proxy pings a leg (set before the relay starts)
 	pingTimer   atomic.Pointer[time.Timer]
 	pingStopped atomic.Bool
 	ending      chan struct{} // closed by end, after both legs are closed
@@ -55,11 +56,20 @@ type session struct {
 	pingsOut sync.Map // leg name -> last ping time (int64 ms)
 }
 
-func (s *Server) newSession(h *handshake, t router.Target, b *xconn) *session {
+// newUUID is a session's uuid: 128 random bits in hex.
+func newUUID() string {
 	var u [16]byte
 	_, _ = rand.Read(u[:])
+	return hex.EncodeToString(u[:])
+}
+
+// admitTimeout bounds a registry's admission of one session.
+const admitTimeout = 3 * time.Second
+
+func (s *Server) newSession(h *handshake, t router.Target, b *xconn, id int, uuid string) *session {
 	sess := &session{
-		uuid:       hex.EncodeToString(u[:]),
+		id:         id,
+		uuid:       uuid,
 		user:       h.identity.Username,
 		module:     h.identity.Module,
 		remote:     h.meta.remote,
@@ -71,7 +81,6 @@ func (s *Server) newSession(h *handshake, t router.Target, b *xconn) *session {
 		clientGone: make(chan struct{}),
 		done:       make(chan struct{}),
 	}
-	sess.id = s.nextID()
 	sess.log = s.log.With("session", sess.id, "user", sess.user, "remote", sess.remote, "target", t.String())
 	return sess
 }
@@ -193,6 +202,9 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 	}
 	wg.Wait()
 	reason, _ := sess.reason.Load().(string)
+	if sess.adm != nil {
+		sess.adm.End(reason, sess.c.bytesIn.Load(), sess.b.bytesIn.Load())
+	}
 	s.metrics.sessionEnded(sess.c.bytesIn.Load(), sess.b.bytesIn.Load())
 	sess.log.Info("session ended", "reason", reason,
 		"bytes_from_client", sess.c.bytesIn.Load(), "bytes_from_server", sess.b.bytesIn.Load(),

@@ -46,7 +46,11 @@ type Limits struct {
 	AuthFailDelay           time.Duration // before "authentication failed"
 	MaxSessions             int           // live relayed sessions; 0: unlimited
 	MaxSessionsPerIP        int           // live sessions per client address; 0: unlimited
-	MaxUnauthenticated      int           // connections not yet logged in (sniffing, login)
+	// MaxSessionsPerUser bounds a user's live sessions; 0: unlimited. With
+	// a shared registry (a fleet) it counts the user's sessions on every
+	// node.
+	MaxSessionsPerUser int
+	MaxUnauthenticated int // connections not yet logged in (sniffing, login)
 	// MaxUnauthenticatedPerIP bounds the connections not yet logged in from
 	// one client address (the PROXY header's, if trusted), so that one
 	// address cannot take every unauthenticated slot; unix listeners are
@@ -91,7 +95,7 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxPacketSize > 0 {
 		d.MaxPacketSize = l.MaxPacketSize
 	}
-	d.MaxSessions, d.MaxSessionsPerIP = l.MaxSessions, l.MaxSessionsPerIP
+	d.MaxSessions, d.MaxSessionsPerIP, d.MaxSessionsPerUser = l.MaxSessions, l.MaxSessionsPerIP, l.MaxSessionsPerUser
 	if l.MaxUnauthenticated > 0 {
 		d.MaxUnauthenticated = l.MaxUnauthenticated
 	}
@@ -201,6 +205,13 @@ type Config struct {
 	TLS *tls.Config
 	// Web configures HTTP on the listeners (HTML5 client files).
 	Web Web
+	// BanStore counts failed logins and holds bans (State.Bans is the
+	// policy); nil: this process's own (NewMemoryBans). A fleet passes one
+	// that every node shares.
+	BanStore BanStore
+	// Registry admits and records sessions; nil: this process's own
+	// (NewMemoryRegistry). A fleet passes one that every node shares.
+	Registry SessionRegistry
 }
 
 // Server is a running xpra-edge.
@@ -233,7 +244,8 @@ type Server struct {
 	unauthIP  unauthTable // unauthenticated connections per address
 	stopReq   chan string
 	isRoot    bool
-	bans      *banList
+	bans      BanStore
+	registry  SessionRegistry
 	closeOnce sync.Once
 	web       *webServer
 	// backendEnc remembers the backends that refused a client's encoder
@@ -274,18 +286,20 @@ func New(cfg Config) (*Server, error) {
 		byConn:    map[net.Conn]*tracked{},
 		stopReq:   make(chan string, 1),
 		isRoot:    os.Geteuid() == 0,
-		bans:      newBanList(),
+		bans:      cfg.BanStore,
+		registry:  cfg.Registry,
 	}
-	s.metrics = newMetrics(s.bans.count)
+	if s.bans == nil {
+		s.bans = NewMemoryBans()
+	}
+	if s.registry == nil {
+		s.registry = NewMemoryRegistry()
+	}
+	s.metrics = newMetrics(s.bans.Count, func() bool { return s.registry.Health() == nil })
 	s.metrics.watchUnauth(s.unauth.Load)
 	st := cfg.State
 	st.Limits = st.Limits.withDefaults()
 	s.state.Store(&st)
-	s.bans.setPolicy(st.Bans)
-	s.bans.onBan = func(addr string) {
-		s.metrics.bans.Inc()
-		s.log.Warn("address banned after repeated failed logins", "addr", addr, "for", st.Bans.BanTime)
-	}
 	return s, nil
 }
 
@@ -359,7 +373,6 @@ func (s *Server) Reload(st State) error {
 	st.Limits = st.Limits.withDefaults()
 	s.state.Store(&st) // before the new listeners accept: they look themselves up in it
 	s.mu.Unlock()
-	s.bans.setPolicy(st.Bans)
 	for _, bl := range bound {
 		s.log.Info("listener added", "listener", bl.name, "addr", bl.ln.Addr().String())
 		if serving {
@@ -468,6 +481,12 @@ func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	webCtx, cancelWeb := context.WithCancel(context.Background())
 	defer cancelWeb()
 	s.startWeb(webCtx)
+	regCtx, stopRegistry := context.WithCancel(context.Background())
+	regDone := make(chan struct{})
+	go func() {
+		defer close(regDone)
+		s.registry.Run(regCtx, s)
+	}()
 	for _, bl := range lns {
 		s.loops.Add(1)
 		go func(bl boundListener) {
@@ -491,6 +510,9 @@ func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	}
 	s.log.Info("stopping", "reason", reason, "sessions", s.SessionCount(), "drain", drain)
 	s.shutdown(drain)
+	// The registry records the ends, then stops (its Run is bounded).
+	stopRegistry()
+	<-regDone
 	s.log.Info("stopped")
 	return nil
 }
@@ -724,9 +746,31 @@ func hostOf(addr string) string {
 	return h
 }
 
+// banned reports whether a client address is banned.
+func (s *Server) banned(remote string) bool { return s.bans.Banned(banKey(hostOf(remote))) }
+
+// Health is nil while the server's shared state works (always, without a
+// fleet); otherwise new logins are refused.
+func (s *Server) Health() error { return s.registry.Health() }
+
+// banStoreTimeout bounds the recording of one failed login.
+const banStoreTimeout = 3 * time.Second
+
 func (s *Server) noteAuthFailure(meta connMeta) {
 	s.metrics.authFailed(meta)
-	s.bans.failure(hostOf(meta.remote))
+	key := banKey(hostOf(meta.remote))
+	p := s.state.Load().Bans
+	ctx, cancel := context.WithTimeout(context.Background(), banStoreTimeout)
+	defer cancel()
+	banned, err := s.bans.Failure(ctx, key, p)
+	if err != nil {
+		s.log.Warn("failed login not counted", "addr", key, "err", err)
+		return
+	}
+	if banned {
+		s.metrics.bans.Inc()
+		s.log.Warn("address banned after repeated failed logins", "addr", key, "for", p.BanTime)
+	}
 }
 
 var errTooManySessions = errors.New("too many sessions")
@@ -768,6 +812,9 @@ func (s *Server) register(sess *session) error {
 	}
 	s.sessions[sess.id] = sess
 	s.mu.Unlock()
+	if sess.adm != nil {
+		sess.adm.Relaying()
+	}
 	if s.cfg.SocketDir == "" {
 		return nil
 	}

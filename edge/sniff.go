@@ -292,7 +292,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		// user. No ':' in the key: it is not a host:port.
 		meta.remote = unixPeerKey(c, l.Address)
 	}
-	if s.bans.banned(hostOf(meta.remote)) {
+	if s.banned(meta.remote) {
 		s.log.Info("connection refused", "remote", meta.remote, "reason", "banned")
 		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
 		_, _ = c.Write([]byte("disconnect: " + reasonAuthFailed + ": too many failed logins from this address, try again later\n"))
@@ -343,7 +343,7 @@ func (s *Server) handleConn(ctx context.Context, c net.Conn, listenerName string
 		}
 		if real != "" {
 			meta.remote = real
-			if s.bans.banned(hostOf(meta.remote)) {
+			if s.banned(meta.remote) {
 				s.refuse(c, meta, "too many failed logins from this address, try again later")
 				return
 			}

@@ -105,6 +105,13 @@ func (s *Server) startWeb(ctx context.Context) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := s.Health(); err != nil {
+			// A fleet node without its store takes no login: a load
+			// balancer's health check sends new clients elsewhere.
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("store unreachable\n"))
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	var files http.Handler = http.NotFoundHandler()

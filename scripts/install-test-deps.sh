@@ -2,7 +2,7 @@
 # Installs the real peers the xpra-edge tests run against (Debian 12 "bookworm", as root):
 # the xpra 3.1.3 server and client, Xvfb, xterm, the X11 inspection tools, the python modules the
 # xpra server needs to draw a window (python3-pil) and to speak rencode, and chromium for the HTML5
-# client tests; then a real xpra 6.x built from PyPI's source release (scripts/install-xpra6.sh).
+# client tests, and PostgreSQL's server binaries for the fleet tests; then a real xpra 6.x built from PyPI's source release (scripts/install-xpra6.sh).
 #
 # Idempotent and fast: when every package is already installed it only runs dpkg-query and exits.
 # Otherwise it runs one `apt-get update` and one `apt-get install` of the missing packages.
@@ -25,6 +25,7 @@ PACKAGES=(
 	passwd          # useradd, userdel, chpasswd (tests create users)
 	util-linux      # runuser, setpriv (servers run as another user)
 	ca-certificates
+	postgresql      # server binaries under /usr/lib/postgresql/15/bin: internal/pgtest runs a private cluster (not the system service)
 )
 
 # One dpkg-query for all packages: prints "NAME STATUS" for the known ones.
@@ -56,6 +57,9 @@ apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 # Sanity: the binaries the harness execs.
 for b in xpra Xvfb xterm xwininfo xprop xdotool chromium runuser setpriv useradd chpasswd; do
 	command -v "$b" >/dev/null || { echo "install-test-deps: $b still missing" >&2; exit 1; }
+done
+for b in initdb postgres; do
+	[ -x "/usr/lib/postgresql/15/bin/$b" ] || { echo "install-test-deps: /usr/lib/postgresql/15/bin/$b missing" >&2; exit 1; }
 done
 
 exec bash "$here/install-xpra6.sh"

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/fleet"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/sockdir"
 	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
@@ -60,6 +61,11 @@ func parseDirsFlag(args []string) ([]string, []string, error) {
 }
 
 func runList(args []string, stdout, stderr io.Writer) int {
+	for _, a := range args {
+		if a == "--fleet" {
+			return runListFleet(args, stdout, stderr)
+		}
+	}
 	dirs, rest, err := parseDirsFlag(args)
 	if err == nil && len(rest) > 0 {
 		err = fmt.Errorf("unexpected argument %q", rest[0])
@@ -156,6 +162,13 @@ func dialControl(target string, dirs []string) (*xpraclient.Conn, int, error) {
 }
 
 func runControl(cmd string, args []string, stdout, stderr io.Writer) int {
+	if cmd == "stop" {
+		for i, a := range args {
+			if fleet.IsFleetTarget(a) {
+				return runStopFleet(a, append(append([]string(nil), args[:i]...), args[i+1:]...), stdout, stderr)
+			}
+		}
+	}
 	dirs, rest, err := parseDirsFlag(args)
 	if err == nil && len(rest) != 1 {
 		err = errors.New("usage: xpra-edge " + cmd + " [--socket-dir DIR] TARGET")
@@ -286,7 +299,11 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 	if len(problems) == 0 {
 		// Build what a start would build (auth modules, routes), binding
 		// nothing, so module options are checked too.
-		if _, err := buildState(cfg, cfg.TLS.Mode != "", slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		var users auth.UserSource
+		if cfg.Store.Enabled() {
+			users = offlineUsers{} // the database is not contacted
+		}
+		if _, err := buildState(cfg, cfg.TLS.Mode != "", users, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			problems = append(problems, err)
 		}
 	}

@@ -18,9 +18,17 @@ Usage:
   xpra-edge proxy [:DISPLAY] [options]      run the proxy (like "xpra proxy")
   xpra-edge sqlite FILE create|list|add|remove|authenticate ...
                                             manage a user database (xpra's schema)
+  xpra-edge pg DSN|--config=FILE create|list|add|remove|authenticate|import FILE.sdb ...
+                                            the same verbs on the fleet's PostgreSQL users table
+                                            (import copies an xpra sqlite file; docs/FLEET.md)
   xpra-edge list [--socket-dir DIR]         list the proxy and its sessions (like "xpra list")
+  xpra-edge list --fleet [--all] (--config FILE | --postgres DSN)
+                                            list every node and live session of a fleet
+                                            (--all: ended ones too; docs/FLEET.md)
   xpra-edge info TARGET                     show info of the proxy (:DISPLAY) or a session (:proxy-ID)
   xpra-edge stop TARGET                     stop the proxy (:DISPLAY) or one session (:proxy-ID)
+  xpra-edge stop UUID|:proxy-ID@NODE (--config FILE | --postgres DSN)
+                                            stop a fleet session on whichever node holds it
   xpra-edge reload [TARGET]                 reload the configuration (same as SIGHUP)
   xpra-edge check-config FILE               validate a configuration file, printing every problem
   xpra-edge hash-password                   read a password on stdin, print an argon2id hash
@@ -41,11 +49,14 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
   --drain=DURATION                       on SIGTERM, let sessions run this long (default 10s)
   --proxy-start-sessions=yes|no          start a session as the user when they have none
                                          (needs root; default yes as root, as in xpra)
+  --postgres=DSN                         join a fleet sharing this PostgreSQL database ([store] postgres;
+                                         the password may come from $XPRA_EDGE_PG_PASSWORD; docs/FLEET.md)
   --log-level=LEVEL --log-format=text|json
   --dev                                  embedded development defaults (what "make run" uses)
 
 Auth modules: allow, none, reject, password (value=), multifile (filename=),
-sqlite (filename=), toml (users from the config file), pam (service=).
+sqlite (filename=), postgres (the fleet's users, needs [store] postgres),
+toml (users from the config file), pam (service=).
 Flags override the file's scalar settings; --bind-tcp/--bind listeners are
 added to the file's listeners.
 `
@@ -67,6 +78,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runProxy(args[1:], stdout, stderr)
 	case "sqlite":
 		return auth.SQLiteCLI(args[1:], stdout, stderr)
+	case "pg", "postgres":
+		return runPG(args[1:], stdout, stderr)
 	case "list":
 		return runList(args[1:], stdout, stderr)
 	case "info", "stop", "id":

@@ -46,6 +46,7 @@ type proxyFlags struct {
 	logFormat  string
 	dev        bool
 	startSess  string
+	postgres   string
 }
 
 // xpra options that make no sense for xpra-edge but appear in existing
@@ -125,6 +126,8 @@ func parseProxyArgs(args []string) (*proxyFlags, []string, error) {
 			f.logFormat, err = takeValue()
 		case "proxy-start-sessions":
 			f.startSess, err = takeValue()
+		case "postgres":
+			f.postgres, err = takeValue()
 		default:
 			if _, ok := ignoredXpraFlags[name]; ok {
 				if !hasValue && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") && !strings.HasPrefix(args[i+1], ":") {
@@ -229,6 +232,9 @@ func effectiveConfig(f *proxyFlags) (*config.Config, error) {
 			return nil, fmt.Errorf("--drain: %w", err)
 		}
 	}
+	if f.postgres != "" {
+		cfg.Store.Postgres = f.postgres
+	}
 	if f.logLevel != "" {
 		cfg.Log.Level = f.logLevel
 	}
@@ -301,9 +307,10 @@ func loopbackBind(bind string) bool {
 }
 
 // buildState turns a validated config into the edge's reloadable state.
-func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, error) {
+// users is the fleet's users table (nil on a standalone node).
+func buildState(cfg *config.Config, tlsOn bool, users auth.UserSource, log *slog.Logger) (edge.State, error) {
 	var st edge.State
-	opts := auth.Options{Users: cfg.Users, PAMService: cfg.PAM.Service}
+	opts := auth.Options{Users: cfg.Users, PAMService: cfg.PAM.Service, Postgres: users}
 	for _, l := range cfg.Listeners {
 		spec := l.Auth
 		if spec == "" {
@@ -357,7 +364,7 @@ func buildState(cfg *config.Config, tlsOn bool, log *slog.Logger) (edge.State, e
 		BackendHandshakeTimeout: l.BackendTimeout.Std(), IdleTimeout: l.IdleTimeout.Std(), WriteTimeout: l.WriteTimeout.Std(),
 		MaxHelloSize: l.MaxHelloSize, MaxPacketSize: l.MaxPacketSize, AuthFailDelay: l.AuthFailDelay.Std(),
 		MaxSessions: l.MaxSessions, MaxSessionsPerIP: l.MaxSessionsPerIP, MaxUnauthenticated: l.MaxUnauthenticated,
-		MaxUnauthenticatedPerIP: l.MaxUnauthenticatedPerIP,
+		MaxUnauthenticatedPerIP: l.MaxUnauthenticatedPerIP, MaxSessionsPerUser: l.MaxSessionsPerUser,
 	}
 	st.Bans = edge.DefaultBanPolicy
 	if cfg.Bans.MaxFailures != nil {

@@ -16,17 +16,30 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/xpra-edge/xpra-edge/auth"
 	"github.com/xpra-edge/xpra-edge/edge"
+	"github.com/xpra-edge/xpra-edge/fleet"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/wsconn"
 )
 
 // proxy is a running `xpra-edge proxy` with what it needs to reload.
 type proxy struct {
-	srv   *edge.Server
-	log   *slog.Logger
-	certs *certs
-	admin *http.Server
+	srv    *edge.Server
+	log    *slog.Logger
+	certs  *certs
+	admin  *http.Server
+	fleet  *fleet.Store  // nil on a standalone node
+	store  config.Store  // what fleet was opened with
+	member *fleet.Member // the fleet's live state (bans, sessions); nil standalone
+}
+
+// users is the fleet's users table, or nil on a standalone node.
+func (p *proxy) users() auth.UserSource {
+	if p.fleet == nil {
+		return nil
+	}
+	return p.fleet.Users()
 }
 
 func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
@@ -47,16 +60,31 @@ func newBackendDialer(b config.Backend) (*edge.BackendDialer, error) {
 
 func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*proxy, error) {
 	p := &proxy{log: log}
+	fl, err := openFleet(ctx, cfg.Store, log.With("component", "fleet"))
+	if err != nil {
+		return nil, err
+	}
+	p.fleet, p.store = fl, cfg.Store
+	if fl != nil {
+		m, err := fleet.NewMember(ctx, fl, fleet.MemberOptions{Address: cfg.Store.Address,
+			Heartbeat: cfg.Store.Heartbeat.Std(), DeadAfter: cfg.Store.DeadAfter.Std()})
+		if err != nil {
+			p.close()
+			return nil, fmt.Errorf("store.postgres: %w", err)
+		}
+		p.member = m
+	}
 	var tlsCfg *tls.Config
 	if cfg.TLS.Mode != "" {
 		c, err := newCerts(cfg.TLS, log.With("component", "tls"))
 		if err != nil {
+			p.close()
 			return nil, err
 		}
 		p.certs = c
 		tlsCfg = c.tlsConfig()
 	}
-	st, err := buildState(cfg, tlsCfg != nil, log)
+	st, err := buildState(cfg, tlsCfg != nil, p.users(), log)
 	if err == nil {
 		err = adoptActivatedSockets(&st, log)
 	}
@@ -64,14 +92,18 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		p.close()
 		return nil, err
 	}
-	srv, err := edge.New(edge.Config{
+	ecfg := edge.Config{
 		Display:   cfg.Display,
 		SocketDir: cfg.SocketDir,
 		State:     st,
 		Logger:    log,
 		TLS:       tlsCfg,
 		Web:       edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins},
-	})
+	}
+	if p.member != nil {
+		ecfg.BanStore, ecfg.Registry = p.member, p.member
+	}
+	srv, err := edge.New(ecfg)
 	if err != nil {
 		p.close()
 		return nil, err
@@ -120,7 +152,14 @@ func (p *proxy) startAdmin(a config.Admin) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(p.srv.Registry(), promhttp.HandlerOpts{}))
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := p.srv.Health(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("store unreachable\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
 	if a.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -148,8 +187,11 @@ func (p *proxy) reload(f *proxyFlags) {
 		err = cfg.Validate()
 	}
 	var st edge.State
+	if err == nil && cfg.Store != p.store {
+		err = errors.New("[store] (and --postgres) cannot change on reload: restart the node")
+	}
 	if err == nil {
-		st, err = buildState(cfg, p.certs != nil, p.log)
+		st, err = buildState(cfg, p.certs != nil, p.users(), p.log)
 	}
 	if err == nil && p.certs != nil {
 		err = p.certs.reload(cfg.TLS)
@@ -172,5 +214,8 @@ func (p *proxy) close() {
 	}
 	if p.certs != nil {
 		p.certs.stop()
+	}
+	if p.fleet != nil {
+		p.fleet.Close()
 	}
 }

@@ -56,6 +56,7 @@ var allowed = map[string][]string{
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
+	"fleet":   {module + "/auth", module + "/edge", "github.com/jackc/pgx/v5"},
 	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
 }
 

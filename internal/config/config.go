@@ -73,7 +73,31 @@ type Config struct {
 	PAM       PAM            `toml:"pam"`
 	Web       Web            `toml:"web"`
 	Sessions  Sessions       `toml:"sessions"`
+	Store     Store          `toml:"store"`
 }
+
+// Store makes the node a member of a fleet sharing PostgreSQL
+// (docs/FLEET.md). Empty Postgres: a standalone node, nothing changes.
+type Store struct {
+	// Postgres is a libpq URL ("postgres://user@host:5432/db") or
+	// key/value string; its password may instead come from the
+	// XPRA_EDGE_PG_PASSWORD environment variable.
+	Postgres string `toml:"postgres"`
+	// Node names this node in the fleet; default: the host name.
+	Node string `toml:"node"`
+	// Address is what `xpra-edge list --fleet` shows for this node
+	// (informative: its host:port behind the load balancer).
+	Address string `toml:"address"`
+	// Heartbeat is how often the node records it is alive and its
+	// sessions' byte counts (default 5s).
+	Heartbeat Duration `toml:"heartbeat"`
+	// DeadAfter: the sessions of a node whose heartbeat is older are
+	// marked ended by the live nodes (default 30s).
+	DeadAfter Duration `toml:"dead_after"`
+}
+
+// Enabled reports whether the node is a fleet member.
+func (s Store) Enabled() bool { return s.Postgres != "" }
 
 // Sessions configures starting new sessions for users of local-session
 // modules (allow, none, password, pam): system-wide mode.
@@ -165,8 +189,11 @@ type Routing struct {
 
 // Limits, each with the default that applies when it is not set.
 type Limits struct {
-	MaxSessions        int `toml:"max_sessions"`        // 0: unlimited
-	MaxSessionsPerIP   int `toml:"max_sessions_per_ip"` // 0: unlimited
+	MaxSessions      int `toml:"max_sessions"`        // 0: unlimited
+	MaxSessionsPerIP int `toml:"max_sessions_per_ip"` // 0: unlimited
+	// MaxSessionsPerUser bounds a user's live sessions (in a fleet, on
+	// every node together); 0: unlimited.
+	MaxSessionsPerUser int `toml:"max_sessions_per_user"`
 	MaxUnauthenticated int `toml:"max_unauthenticated"` // default 1024
 	// MaxUnauthenticatedPerIP: the same from one client address, default 8.
 	MaxUnauthenticatedPerIP int      `toml:"max_unauthenticated_per_ip"`
@@ -370,8 +397,27 @@ func (c *Config) Problems() []error {
 			add("admin.bind: %q is not host:port", c.Admin.Bind)
 		}
 	}
-	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
+	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxSessionsPerUser < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
 		add("limits: sizes and counts cannot be negative")
+	}
+	if p := c.Store.Postgres; p != "" && !strings.HasPrefix(p, "postgres://") && !strings.HasPrefix(p, "postgresql://") && !strings.Contains(p, "=") {
+		add("store.postgres: want a postgres:// URL or a key=value connection string")
+	}
+	if n := c.Store.Node; n != "" && (len(n) > 63 || strings.ContainsAny(n, " \t\n@/:")) {
+		add("store.node: %q must be at most 63 characters without blanks, '@', '/' or ':'", n)
+	}
+	if c.Store.Heartbeat < 0 || c.Store.DeadAfter < 0 {
+		add("store.heartbeat, store.dead_after: cannot be negative")
+	}
+	hb, dead := c.Store.Heartbeat.Std(), c.Store.DeadAfter.Std()
+	if hb == 0 {
+		hb = 5 * time.Second // fleet.DefaultHeartbeat
+	}
+	if dead == 0 {
+		dead = 30 * time.Second // fleet.DefaultDeadAfter
+	}
+	if dead < 2*hb {
+		add("store.dead_after: must be at least twice store.heartbeat (%v)", hb)
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
 		add("limits.max_packet_size: at most 268435456 (256 MiB)")

@@ -1,0 +1,669 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/xpra-edge/xpra-edge/edge"
+)
+
+// The fleet's live state: failed logins and bans, the nodes and their
+// sessions. Member implements edge.BanStore and edge.SessionRegistry on
+// the store's database.
+func init() {
+	register(Migration{Version: 3, Name: "live state", SQL: schemaLive})
+}
+
+const schemaLive = `
+CREATE TABLE edge_nodes (
+	name         text PRIMARY KEY,
+	address      text NOT NULL DEFAULT '',
+	started_at   timestamptz NOT NULL DEFAULT now(),
+	heartbeat_at timestamptz NOT NULL DEFAULT now(),
+	stopped_at   timestamptz
+);
+CREATE TABLE edge_sessions (
+	uuid              text PRIMARY KEY,
+	node              text NOT NULL,
+	local_id          integer NOT NULL,
+	username          text NOT NULL,
+	client_addr       text NOT NULL DEFAULT '',
+	target            text NOT NULL DEFAULT '',
+	started_at        timestamptz NOT NULL DEFAULT now(),
+	relaying          boolean NOT NULL DEFAULT false,
+	bytes_from_client bigint NOT NULL DEFAULT 0,
+	bytes_from_server bigint NOT NULL DEFAULT 0,
+	updated_at        timestamptz NOT NULL DEFAULT now(),
+	stop_requested_at timestamptz,
+	ended_at          timestamptz,
+	end_reason        text
+);
+CREATE INDEX edge_sessions_live_user ON edge_sessions (username) WHERE ended_at IS NULL;
+CREATE INDEX edge_sessions_live_node ON edge_sessions (node, local_id) WHERE ended_at IS NULL;
+CREATE INDEX edge_sessions_ended ON edge_sessions (ended_at) WHERE ended_at IS NOT NULL;
+CREATE TABLE edge_login_failures (
+	key  text NOT NULL,
+	at   timestamptz NOT NULL DEFAULT now(),
+	node text NOT NULL
+);
+CREATE INDEX edge_login_failures_key ON edge_login_failures (key, at);
+CREATE TABLE edge_bans (
+	key        text PRIMARY KEY,
+	until      timestamptz NOT NULL,
+	node       text NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+`
+
+// Notification channels.
+const (
+	chanStop = "xpra_edge_stop" // payload: node TAB uuid
+	chanBan  = "xpra_edge_ban"  // payload: key TAB until (unix ms)
+)
+
+// Reasons the registry records.
+const (
+	ReasonNodeLost    = "node lost"    // its heartbeat stopped (another node marked it)
+	ReasonNodeStopped = "node stopped" // it stopped with the session still recorded live
+	ReasonRestarted   = "node restarted"
+	ReasonStop        = "socket request" // xpra-edge stop, from any node
+)
+
+// Defaults for MemberOptions.
+const (
+	DefaultHeartbeat = 5 * time.Second
+	DefaultDeadAfter = 30 * time.Second
+	// DefaultRetention is how long ended sessions stay listed.
+	DefaultRetention = 24 * time.Hour
+)
+
+const (
+	opTimeout    = 3 * time.Second
+	maxBanCache  = 100_000
+	maxPending   = 100_000
+	backoffFirst = 250 * time.Millisecond
+	backoffMax   = 5 * time.Second
+)
+
+// MemberOptions configures a Member.
+type MemberOptions struct {
+	// Address is what `list --fleet` shows for this node (its public
+	// host:port); informative.
+	Address string
+	// Heartbeat is how often the node records that it is alive, its
+	// sessions' byte counts, and looks for dead nodes (default 5 s).
+	Heartbeat time.Duration
+	// DeadAfter: the sessions of a node whose heartbeat is older are
+	// marked ended ("node lost") by any live node (default 30 s).
+	DeadAfter time.Duration
+	// Retention is how long ended sessions stay in the table (default
+	// 24 h).
+	Retention time.Duration
+}
+
+// Member is one node's part in the fleet's shared live state: an
+// edge.BanStore and an edge.SessionRegistry.
+type Member struct {
+	st   *Store
+	node string
+	log  *slog.Logger
+	o    MemberOptions
+
+	up       atomic.Bool // the last heartbeat worked and the listener is connected
+	listenUp atomic.Bool
+	beatUp   atomic.Bool
+	upSince  atomic.Int64 // unix ns of the last change to up
+	stateMu  sync.Mutex
+	lastUp   *bool // last logged state
+
+	mu      sync.Mutex
+	bans    map[string]time.Time
+	pending []pendingEnd // ends not recorded yet (the store was down)
+	nodeV   edge.Node
+
+	wg sync.WaitGroup // in-flight writes of admissions
+}
+
+type pendingEnd struct {
+	uuid       string
+	reason     string
+	fromClient int64
+	fromServer int64
+}
+
+var (
+	_ edge.BanStore        = (*Member)(nil)
+	_ edge.SessionRegistry = (*Member)(nil)
+)
+
+// NewMember joins the fleet: it records the node (its heartbeat) and
+// ends the sessions a previous run of this node left recorded live
+// ("node restarted"), and loads the bans in force.
+func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error) {
+	if o.Heartbeat <= 0 {
+		o.Heartbeat = DefaultHeartbeat
+	}
+	if o.DeadAfter <= 0 {
+		o.DeadAfter = DefaultDeadAfter
+	}
+	if o.Retention <= 0 {
+		o.Retention = DefaultRetention
+	}
+	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}}
+	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
+	defer cancel()
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO edge_nodes (name, address) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET address = $2, started_at = now(), heartbeat_at = now(), stopped_at = NULL`, m.node, o.Address); err != nil {
+		return nil, st.Err(fmt.Errorf("fleet: record node: %w", err))
+	}
+	if _, err := st.Pool().Exec(ctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2
+		WHERE node = $1 AND ended_at IS NULL`, m.node, ReasonRestarted); err != nil {
+		return nil, st.Err(fmt.Errorf("fleet: end the previous run's sessions: %w", err))
+	}
+	if err := m.loadBans(ctx); err != nil {
+		return nil, err
+	}
+	m.beatUp.Store(true)
+	m.upSince.Store(time.Now().UnixNano())
+	return m, nil
+}
+
+// Health is nil while the node's heartbeat and its notification
+// connection work.
+func (m *Member) Health() error {
+	if !m.beatUp.Load() || !m.listenUp.Load() {
+		return fmt.Errorf("fleet: %w (%s)", ErrUnavailable, m.st.RedactedDSN())
+	}
+	return nil
+}
+
+// setState records one side's state (heartbeat or listener) and logs the
+// node's state when it changes.
+func (m *Member) setState(side *atomic.Bool, ok bool, err error) {
+	side.Store(ok)
+	up := m.beatUp.Load() && m.listenUp.Load()
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
+	if m.lastUp != nil && *m.lastUp == up {
+		return
+	}
+	if m.lastUp == nil && !up && err == nil {
+		return // starting: the other side is not connected yet
+	}
+	m.lastUp = &up
+	m.upSince.Store(time.Now().UnixNano())
+	m.up.Store(up)
+	if up {
+		m.log.Info("fleet store reachable", "database", m.st.RedactedDSN(), "node", m.node)
+	} else {
+		m.log.Warn("fleet store unreachable: live sessions keep running, new logins are refused until it is back", "database", m.st.RedactedDSN(), "node", m.node, "err", m.st.Err(err))
+	}
+}
+
+// noteErr marks the store down when err says it was not reached.
+func (m *Member) noteErr(err error) error {
+	err = m.st.Err(err)
+	if IsUnavailable(err) {
+		m.setState(&m.beatUp, false, err)
+	}
+	return err
+}
+
+// Banned answers from the node's copy of the fleet's bans (kept by
+// notifications and each heartbeat).
+func (m *Member) Banned(key string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	until, ok := m.bans[key]
+	if !ok {
+		return false
+	}
+	if time.Now().Before(until) {
+		return true
+	}
+	delete(m.bans, key)
+	return false
+}
+
+// Count is how many keys are banned now.
+func (m *Member) Count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := time.Now()
+	n := 0
+	for k, u := range m.bans {
+		if now.Before(u) {
+			n++
+		} else {
+			delete(m.bans, k)
+		}
+	}
+	return n
+}
+
+func (m *Member) cacheBan(key string, until time.Time) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.bans) >= maxBanCache {
+		if _, ok := m.bans[key]; !ok {
+			return
+		}
+	}
+	if until.After(m.bans[key]) {
+		m.bans[key] = until
+	}
+}
+
+func (m *Member) loadBans(ctx context.Context) error {
+	rows, err := m.st.Pool().Query(ctx, `SELECT key, until FROM edge_bans WHERE until > now() ORDER BY until DESC LIMIT $1`, maxBanCache)
+	if err != nil {
+		return m.noteErr(fmt.Errorf("fleet: load bans: %w", err))
+	}
+	fresh := map[string]time.Time{}
+	for rows.Next() {
+		var k string
+		var u time.Time
+		if err := rows.Scan(&k, &u); err != nil {
+			rows.Close()
+			return m.noteErr(err)
+		}
+		fresh[k] = u
+	}
+	if err := rows.Err(); err != nil {
+		return m.noteErr(err)
+	}
+	m.mu.Lock()
+	m.bans = fresh
+	m.mu.Unlock()
+	return nil
+}
+
+// Failure counts one failed login of key in the fleet: the failures of
+// every node within p.Window count, and the one that reaches
+// p.MaxFailures bans key for p.BanTime on every node (told at once by a
+// notification).
+func (m *Member) Failure(ctx context.Context, key string, p edge.BanPolicy) (bool, error) {
+	if p.MaxFailures <= 0 {
+		return false, nil
+	}
+	var until time.Time
+	banned := false
+	err := pgx.BeginFunc(ctx, m.st.Pool(), func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('xpra-edge ban ' || $1, 0))`, key); err != nil {
+			return err
+		}
+		var existing time.Time
+		err := tx.QueryRow(ctx, `SELECT until FROM edge_bans WHERE key = $1 AND until > now()`, key).Scan(&existing)
+		if err == nil {
+			until = existing
+			return nil // already banned
+		}
+		if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM edge_login_failures WHERE key = $1 AND at <= now() - $2 * interval '1 millisecond'`, key, p.Window.Milliseconds()); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO edge_login_failures (key, node) VALUES ($1, $2)`, key, m.node); err != nil {
+			return err
+		}
+		var n int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM edge_login_failures WHERE key = $1`, key).Scan(&n); err != nil {
+			return err
+		}
+		if n < p.MaxFailures {
+			return nil
+		}
+		if err := tx.QueryRow(ctx, `INSERT INTO edge_bans (key, until, node) VALUES ($1, now() + $2 * interval '1 millisecond', $3)
+			ON CONFLICT (key) DO UPDATE SET until = excluded.until, node = excluded.node, created_at = now()
+			RETURNING until`, key, p.BanTime.Milliseconds(), m.node).Scan(&until); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM edge_login_failures WHERE key = $1`, key); err != nil {
+			return err
+		}
+		banned = true
+		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, chanBan, key+"\t"+strconv.FormatInt(until.UnixMilli(), 10))
+		return err
+	})
+	if err != nil {
+		return false, m.noteErr(fmt.Errorf("fleet: count a failed login: %w", err))
+	}
+	if !until.IsZero() {
+		m.cacheBan(key, until)
+	}
+	return banned, nil
+}
+
+// Admit records a new session; with lim.MaxSessionsPerUser it counts the
+// user's live sessions on every node (serialized per user by an advisory
+// lock).
+func (m *Member) Admit(ctx context.Context, rec edge.SessionRecord, lim edge.Limits) (edge.Admission, error) {
+	if err := m.Health(); err != nil {
+		return nil, err
+	}
+	tooMany := false
+	err := pgx.BeginFunc(ctx, m.st.Pool(), func(tx pgx.Tx) error {
+		if lim.MaxSessionsPerUser > 0 {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('xpra-edge user ' || $1, 0))`, rec.User); err != nil {
+				return err
+			}
+			var n int
+			if err := tx.QueryRow(ctx, `SELECT count(*) FROM edge_sessions WHERE username = $1 AND ended_at IS NULL`, rec.User).Scan(&n); err != nil {
+				return err
+			}
+			if n >= lim.MaxSessionsPerUser {
+				tooMany = true
+				return nil
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO edge_sessions (uuid, node, local_id, username, client_addr, target)
+			VALUES ($1, $2, $3, $4, $5, $6)`, rec.UUID, m.node, rec.ID, rec.User, rec.Remote, rec.Target)
+		return err
+	})
+	if err != nil {
+		return nil, m.noteErr(fmt.Errorf("fleet: record the session: %w", err))
+	}
+	if tooMany {
+		return nil, fmt.Errorf("%w: the limit of %d per user (in the fleet) is reached", edge.ErrTooManySessions, lim.MaxSessionsPerUser)
+	}
+	return &admission{m: m, uuid: rec.UUID}, nil
+}
+
+type admission struct {
+	m    *Member
+	uuid string
+	once sync.Once
+}
+
+func (a *admission) Relaying() {
+	a.m.async(func(ctx context.Context) error {
+		_, err := a.m.st.Pool().Exec(ctx, `UPDATE edge_sessions SET relaying = true, updated_at = now() WHERE uuid = $1`, a.uuid)
+		return err
+	})
+}
+
+func (a *admission) End(reason string, fromClient, fromServer int64) {
+	a.once.Do(func() {
+		pe := pendingEnd{uuid: a.uuid, reason: reason, fromClient: fromClient, fromServer: fromServer}
+		a.m.async(func(ctx context.Context) error {
+			err := a.m.recordEnds(ctx, []pendingEnd{pe})
+			if err != nil {
+				a.m.mu.Lock()
+				if len(a.m.pending) < maxPending {
+					a.m.pending = append(a.m.pending, pe)
+				}
+				a.m.mu.Unlock()
+			}
+			return err
+		})
+	})
+}
+
+// async runs one write in the background, bounded by opTimeout.
+func (m *Member) async(f func(ctx context.Context) error) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if err := f(ctx); err != nil {
+			m.log.Debug("fleet write failed", "err", m.noteErr(err))
+		}
+	}()
+}
+
+func (m *Member) recordEnds(ctx context.Context, ends []pendingEnd) error {
+	if len(ends) == 0 {
+		return nil
+	}
+	uuids := make([]string, len(ends))
+	reasons := make([]string, len(ends))
+	fc := make([]int64, len(ends))
+	fs := make([]int64, len(ends))
+	for i, e := range ends {
+		uuids[i], reasons[i], fc[i], fs[i] = e.uuid, e.reason, e.fromClient, e.fromServer
+	}
+	_, err := m.st.Pool().Exec(ctx, `UPDATE edge_sessions s SET ended_at = now(), end_reason = v.r,
+		bytes_from_client = v.c, bytes_from_server = v.s, updated_at = now()
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(u, r, c, s)
+		WHERE s.uuid = v.u AND s.node = $5 AND (s.ended_at IS NULL OR s.end_reason = $6)`,
+		uuids, reasons, fc, fs, m.node, ReasonNodeLost)
+	return err
+}
+
+// Run keeps the node's part of the fleet until ctx ends: the heartbeat
+// (with byte counts, pending ends, dead nodes' sessions, old rows) and the
+// notification connection (stops, bans), each reconnecting with backoff.
+// At its end it records the node stopped (bounded by 2 s).
+func (m *Member) Run(ctx context.Context, node edge.Node) {
+	m.mu.Lock()
+	m.nodeV = node
+	m.mu.Unlock()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); m.listen(ctx) }()
+	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
+	wg.Wait()
+	m.wg.Wait()
+	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	m.mu.Lock()
+	pend := m.pending
+	m.pending = nil
+	m.mu.Unlock()
+	_ = m.recordEnds(fctx, pend)
+	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL`, m.node, ReasonNodeStopped)
+	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_nodes SET stopped_at = now() WHERE name = $1`, m.node)
+}
+
+func nextBackoff(b time.Duration) time.Duration {
+	if b == 0 {
+		return backoffFirst
+	}
+	return min(2*b, backoffMax)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// listen keeps one dedicated connection LISTENing for stop requests and
+// bans.
+func (m *Member) listen(ctx context.Context) {
+	var backoff time.Duration
+	for ctx.Err() == nil {
+		err := m.listenOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		m.setState(&m.listenUp, false, err)
+		backoff = nextBackoff(backoff)
+		if !sleepCtx(ctx, backoff) {
+			return
+		}
+	}
+}
+
+func (m *Member) listenOnce(ctx context.Context) error {
+	cctx, cancel := context.WithTimeout(ctx, opTimeout)
+	conn, err := pgx.ConnectConfig(cctx, m.st.Pool().Config().ConnConfig.Copy())
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(c)
+	}()
+	for _, ch := range []string{chanStop, chanBan} {
+		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
+			return err
+		}
+	}
+	// Bans and stops told while this connection was away.
+	lctx, cancel := context.WithTimeout(ctx, opTimeout)
+	err = m.loadBans(lctx)
+	if err == nil {
+		err = m.pollStops(lctx)
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	m.setState(&m.listenUp, true, nil)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		switch n.Channel {
+		case chanStop:
+			node, uuid, _ := strings.Cut(n.Payload, "\t")
+			if node == m.node {
+				go m.stopLocal(uuid)
+			}
+		case chanBan:
+			key, ms, _ := strings.Cut(n.Payload, "\t")
+			if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
+				m.cacheBan(key, time.UnixMilli(v))
+			}
+		}
+	}
+}
+
+func (m *Member) stopLocal(uuid string) {
+	m.mu.Lock()
+	n := m.nodeV
+	m.mu.Unlock()
+	if n != nil && n.StopSession(uuid, ReasonStop) {
+		m.log.Info("session stopped on a fleet request", "uuid", uuid)
+	}
+}
+
+// pollStops ends the local sessions whose stop was requested while no
+// notification could arrive.
+func (m *Member) pollStops(ctx context.Context) error {
+	rows, err := m.st.Pool().Query(ctx, `SELECT uuid FROM edge_sessions WHERE node = $1 AND ended_at IS NULL AND stop_requested_at IS NOT NULL`, m.node)
+	if err != nil {
+		return m.noteErr(err)
+	}
+	uuids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return m.noteErr(err)
+	}
+	for _, u := range uuids {
+		go m.stopLocal(u)
+	}
+	return nil
+}
+
+func (m *Member) heartbeatLoop(ctx context.Context) {
+	var backoff time.Duration
+	n := 0
+	for {
+		wait := m.o.Heartbeat
+		if err := m.beat(ctx, n); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			m.setState(&m.beatUp, false, err)
+			backoff = nextBackoff(backoff)
+			wait = min(backoff, m.o.Heartbeat)
+		} else {
+			backoff = 0
+			m.setState(&m.beatUp, true, nil)
+		}
+		n++
+		if !sleepCtx(ctx, wait) {
+			return
+		}
+	}
+}
+
+// beat is one heartbeat.
+func (m *Member) beat(ctx context.Context, n int) error {
+	ctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	pool := m.st.Pool()
+	if _, err := pool.Exec(ctx, `INSERT INTO edge_nodes (name, address) VALUES ($1, $2)
+		ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL`, m.node, m.o.Address); err != nil {
+		return m.st.Err(err)
+	}
+	wasUp := m.up.Load()
+	m.mu.Lock()
+	pend := m.pending
+	m.pending = nil
+	node := m.nodeV
+	m.mu.Unlock()
+	if err := m.recordEnds(ctx, pend); err != nil {
+		m.mu.Lock()
+		m.pending = append(pend, m.pending...)
+		m.mu.Unlock()
+		return m.st.Err(err)
+	}
+	if node != nil {
+		stats := node.SessionStats()
+		if len(stats) > 0 {
+			uuids := make([]string, len(stats))
+			fc := make([]int64, len(stats))
+			fs := make([]int64, len(stats))
+			for i, s := range stats {
+				uuids[i], fc[i], fs[i] = s.UUID, s.FromClient, s.FromServer
+			}
+			// A session marked lost while this node could not heartbeat
+			// (the store was away) is live again.
+			if _, err := pool.Exec(ctx, `UPDATE edge_sessions s SET bytes_from_client = v.c, bytes_from_server = v.s, updated_at = now(),
+				ended_at = CASE WHEN s.end_reason = $5 THEN NULL ELSE s.ended_at END,
+				end_reason = CASE WHEN s.end_reason = $5 THEN NULL ELSE s.end_reason END
+				FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS v(u, c, s)
+				WHERE s.uuid = v.u AND s.node = $4`, uuids, fc, fs, m.node, ReasonNodeLost); err != nil {
+				return m.st.Err(err)
+			}
+		}
+	}
+	// Only a node that has been up for DeadAfter judges others: after an
+	// outage of the store every node needs a heartbeat's time to be back.
+	if wasUp && time.Since(time.Unix(0, m.upSince.Load())) >= m.o.DeadAfter {
+		tag, err := pool.Exec(ctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $3
+			WHERE ended_at IS NULL AND node <> $1 AND node IN
+			(SELECT name FROM edge_nodes WHERE heartbeat_at < now() - $2 * interval '1 millisecond')`, m.node, m.o.DeadAfter.Milliseconds(), ReasonNodeLost)
+		if err != nil {
+			return m.st.Err(err)
+		}
+		if tag.RowsAffected() > 0 {
+			m.log.Warn("sessions of nodes without a heartbeat marked ended", "sessions", tag.RowsAffected(), "dead_after", m.o.DeadAfter)
+		}
+	}
+	if n%12 == 0 {
+		if _, err := pool.Exec(ctx, `DELETE FROM edge_bans WHERE until < now()`); err != nil {
+			return m.st.Err(err)
+		}
+		if _, err := pool.Exec(ctx, `DELETE FROM edge_login_failures WHERE at < now() - interval '1 day'`); err != nil {
+			return m.st.Err(err)
+		}
+		if _, err := pool.Exec(ctx, `DELETE FROM edge_sessions WHERE ended_at < now() - $1 * interval '1 millisecond'`, m.o.Retention.Milliseconds()); err != nil {
+			return m.st.Err(err)
+		}
+		if err := m.loadBans(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,374 @@
+package fleet
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/edge"
+	"github.com/xpra-edge/xpra-edge/internal/pgtest"
+)
+
+// fakeNode is an edge.Node whose sessions are admissions held by the test.
+type fakeNode struct {
+	mu       sync.Mutex
+	sessions map[string]edge.Admission
+	bytes    int64
+	stopped  chan string
+}
+
+func newFakeNode() *fakeNode {
+	return &fakeNode{sessions: map[string]edge.Admission{}, stopped: make(chan string, 8)}
+}
+
+func (f *fakeNode) add(uuid string, a edge.Admission) {
+	f.mu.Lock()
+	f.sessions[uuid] = a
+	f.mu.Unlock()
+}
+
+func (f *fakeNode) SessionStats() []edge.SessionStats {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []edge.SessionStats
+	for u := range f.sessions {
+		out = append(out, edge.SessionStats{UUID: u, FromClient: f.bytes, FromServer: 2 * f.bytes})
+	}
+	return out
+}
+
+func (f *fakeNode) StopSession(uuid, reason string) bool {
+	f.mu.Lock()
+	a, ok := f.sessions[uuid]
+	delete(f.sessions, uuid)
+	f.mu.Unlock()
+	if !ok {
+		return false
+	}
+	a.End(reason, 1, 2)
+	f.stopped <- uuid
+	return true
+}
+
+type memberT struct {
+	*Member
+	node   *fakeNode
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// joinT opens a store for node on dsn and runs a member until the test ends.
+func joinT(t *testing.T, dsn, node string, o MemberOptions, run bool) *memberT {
+	t.Helper()
+	st := openT(t, Options{DSN: dsn, Node: node})
+	m, err := NewMember(ctxT(t), st, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mt := &memberT{Member: m, node: newFakeNode(), done: make(chan struct{})}
+	if !run {
+		close(mt.done)
+		return mt
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mt.cancel = cancel
+	go func() { defer close(mt.done); m.Run(ctx, mt.node) }()
+	t.Cleanup(func() { cancel(); <-mt.done })
+	waitFor(t, "member healthy", 10*time.Second, func() bool { return m.Health() == nil })
+	return mt
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not after %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func fastOpts() MemberOptions {
+	return MemberOptions{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Second}
+}
+
+// Failures spread over two nodes count toward one ban, which both enforce
+// (the other node learns it by notification, within a second).
+func TestFleetBansShared(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	b := joinT(t, c.DSN(), "b", fastOpts(), true)
+	p := edge.BanPolicy{MaxFailures: 3, Window: time.Minute, BanTime: time.Minute}
+	ctx := ctxT(t)
+	for i, m := range []*memberT{a, b} {
+		banned, err := m.Failure(ctx, "192.0.2.7", p)
+		if err != nil || banned {
+			t.Fatalf("failure %d: %v %v", i, banned, err)
+		}
+	}
+	if a.Banned("192.0.2.7") || b.Banned("192.0.2.7") {
+		t.Fatal("banned before the third failure")
+	}
+	banned, err := a.Failure(ctx, "192.0.2.7", p)
+	if err != nil || !banned {
+		t.Fatalf("third failure: %v %v", banned, err)
+	}
+	if !a.Banned("192.0.2.7") {
+		t.Fatal("the banning node does not enforce its ban")
+	}
+	took := waitFor(t, "ban seen by the other node", 2*time.Second, func() bool { return b.Banned("192.0.2.7") })
+	t.Logf("ban reached the other node in %v", took)
+	if b.Banned("192.0.2.8") || b.Count() != 1 {
+		t.Fatalf("other addresses banned: count %d", b.Count())
+	}
+	// A further failure of a banned key is no new ban.
+	if banned, err := b.Failure(ctx, "192.0.2.7", p); err != nil || banned {
+		t.Fatalf("failure while banned: %v %v", banned, err)
+	}
+	// A node that joins later loads the bans in force.
+	late := joinT(t, c.DSN(), "late", fastOpts(), false)
+	if !late.Banned("192.0.2.7") {
+		t.Fatal("a joining node does not load the bans")
+	}
+	// Failures outside the window do not count.
+	short := edge.BanPolicy{MaxFailures: 2, Window: 300 * time.Millisecond, BanTime: time.Minute}
+	if banned, _ := a.Failure(ctx, "198.51.100.1", short); banned {
+		t.Fatal("banned after one failure")
+	}
+	time.Sleep(400 * time.Millisecond) // let the first failure leave the window
+	if banned, _ := b.Failure(ctx, "198.51.100.1", short); banned {
+		t.Fatal("a failure outside the window counted")
+	}
+	if banned, _ := a.Failure(ctx, "198.51.100.1", short); !banned {
+		t.Fatal("two failures within the window did not ban")
+	}
+}
+
+// The per-user cap counts the user's sessions on every node.
+func TestFleetSessionsPerUser(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	b := joinT(t, c.DSN(), "b", fastOpts(), true)
+	ctx := ctxT(t)
+	lim := edge.Limits{MaxSessionsPerUser: 2}
+	rec := func(id int, uuid string) edge.SessionRecord {
+		return edge.SessionRecord{ID: id, UUID: uuid, User: "alice", Remote: "192.0.2.1:5000", Target: "tcp://127.0.0.1:1"}
+	}
+	s1, err := a.Admit(ctx, rec(1, "00000000000000000000000000000001"), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Admit(ctx, rec(1, "00000000000000000000000000000002"), lim); err != nil {
+		t.Fatal(err)
+	}
+	_, err = a.Admit(ctx, rec(2, "00000000000000000000000000000003"), lim)
+	if !errors.Is(err, edge.ErrTooManySessions) {
+		t.Fatalf("third session of the user in the fleet: %v", err)
+	}
+	if _, err := b.Admit(ctx, edge.SessionRecord{ID: 2, UUID: "00000000000000000000000000000004", User: "bob"}, lim); err != nil {
+		t.Fatalf("another user: %v", err)
+	}
+	s1.End("done", 10, 20)
+	waitFor(t, "room after an end", 5*time.Second, func() bool {
+		_, err := b.Admit(ctx, rec(3, "00000000000000000000000000000005"), lim)
+		return err == nil
+	})
+}
+
+// A stop requested through the store (as `xpra-edge stop` does from any
+// machine) reaches the node holding the session by notification and is
+// recorded ended, well within 2 s; the listing shows every node's
+// sessions with their byte counts.
+func TestFleetStopAndList(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	b := joinT(t, c.DSN(), "b", fastOpts(), true)
+	ctx := ctxT(t)
+	const ua, ub = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	for _, x := range []struct {
+		m    *memberT
+		uuid string
+	}{{a, ua}, {b, ub}} {
+		adm, err := x.m.Admit(ctx, edge.SessionRecord{ID: 7, UUID: x.uuid, User: "u", Remote: "192.0.2.9:1", Target: "tcp://t"}, edge.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		adm.Relaying()
+		x.m.node.bytes = 1000
+		x.m.node.add(x.uuid, adm)
+	}
+	var sessions []SessionRow
+	waitFor(t, "both sessions listed with bytes", 5*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sessions = ss
+		return len(ss) == 2 && ss[0].FromServer == 2000 && ss[1].FromServer == 2000 && ss[0].Relaying && ss[1].Relaying
+	})
+	if sessions[0].Node != "a" || sessions[1].Node != "b" || sessions[1].Name() != ":proxy-7@b" {
+		t.Fatalf("listing: %+v", sessions)
+	}
+	nodes, _, _ := ListLive(ctx, a.st, false)
+	if len(nodes) != 2 || FormatSessions(nodes, sessions, time.Second) == "" {
+		t.Fatalf("nodes %+v", nodes)
+	}
+	// Stop b's session through a's store, by uuid.
+	start := time.Now()
+	row, err := RequestStop(ctx, a.st, ub, 2*time.Second)
+	took := time.Since(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if row.Ended == nil || row.Reason != ReasonStop || row.Node != "b" {
+		t.Fatalf("stopped row %+v", row)
+	}
+	t.Logf("stop from node a to node b recorded ended in %v", took)
+	select {
+	case u := <-b.node.stopped:
+		if u != ub {
+			t.Fatalf("b stopped %s", u)
+		}
+	default:
+		t.Fatal("b did not stop its session")
+	}
+	// By name, a's own.
+	if _, err := RequestStop(ctx, b.st, ":proxy-7@a", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RequestStop(ctx, b.st, ":proxy-7@a", time.Second); !errors.Is(err, ErrNoSuchSession) {
+		t.Fatalf("stop of an ended session: %v", err)
+	}
+	if _, err := RequestStop(ctx, b.st, "nonsense", time.Second); err == nil {
+		t.Fatal("a malformed target was accepted")
+	}
+}
+
+// The sessions of a node that stopped heartbeating (killed) are marked
+// ended after DeadAfter by a live node; a node that stops cleanly ends its
+// own.
+func TestFleetDeadNodeSessionsEnd(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	dead := joinT(t, c.DSN(), "dead", fastOpts(), false) // joined, never heartbeats: as if killed
+	dead.listenUp.Store(true)                            // as if it had been running
+	ctx := ctxT(t)
+	if _, err := dead.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "dddddddddddddddddddddddddddddddd", User: "u"}, edge.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	took := waitFor(t, "dead node's session ended", 10*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ss) == 1 && ss[0].Ended != nil && ss[0].Reason == ReasonNodeLost
+	})
+	t.Logf("marked ended %v after it was recorded (dead_after 1s, heartbeat 200ms)", took)
+	if took < 500*time.Millisecond {
+		t.Fatalf("ended after %v, before the timeout", took)
+	}
+	// A clean stop ends the node's remaining sessions.
+	b := joinT(t, c.DSN(), "b", fastOpts(), true)
+	if _, err := b.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", User: "u"}, edge.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	b.cancel()
+	<-b.done
+	_, ss, err := ListLive(ctx, a.st, false)
+	if err != nil || len(ss) != 0 {
+		t.Fatalf("after b stopped: %+v %v", ss, err)
+	}
+}
+
+// With PostgreSQL stopped, a member reports itself unhealthy, refuses
+// admissions with ErrUnavailable and keeps its bans; ends recorded
+// meanwhile are written once the database is back, and it is healthy
+// again.
+func TestFleetStoreDownAndBack(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	ctx := ctxT(t)
+	p := edge.BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute}
+	if banned, err := a.Failure(ctx, "203.0.113.5", p); err != nil || !banned {
+		t.Fatal(banned, err)
+	}
+	adm, err := a.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "ffffffffffffffffffffffffffffffff", User: "u"}, edge.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Stop()
+	took := waitFor(t, "unhealthy", 5*time.Second, func() bool { return a.Health() != nil })
+	t.Logf("outage noticed in %v", took)
+	if !errors.Is(a.Health(), ErrUnavailable) {
+		t.Fatalf("health: %v", a.Health())
+	}
+	if _, err := a.Admit(ctx, edge.SessionRecord{ID: 2, UUID: "f0000000000000000000000000000000", User: "u"}, edge.Limits{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("admit while down: %v", err)
+	}
+	if _, err := a.Failure(ctx, "203.0.113.6", p); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("failure while down: %v", err)
+	}
+	if !a.Banned("203.0.113.5") {
+		t.Fatal("bans forgotten while the store is down")
+	}
+	adm.End("client connection lost", 5, 6)
+	c.Start()
+	took = waitFor(t, "healthy again", 15*time.Second, func() bool { return a.Health() == nil })
+	t.Logf("recovered %v after PostgreSQL was back", took)
+	waitFor(t, "the end recorded meanwhile written", 5*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, true)
+		return err == nil && len(ss) == 1 && ss[0].Ended != nil && ss[0].Reason == "client connection lost"
+	})
+}
+
+// An outage of PostgreSQL longer than DeadAfter does not make the nodes
+// mark each other's live sessions lost when it is back (a node judges
+// others only after DeadAfter of its own good heartbeats), and a session
+// wrongly marked lost is live again at its node's next heartbeat.
+func TestFleetOutageIsNoDeath(t *testing.T) {
+	c := pgtest.Start(t)
+	// b heartbeats slower: back after the outage later than a.
+	const dead = 2 * time.Second
+	a := joinT(t, c.DSN(), "a", MemberOptions{Heartbeat: 200 * time.Millisecond, DeadAfter: dead}, true)
+	b := joinT(t, c.DSN(), "b", MemberOptions{Heartbeat: 900 * time.Millisecond, DeadAfter: dead}, true)
+	ctx := ctxT(t)
+	for _, x := range []struct {
+		m    *memberT
+		uuid string
+	}{{a, "a0000000000000000000000000000000"}, {b, "b0000000000000000000000000000000"}} {
+		adm, err := x.m.Admit(ctx, edge.SessionRecord{ID: 1, UUID: x.uuid, User: "u"}, edge.Limits{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.m.node.add(x.uuid, adm)
+	}
+	c.Stop()
+	waitFor(t, "both unhealthy", 5*time.Second, func() bool { return a.Health() != nil && b.Health() != nil })
+	time.Sleep(2 * dead) // longer than DeadAfter
+	c.Start()
+	// Watched from the restart until past the judging delay: not even
+	// for a moment.
+	for end := time.Now().Add(2 * dead); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+		_, ss, err := ListLive(ctx, a.st, true)
+		if err != nil {
+			continue // a connection of the pool from before the restart
+		}
+		for _, s := range ss {
+			if s.Ended != nil {
+				t.Fatalf("%s marked %q after the outage", s.Name(), s.Reason)
+			}
+		}
+	}
+	waitFor(t, "both healthy", 15*time.Second, func() bool { return a.Health() == nil && b.Health() == nil })
+	if _, err := a.st.Pool().Exec(ctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $1 WHERE node = 'b'`, ReasonNodeLost); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's session live again", 5*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, false)
+		return err == nil && len(ss) == 2
+	})
+}

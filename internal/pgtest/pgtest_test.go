@@ -1,0 +1,97 @@
+package pgtest
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func query(t *testing.T, dsn string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close(context.Background())
+	var db string
+	err = conn.QueryRow(ctx, "SELECT current_database()").Scan(&db)
+	return db, err
+}
+
+// TestClusterStopStart proves the harness: a server on loopback with a
+// password, a database, a restart on the same port that keeps the data,
+// and a refused connection while stopped.
+func TestClusterStopStart(t *testing.T) {
+	c := Start(t)
+	if db, err := query(t, c.DSN()); err != nil || db != Database {
+		t.Fatalf("query: %q, %v", db, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, c.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)"); err != nil {
+		t.Fatal(err)
+	}
+	var addr string
+	if err := conn.QueryRow(ctx, "SELECT host(inet_server_addr())").Scan(&addr); err != nil || addr != "127.0.0.1" {
+		t.Fatalf("server address %q, %v", addr, err)
+	}
+	conn.Close(ctx)
+
+	// A wrong password is refused: authentication is really on.
+	bad := strings.Replace(c.DSN(), c.Password, "wrong", 1)
+	if _, err := query(t, bad); err == nil || !strings.Contains(err.Error(), "password authentication failed") {
+		t.Fatalf("wrong password: %v", err)
+	}
+
+	port := c.Port
+	c.Stop()
+	if c.Running() {
+		t.Fatal("still running after Stop")
+	}
+	if _, err := query(t, c.DSN()); err == nil {
+		t.Fatal("connected to a stopped cluster")
+	}
+	c.Stop() // idempotent
+	c.Start()
+	if c.Port != port {
+		t.Fatalf("port changed %d -> %d", port, c.Port)
+	}
+	conn, err = pgx.Connect(ctx, c.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var v int
+	if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
+		t.Fatalf("data after restart: %d, %v", v, err)
+	}
+}
+
+// TestTerminateBackends proves that the harness can cut a client's
+// connection from the server side, and CreateDatabase gives a fresh one.
+func TestTerminateBackends(t *testing.T) {
+	c := Start(t)
+	dsn := c.CreateDatabase(t, "other")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if n := c.TerminateBackends(t, "datname = 'other'"); n != 1 {
+		t.Fatalf("terminated %d backends, want 1", n)
+	}
+	if err := conn.Ping(ctx); err == nil {
+		t.Fatal("ping succeeded on a terminated connection")
+	}
+}
