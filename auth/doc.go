@@ -2,9 +2,10 @@
 // challenge/response: it chooses the digests, makes one-time salts,
 // verifies responses in constant time and implements the authentication
 // modules (allow, none, reject, password, multifile, sqlite, toml users,
-// pam). It also carries the `xpra-edge sqlite` database tool.
+// pam, ldap). It also carries the `xpra-edge sqlite` database tool.
 //
-// It must not touch sockets, packets or the router: the edge reads the
+// It must not touch client sockets, packets or the router (the ldap
+// module dials only its directory): the edge reads the
 // hellos, sends the challenge packet and calls a Login. It never resolves
 // uid/gid names (declared strings are passed on as they are), and it never
 // logs or returns in an error a password, a response or a salt.

@@ -45,6 +45,7 @@ type swOptions struct {
 	startSessions bool   // [sessions] start
 	allowListener bool   // add a listener with auth = "allow"
 	pamService    string // [pam] service; "" = "login"
+	auth          string // the main listener's module; "" = "pam"
 }
 
 // startSystemwideProxy writes a system-wide configuration and runs the
@@ -64,7 +65,11 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 	if o.sessDir != "" {
 		fmt.Fprintf(&b, "socket_dirs = [%q]\n", o.sessDir)
 	}
-	fmt.Fprintf(&b, "auth = \"pam\"\n\n[[listener]]\nbind = %q\n", sp.addr)
+	authSpec := o.auth
+	if authSpec == "" {
+		authSpec = "pam"
+	}
+	fmt.Fprintf(&b, "auth = %q\n\n[[listener]]\nbind = %q\n", authSpec, sp.addr)
 	if o.allowListener {
 		sp.allow = xpratest.FreeTCPAddr(t)
 		fmt.Fprintf(&b, "\n[[listener]]\nbind = %q\nauth = \"allow\"\n", sp.allow)

@@ -52,7 +52,7 @@ var allowed = map[string][]string{
 	"internal/xprawire": {"github.com/pierrec/lz4/v4", "github.com/andybalholm/brotli"},
 	"internal/sockdir":  {},
 	"internal/wsconn":   {},
-	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3"},
+	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3", "github.com/go-ldap/ldap/v3"},
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},

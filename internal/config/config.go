@@ -76,7 +76,7 @@ type Config struct {
 }
 
 // Sessions configures starting new sessions for users of local-session
-// modules (allow, none, password, pam): system-wide mode.
+// modules (allow, none, password, pam, ldap): system-wide mode.
 type Sessions struct {
 	// Start starts a session as the user when they have none or ask for
 	// one (xpra's --proxy-start-sessions). It needs the proxy to run as
@@ -100,7 +100,7 @@ type Sessions struct {
 
 // StartEnabled is whether sessions are started: the configured start, else
 // on for a proxy running as root (only logins of the modules whose sessions
-// are a system user's own, allow, none, password and pam, ever start one).
+// are a system user's own, allow, none, password, pam and ldap, ever start one).
 func (s Sessions) StartEnabled(isRoot bool) bool {
 	if s.Start != nil {
 		return *s.Start
