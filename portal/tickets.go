@@ -42,7 +42,7 @@ func (a *ticketAuth) Begin(username string, t auth.Transport) auth.Login {
 		}
 		defer clear(tk.secret)
 		tl.target, tl.ok = tk.target, true
-		a.p.log.Info("ticket used", "user", tk.user, "display", tk.target.Display)
+		a.p.log.Info("ticket used", "user", tk.user, "display", displayName(tk.target))
 		return auth.Identity{Username: tk.user, Module: TicketModule}, nil
 	})
 	return tl
