@@ -19,7 +19,18 @@ import (
 	"github.com/xpra-edge/xpra-edge/edge"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/wsconn"
+	"github.com/xpra-edge/xpra-edge/portal"
 )
+
+// newPortal builds the browser portal of [portal]: password logins with
+// the listener's own module.
+func newPortal(c config.Portal, log *slog.Logger) *portal.Portal {
+	return portal.New(portal.Config{
+		AdminGroup: c.AdminGroup, AdminUsers: c.AdminUsers,
+		LoginTTL: c.LoginTTL.Std(), IdleTTL: c.IdleTimeout.Std(), TicketTTL: c.TicketTTL.Std(),
+		Logger: log,
+	})
+}
 
 // proxy is a running `xpra-edge proxy` with what it needs to reload.
 type proxy struct {
@@ -64,17 +75,26 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		p.close()
 		return nil, err
 	}
+	web := edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins}
+	var pt *portal.Portal
+	if cfg.Portal.Enable {
+		pt = newPortal(cfg.Portal, log)
+		web.Portal = pt
+	}
 	srv, err := edge.New(edge.Config{
 		Display:   cfg.Display,
 		SocketDir: cfg.SocketDir,
 		State:     st,
 		Logger:    log,
 		TLS:       tlsCfg,
-		Web:       edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins},
+		Web:       web,
 	})
 	if err != nil {
 		p.close()
 		return nil, err
+	}
+	if pt != nil {
+		pt.Attach(srv)
 	}
 	p.srv = srv
 	// Certificates first: once the port is bound a client may connect

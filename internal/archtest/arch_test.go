@@ -56,6 +56,9 @@ var allowed = map[string][]string{
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
+	// portal: the browser portal; it imports edge for the proxy's types,
+	// edge never imports it (it is given an edge.Portal).
+	"portal":  {module + "/edge", module + "/auth", module + "/router"},
 	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
 }
 
@@ -69,6 +72,9 @@ func TestImportArrows(t *testing.T) {
 			}
 			if rel == "edge" && strings.HasPrefix(imp, module+"/tlsconf") {
 				t.Errorf("edge imports tlsconf: it must receive a *tls.Config")
+			}
+			if rel == "edge" && strings.HasPrefix(imp, module+"/portal") {
+				t.Errorf("edge imports portal: it must receive an edge.Portal")
 			}
 			if !constrained || isStd(imp) {
 				continue

@@ -73,6 +73,28 @@ type Config struct {
 	PAM       PAM            `toml:"pam"`
 	Web       Web            `toml:"web"`
 	Sessions  Sessions       `toml:"sessions"`
+	Portal    Portal         `toml:"portal"`
+}
+
+// Portal configures the browser portal at "/" of the listeners that serve
+// https (the HTML5 client files move to /client/; their other paths keep
+// working).
+type Portal struct {
+	// Enable serves the portal. It needs [tls]: the portal answers over
+	// https only (plain http is redirected to https, or refused).
+	Enable bool `toml:"enable"`
+	// AdminGroup: users in this group (their system groups, or those
+	// their login method reports) see the admin view at /admin/.
+	AdminGroup string `toml:"admin_group"`
+	// AdminUsers see the admin view too.
+	AdminUsers []string `toml:"admin_users"`
+	// LoginTTL bounds a portal login (default 12h).
+	LoginTTL Duration `toml:"login_ttl"`
+	// IdleTimeout ends a portal login unused that long (default 1h).
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// TicketTTL bounds an "open" ticket until the HTML5 client uses it
+	// (default 60s).
+	TicketTTL Duration `toml:"ticket_ttl"`
 }
 
 // Sessions configures starting new sessions for users of local-session
@@ -372,6 +394,15 @@ func (c *Config) Problems() []error {
 	}
 	if c.Limits.MaxHelloSize < 0 || c.Limits.MaxPacketSize < 0 || c.Limits.MaxSessions < 0 || c.Limits.MaxSessionsPerIP < 0 || c.Limits.MaxUnauthenticated < 0 || c.Limits.MaxUnauthenticatedPerIP < 0 {
 		add("limits: sizes and counts cannot be negative")
+	}
+	if c.Portal.Enable && c.TLS.Mode == "" {
+		add("portal.enable: the portal needs [tls] (it is served over https only)")
+	}
+	if c.Portal.LoginTTL < 0 || c.Portal.IdleTimeout < 0 || c.Portal.TicketTTL < 0 {
+		add("portal: durations cannot be negative")
+	}
+	if c.Portal.TicketTTL.Std() > 10*time.Minute {
+		add("portal.ticket_ttl: at most 10m (a ticket is meant to be used at once)")
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
 		add("limits.max_packet_size: at most 268435456 (256 MiB)")
