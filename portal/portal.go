@@ -119,7 +119,13 @@ func New(cfg Config) *Portal {
 	}
 	p := &Portal{cfg: cfg, log: cfg.Logger.With("component", "portal"), store: newStore(cfg.Now)}
 	if len(p.cfg.Methods) == 0 {
-		p.cfg.Methods = []Method{&ModuleLogin{ModuleOf: p.moduleOf}}
+		p.cfg.Methods = []Method{&ModuleLogin{}}
+	}
+	for _, m := range p.cfg.Methods {
+		// A ModuleLogin told nothing uses the request's listener's module.
+		if ml, ok := m.(*ModuleLogin); ok && ml.Module == nil && ml.ModuleOf == nil {
+			ml.ModuleOf = p.moduleOf
+		}
 	}
 	p.routes()
 	return p

@@ -23,13 +23,33 @@ import (
 )
 
 // newPortal builds the browser portal of [portal]: password logins with
-// the listener's own module.
-func newPortal(c config.Portal, log *slog.Logger) *portal.Portal {
+// the listener's own module (unless password_login = false), and single
+// sign-on with [portal.oidc].
+func newPortal(c config.Portal, log *slog.Logger) (*portal.Portal, error) {
+	var methods []portal.Method
+	if c.PasswordLogin == nil || *c.PasswordLogin {
+		methods = append(methods, &portal.ModuleLogin{})
+	}
+	if o := c.OIDC; o != nil {
+		m, err := portal.NewOIDC(portal.OIDCConfig{
+			Issuer: o.Issuer, ClientID: o.ClientID,
+			ClientSecretFile: o.ClientSecretFile, ClientSecretEnv: o.ClientSecretEnv,
+			RedirectURL: o.RedirectURL, Scopes: o.Scopes,
+			UsernameClaim: o.UsernameClaim, GroupsClaim: o.GroupsClaim,
+			AllowedGroups: o.AllowedGroups, GroupDisplays: o.GroupDisplays, LocalSessions: o.LocalSessions,
+			CAFile: o.CAFile, Label: o.Label, Timeout: o.Timeout.Std(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("portal.oidc: %w", err)
+		}
+		methods = append(methods, m)
+	}
 	return portal.New(portal.Config{
+		Methods:    methods,
 		AdminGroup: c.AdminGroup, AdminUsers: c.AdminUsers,
 		LoginTTL: c.LoginTTL.Std(), IdleTTL: c.IdleTimeout.Std(), TicketTTL: c.TicketTTL.Std(),
 		Logger: log,
-	})
+	}), nil
 }
 
 // proxy is a running `xpra-edge proxy` with what it needs to reload.
@@ -78,7 +98,10 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 	web := edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins}
 	var pt *portal.Portal
 	if cfg.Portal.Enable {
-		pt = newPortal(cfg.Portal, log)
+		if pt, err = newPortal(cfg.Portal, log); err != nil {
+			p.close()
+			return nil, err
+		}
 		web.Portal = pt
 	}
 	srv, err := edge.New(edge.Config{

@@ -58,7 +58,7 @@ var allowed = map[string][]string{
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
 	// portal: the browser portal; it imports edge for the proxy's types,
 	// edge never imports it (it is given an edge.Portal).
-	"portal":  {module + "/edge", module + "/auth", module + "/router"},
+	"portal":  {module + "/edge", module + "/auth", module + "/router", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
 	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,6 +96,45 @@ type Portal struct {
 	// TicketTTL bounds an "open" ticket until the HTML5 client uses it
 	// (default 60s).
 	TicketTTL Duration `toml:"ticket_ttl"`
+	// PasswordLogin shows the password form (the listener's own module)
+	// on the login page; default true. false with [portal.oidc]: single
+	// sign-on only.
+	PasswordLogin *bool `toml:"password_login"`
+	// OIDC adds single sign-on with an OpenID provider.
+	OIDC *PortalOIDC `toml:"oidc"`
+}
+
+// PortalOIDC configures the portal's OpenID Connect login: the
+// authorization code flow with PKCE; state, nonce and verifier bound to
+// the browser; the ID token verified (signature, issuer, audience,
+// expiry, nonce).
+type PortalOIDC struct {
+	Issuer   string `toml:"issuer"`    // https URL of the provider
+	ClientID string `toml:"client_id"` // required
+	// The client secret: first line of ClientSecretFile, or the variable
+	// ClientSecretEnv; neither: a public client (PKCE only).
+	ClientSecretFile string `toml:"client_secret_file"`
+	ClientSecretEnv  string `toml:"client_secret_env"`
+	// RedirectURL is the callback registered at the provider
+	// (https://HOST/login/oidc/callback); default: from the request's host.
+	RedirectURL string   `toml:"redirect_url"`
+	Scopes      []string `toml:"scopes"` // default ["openid", "profile", "email"]
+	// UsernameClaim names the user (default "preferred_username");
+	// GroupsClaim lists their groups (default "groups").
+	UsernameClaim string `toml:"username_claim"`
+	GroupsClaim   string `toml:"groups_claim"`
+	// AllowedGroups: only members of one of these log in (empty: anyone
+	// the provider signs in).
+	AllowedGroups []string `toml:"allowed_groups"`
+	// GroupDisplays maps a group to the sessions its members may open
+	// (display entries as in a [[user]]'s displays).
+	GroupDisplays map[string][]string `toml:"group_displays"`
+	// LocalSessions: the user's sessions include the local system user's
+	// of the same name (system-wide mode).
+	LocalSessions bool     `toml:"local_sessions"`
+	CAFile        string   `toml:"ca_file"` // PEM CAs for the provider (default: the system's)
+	Label         string   `toml:"label"`   // the login button's text
+	Timeout       Duration `toml:"timeout"` // each request to the provider, default 10s
 }
 
 // Sessions configures starting new sessions for users of local-session
@@ -400,6 +440,26 @@ func (c *Config) Problems() []error {
 	}
 	if c.Portal.LoginTTL < 0 || c.Portal.IdleTimeout < 0 || c.Portal.TicketTTL < 0 {
 		add("portal: durations cannot be negative")
+	}
+	if o := c.Portal.OIDC; o != nil {
+		if !c.Portal.Enable {
+			add("portal.oidc: needs portal.enable = true")
+		}
+		if u, err := url.Parse(o.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			add("portal.oidc.issuer: an https URL is required, got %q", o.Issuer)
+		}
+		if o.ClientID == "" {
+			add("portal.oidc.client_id: required")
+		}
+		if o.ClientSecretFile != "" && o.ClientSecretEnv != "" {
+			add("portal.oidc: client_secret_file and client_secret_env are exclusive")
+		}
+		if o.Timeout < 0 {
+			add("portal.oidc.timeout: cannot be negative")
+		}
+	}
+	if c.Portal.PasswordLogin != nil && !*c.Portal.PasswordLogin && c.Portal.OIDC == nil && c.Portal.Enable {
+		add("portal.password_login = false leaves no way to log in without [portal.oidc]")
 	}
 	if c.Portal.TicketTTL.Std() > 10*time.Minute {
 		add("portal.ticket_ttl: at most 10m (a ticket is meant to be used at once)")
