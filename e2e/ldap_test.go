@@ -16,7 +16,9 @@ import (
 // local account with another name: it reaches that account's running
 // session, so the uid came from the directory (system-wide mode). A wrong
 // password, a user outside the group with the right password, and plain
-// xpra are refused; no password reaches the log.
+// xpra are refused. The portal's password login uses the same module:
+// carol sees that session in her list; wrong password and dave are
+// refused. No password reaches the log.
 func TestLDAPLoginOverTLS(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
 	ldaptest.Require(t)
@@ -36,7 +38,7 @@ func TestLDAPLoginOverTLS(t *testing.T) {
 		",bind-dn=" + dn(ldaptest.Service) + ",bind-password-file=" + d.ServicePWFile +
 		",group-filter=(&(objectClass=groupOfNames)(cn=xpra-users)(member=%d)),group-base=" + dn(ldaptest.Groups) +
 		",uid-attribute=uidNumber,gid-attribute=gidNumber"
-	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, auth: spec})
+	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, auth: spec, extra: "[portal]\nenable = true\n"})
 
 	c := sp.attachTLS(t, "carol", pwC, "")
 	if err := c.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
@@ -62,6 +64,21 @@ func TestLDAPLoginOverTLS(t *testing.T) {
 	}
 	if !sp.waitLog("user=dave", 5*time.Second) || !sp.waitLog("not in the group", 5*time.Second) {
 		t.Fatalf("the proxy did not log why dave was refused:\n%s", sp.log.String())
+	}
+
+	// The portal's password form checks the same module: carol sees her
+	// (uid's) session, a wrong password and dave are refused.
+	web := newWebClient(t, "https://"+sp.addr, sp.caFile)
+	resp, page := web.portalLogin("carol", pwC)
+	if resp.StatusCode != 200 || !signedInAs(page, "carol") || !strings.Contains(page, `data-display="`+s.Display+`"`) {
+		t.Fatalf("portal login of carol: %d\n%s\nproxy:\n%s", resp.StatusCode, page, sp.log.String())
+	}
+	for _, c := range []struct{ user, pw string }{{"carol", pwC + "x"}, {"dave", pwD}} {
+		web := newWebClient(t, "https://"+sp.addr, sp.caFile)
+		resp, page := web.portalLogin(c.user, c.pw)
+		if resp.StatusCode != 401 || signedInAs(page, c.user) || !strings.Contains(page, "authentication failed") {
+			t.Fatalf("portal login of %s with a wrong password or outside the group: %d\n%s", c.user, resp.StatusCode, page)
+		}
 	}
 	noSecrets(t, sp.proxy, pwC, pwD, d.ServicePassword)
 }

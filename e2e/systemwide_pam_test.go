@@ -46,6 +46,8 @@ type swOptions struct {
 	allowListener bool   // add a listener with auth = "allow"
 	pamService    string // [pam] service; "" = "login"
 	auth          string // the main listener's module; "" = "pam"
+	extra         string // appended to the configuration (TOML tables)
+	addr          string // the main listener's address; "" = a free port
 }
 
 // startSystemwideProxy writes a system-wide configuration and runs the
@@ -57,6 +59,9 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 		addr:    xpratest.FreeTCPAddr(t),
 		ctlDir:  filepath.Join(dir, "ctl"),
 		display: fmt.Sprintf(":%d", xpratest.FreeDisplay(t)),
+	}
+	if o.addr != "" {
+		sp.addr = o.addr
 	}
 	state := filepath.Join(dir, "tls")
 	sp.caFile = filepath.Join(state, "ca.pem")
@@ -83,6 +88,7 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 	// Failed logins are part of the test; do not ban 127.0.0.1 for them.
 	fmt.Fprintf(&b, "\n[bans]\nmax_failures = 0\n")
 	fmt.Fprintf(&b, "\n[sessions]\nstart = %v\ntimeout = \"60s\"\n", o.startSessions)
+	b.WriteString("\n" + o.extra)
 	cfg := writeFile(t, filepath.Join(dir, "systemwide.toml"), b.String())
 	sp.proxy = startProxy(t, sp.addr, "--config="+cfg)
 	if _, err := os.Stat(sp.caFile); err != nil {
