@@ -285,3 +285,63 @@ func checkXtermDrawn(t *testing.T, b *xpratest.Browser, shot string) {
 		t.Errorf("the page around the window is white too (%v): the screenshot proves nothing", bg)
 	}
 }
+
+// TestPortalSystemwideStart: system-wide mode (root, PAM): a system user
+// with no session logs in to the portal with their system password, is
+// offered "start a new session", starts one (running as them) and the
+// HTML5 client connects to it; back on the portal the session is listed
+// with the time it started.
+func TestPortalSystemwideStart(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "Xvfb", "pgrep", "root", "chromium")
+	pw := randomPassword(t)
+	u := xpratest.CreateUser(t, userName("xpp"), pw)
+	cleanUpUser(t, u.UID)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sharedSocketDir(t), startSessions: true, extra: "\n[portal]\nenable = true\n"})
+	shots := portalShots(t)
+	base := "https://" + sp.addr
+
+	b := xpratest.OpenHTML5With(t, base+"/", xpratest.BrowserOptions{IgnoreCertErrors: true, Lifetime: 3 * time.Minute})
+	if err := b.WaitTrue(`document.getElementById("signin")`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	js := fmt.Sprintf(`(() => { document.getElementById("username").value = %q; document.getElementById("password").value = %q;
+		document.getElementById("signin").click(); return true; })()`, u.Name, pw)
+	if err := b.Eval(js, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTrue(`document.getElementById("none") && document.getElementById("start")`, 30*time.Second); err != nil {
+		t.Fatalf("%v\nproxy:\n%s", err, sp.log.String())
+	}
+	p := filepath.Join(shots, "portal-8-systemwide-no-session.png")
+	if err := b.Screenshot(p); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", p)
+	if err := b.Eval(`(() => { document.getElementById("start").click(); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTrue(`location.pathname === "/client/index.html" && typeof client !== "undefined" && client && client.connected`, 90*time.Second); err != nil {
+		t.Fatalf("%v\nproxy:\n%s", err, sp.log.String())
+	}
+	if !sp.waitLog("portal started a session", 5*time.Second) {
+		t.Fatal("the proxy did not log the session the portal started")
+	}
+	if procs := processesOf(u.UID, "xpra start"); len(procs) == 0 {
+		t.Fatalf("no xpra server runs as %s (uid %d)", u.Name, u.UID)
+	}
+	if err := b.Navigate(base + "/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTrue(`document.querySelectorAll("tr.session").length === 1`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if text := b.PageText(); strings.Contains(text, "unknown") {
+		t.Errorf("the started session's start time is unknown: %q", text)
+	}
+	p = filepath.Join(shots, "portal-9-systemwide-started.png")
+	if err := b.Screenshot(p); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot %s", p)
+	noSecrets(t, sp.proxy, pw)
+}

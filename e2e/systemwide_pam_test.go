@@ -45,6 +45,7 @@ type swOptions struct {
 	startSessions bool   // [sessions] start
 	allowListener bool   // add a listener with auth = "allow"
 	pamService    string // [pam] service; "" = "login"
+	extra         string // appended to the configuration
 }
 
 // startSystemwideProxy writes a system-wide configuration and runs the
@@ -78,6 +79,7 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 	// Failed logins are part of the test; do not ban 127.0.0.1 for them.
 	fmt.Fprintf(&b, "\n[bans]\nmax_failures = 0\n")
 	fmt.Fprintf(&b, "\n[sessions]\nstart = %v\ntimeout = \"60s\"\n", o.startSessions)
+	b.WriteString(o.extra)
 	cfg := writeFile(t, filepath.Join(dir, "systemwide.toml"), b.String())
 	sp.proxy = startProxy(t, sp.addr, "--config="+cfg)
 	if _, err := os.Stat(sp.caFile); err != nil {

@@ -300,6 +300,7 @@ type indexData struct {
 	Count    int
 	CanStart bool
 	Error    string
+	Routes   bool // some session came from a named route
 }
 
 func (p *Portal) index(w http.ResponseWriter, r *http.Request) {
@@ -323,6 +324,7 @@ func (p *Portal) showSessions(w http.ResponseWriter, r *http.Request, l *login, 
 	}
 	for i, t := range ts {
 		d.Sessions = append(d.Sessions, sessionView{Index: i, Display: displayName(t), Name: t.Route, Started: startedAt(t), Route: t.Route})
+		d.Routes = d.Routes || t.Route != ""
 	}
 	d.Count = len(d.Sessions)
 	p.render(w, status, "sessions.html", d)
