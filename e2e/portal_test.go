@@ -189,7 +189,6 @@ admin_users = [%q]
 	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 1`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	shot(adm, "portal-5-admin.png")
 	if err := adm.Navigate(base + "/admin/sessions.json"); err != nil {
 		t.Fatal(err)
 	}
@@ -206,9 +205,32 @@ admin_users = [%q]
 		t.Errorf("sessions.json: %+v", s)
 	}
 
-	// A second use of the same ticket (the client page reloaded with it)
-	// is refused.
-	if err := b.Eval(`(() => { sessionStorage.setItem("password", localStorage.getItem("captured-ticket")); location.reload(); return true; })()`, nil); err != nil {
+	// The admin stops it: the client is told.
+	if err := adm.Navigate(base + "/admin/"); err != nil {
+		t.Fatal(err)
+	}
+	shot(adm, "portal-5-admin.png")
+	if err := adm.Eval(`(() => { document.querySelector("tr.live button.stop").click(); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	reason, err := b.WaitDisconnected(20 * time.Second)
+	if err != nil || !strings.Contains(reason, "stopped by an administrator") {
+		t.Fatalf("after the admin's stop the client shows %q (%v)", reason, err)
+	}
+	t.Logf("the client shows %q after the admin's stop", reason)
+	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 0`, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !op.waitLog("portal admin stopped a session", 5*time.Second) {
+		t.Error("the proxy did not log the admin's stop")
+	}
+
+	// A second use of the same ticket (the client page loaded again with
+	// it) is refused.
+	if err := b.Eval(`(() => { sessionStorage.setItem("password", localStorage.getItem("captured-ticket")); location.href = "/client/index.html"; return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTrue(`location.pathname === "/client/index.html"`, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	err = b.WaitDrawn(30 * time.Second)

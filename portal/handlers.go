@@ -438,6 +438,10 @@ func (p *Portal) start(w http.ResponseWriter, r *http.Request) {
 	p.handOff(w, l, t)
 }
 
+// StopReason is what both peers of a session an administrator stops are
+// told (after "server shutdown").
+const StopReason = "stopped by an administrator"
+
 type adminData struct {
 	User     string
 	CSRF     string
@@ -501,10 +505,11 @@ func (p *Portal) adminStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := strconv.Atoi(r.PostFormValue("id"))
-	if err != nil || !p.proxy.StopSession(id, "stopped by portal administrator "+l.user) {
+	if err != nil || !p.proxy.StopSession(id, StopReason) {
 		http.Error(w, "no such session", http.StatusNotFound)
 		return
 	}
+	p.log.Info("portal admin stopped a session", "admin", l.user, "session", id)
 	http.Redirect(w, r, "/admin/", http.StatusSeeOther)
 }
 
