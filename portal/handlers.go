@@ -248,6 +248,9 @@ func (p *Portal) startLogin(w http.ResponseWriter, r *http.Request, res Result, 
 	res.Groups = append(res.Groups, p.cfg.SystemGroups(systemName(res.Identity))...)
 	admin := slices.Contains(p.cfg.AdminUsers, res.Identity.Username) ||
 		(p.cfg.AdminGroup != "" && slices.Contains(res.Groups, p.cfg.AdminGroup))
+	if old := p.current(r); old != nil {
+		p.store.remove(old) // one login per browser: a new login replaces the old
+	}
 	cookie, _ := p.store.add(res, admin, method)
 	setCookie(w, cookieName, cookie, int(p.cfg.LoginTTL/time.Second), false)
 	setCookie(w, csrfCookieName, "", -1, false)
