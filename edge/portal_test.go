@@ -1,7 +1,10 @@
 package edge
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,6 +14,9 @@ import (
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
+	"github.com/xpra-edge/xpra-edge/internal/wsconn"
+	"github.com/xpra-edge/xpra-edge/router"
 )
 
 // fakePortal records what the edge hands it.
@@ -92,5 +98,85 @@ func TestPortalMounted(t *testing.T) {
 	defer fp.mu.Unlock()
 	if len(fp.tickets) != 1 || fp.tickets[0] != "__Host-x=1" {
 		t.Errorf("the portal was asked about upgrades %q", fp.tickets)
+	}
+}
+
+// ticketPortal takes WebSocket upgrades on /ticket: their login is the
+// secret "tkt" for user t, bound to target.
+type ticketPortal struct {
+	fakePortal
+	target router.Target
+}
+
+func (p *ticketPortal) TicketAuth(r *http.Request) (auth.Authenticator, bool) {
+	if r.URL.Path != "/ticket" {
+		return nil, false
+	}
+	return ticketModule{p.target}, true
+}
+
+type ticketModule struct{ target router.Target }
+
+func (ticketModule) Name() string { return "ticket-test" }
+
+func (m ticketModule) Begin(username string, tr auth.Transport) auth.Login {
+	bl := &boundTestLogin{target: m.target}
+	bl.Login = auth.NewSecretLogin("ticket-test", username, tr, func(_ context.Context, user string, match func([]byte) bool) (auth.Identity, error) {
+		if user != "t" || !match([]byte("tkt")) {
+			return auth.Identity{}, fmt.Errorf("ticket-test: %w", auth.ErrFailed)
+		}
+		bl.ok = true
+		return auth.Identity{Username: "t", Module: "ticket-test"}, nil
+	})
+	return bl
+}
+
+type boundTestLogin struct {
+	auth.Login
+	target router.Target
+	ok     bool
+}
+
+func (l *boundTestLogin) Target() (router.Target, bool) { return l.target, l.ok }
+
+// A portal's ticket module replaces the listener's for the WebSocket it
+// takes, and its BoundLogin's target replaces routing: user t has no
+// sessions of their own and asks for another display, yet reaches the
+// bound backend; a wrong ticket is an authentication failure (counted
+// like any); other WebSockets keep the listener's module.
+func TestPortalTicketBindsTarget(t *testing.T) {
+	users := append([]auth.User{{Name: "t", Password: "not-the-ticket"}}, fooUser...)
+	var tp *ticketPortal
+	f := newFixture(t, users, func(c *Config) {
+		tp = &ticketPortal{}
+		c.Web.Portal = tp
+	})
+	backendAddr, _ := startBackend(t, f.pool)
+	tp.target = router.Target{Scheme: "tcp", Address: backendAddr, Display: ":7"}
+	ws := func(path string) net.Conn {
+		c := f.dial()
+		wc, err := wsconn.Dial(context.Background(), c, f.addr, path)
+		if err != nil {
+			t.Fatalf("ws %s: %v", path, err)
+		}
+		return wc
+	}
+	s, err := benchpeer.Login(ws("/ticket?display=:99"), f.pool, benchpeer.LoginOptions{Username: "t", Password: "tkt", Workload: benchpeerIdle, Timeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("ticket login: %v", err)
+	}
+	s.Close()
+	if !strings.Contains(f.log.String(), "module=ticket-test") {
+		t.Errorf("the session is not the ticket module's:\n%s", f.log.String())
+	}
+	if _, err := benchpeer.Login(ws("/ticket"), f.pool, benchpeer.LoginOptions{Username: "t", Password: "not-the-ticket", Workload: benchpeerIdle, Timeout: 10 * time.Second}); err == nil || !strings.Contains(err.Error(), "authentication failed") {
+		t.Errorf("the user's password on a ticket WebSocket: %v", err)
+	}
+	// Elsewhere the listener's module: t's password works but t has no session.
+	if _, err := benchpeer.Login(ws("/"), f.pool, benchpeer.LoginOptions{Username: "t", Password: "not-the-ticket", Workload: benchpeerIdle, Timeout: 10 * time.Second}); err == nil || !strings.Contains(err.Error(), "no sessions found") {
+		t.Errorf("t on a plain WebSocket: %v", err)
+	}
+	if _, err := benchpeer.Login(ws("/"), f.pool, benchpeer.LoginOptions{Username: "foo", Password: "bar", Workload: benchpeerIdle, Timeout: 10 * time.Second}); err != nil {
+		t.Errorf("foo on a plain WebSocket: %v", err)
 	}
 }
