@@ -170,7 +170,7 @@ func (s *Server) StopSession(id int, reason string) bool {
 	if sess == nil {
 		return false
 	}
-	s.log.Info("session stopped", "session", id, "by", reason)
+	s.log.Info("session stopped", "session", id, "reason", reason)
 	sess.stop(reason)
 	select {
 	case <-sess.done:

@@ -248,6 +248,9 @@ func (p *Portal) startLogin(w http.ResponseWriter, r *http.Request, res Result, 
 	res.Groups = append(res.Groups, p.cfg.SystemGroups(systemName(res.Identity))...)
 	admin := slices.Contains(p.cfg.AdminUsers, res.Identity.Username) ||
 		(p.cfg.AdminGroup != "" && slices.Contains(res.Groups, p.cfg.AdminGroup))
+	if old := p.current(r); old != nil {
+		p.store.remove(old) // one login per browser: a new login replaces the old
+	}
 	cookie, _ := p.store.add(res, admin, method)
 	setCookie(w, cookieName, cookie, int(p.cfg.LoginTTL/time.Second), false)
 	setCookie(w, csrfCookieName, "", -1, false)
@@ -300,6 +303,7 @@ type indexData struct {
 	Count    int
 	CanStart bool
 	Error    string
+	Routes   bool // some session came from a named route
 }
 
 func (p *Portal) index(w http.ResponseWriter, r *http.Request) {
@@ -323,6 +327,7 @@ func (p *Portal) showSessions(w http.ResponseWriter, r *http.Request, l *login, 
 	}
 	for i, t := range ts {
 		d.Sessions = append(d.Sessions, sessionView{Index: i, Display: displayName(t), Name: t.Route, Started: startedAt(t), Route: t.Route})
+		d.Routes = d.Routes || t.Route != ""
 	}
 	d.Count = len(d.Sessions)
 	p.render(w, status, "sessions.html", d)
@@ -436,6 +441,10 @@ func (p *Portal) start(w http.ResponseWriter, r *http.Request) {
 	p.handOff(w, l, t)
 }
 
+// StopReason is what both peers of a session an administrator stops are
+// told (after "server shutdown").
+const StopReason = "stopped by an administrator"
+
 type adminData struct {
 	User     string
 	CSRF     string
@@ -499,10 +508,11 @@ func (p *Portal) adminStop(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := strconv.Atoi(r.PostFormValue("id"))
-	if err != nil || !p.proxy.StopSession(id, "stopped by portal administrator "+l.user) {
+	if err != nil || !p.proxy.StopSession(id, StopReason) {
 		http.Error(w, "no such session", http.StatusNotFound)
 		return
 	}
+	p.log.Info("portal admin stopped a session", "admin", l.user, "session", id)
 	http.Redirect(w, r, "/admin/", http.StatusSeeOther)
 }
 

@@ -46,6 +46,10 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
 
 Auth modules: allow, none, reject, password (value=), multifile (filename=),
 sqlite (filename=), toml (users from the config file), pam (service=).
+Browser portal: [portal] enable = true in the config file (needs [tls]) serves a
+login page and the user's sessions at https://HOST:PORT/ ("open" starts the
+HTML5 client, then at /client/, with a single-use ticket); admin_group and
+admin_users see /admin/ (live sessions, stop, /admin/sessions.json).
 Flags override the file's scalar settings; --bind-tcp/--bind listeners are
 added to the file's listeners.
 `
