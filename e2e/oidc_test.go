@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -114,4 +116,95 @@ group_displays = { "xpra-users" = ["tcp://127.0.0.1:1/7"] }
 		t.Fatal("signed in with a tampered state")
 	}
 	noSecrets(t, sp.proxy, secret)
+}
+
+// TestPortalOIDCBrowserFlow: headless chromium through single sign-on:
+// the portal's login page, the provider's login form (zitadel/oidc's op
+// in the test process), back to the portal's session list, which holds
+// the real xpra 3.1.3 session that carol's group maps to; "open" hands a
+// ticket to the HTML5 client, which draws that session's xterm (pixels
+// checked). Screenshots of each page go to $XPRA_EDGE_SHOTS.
+func TestPortalOIDCBrowserFlow(t *testing.T) {
+	xpratest.RequirePeers(t, "chromium")
+	if _, err := os.Stat("/usr/share/xpra/www/index.html"); err != nil {
+		xpratest.RequirePeers(t, "xpra-html5 (/usr/share/xpra/www)")
+	}
+	be := startBackendPair(t)
+	secret := randomPassword(t)
+	idp := oidctest.Start(t, oidctest.Options{
+		ClientSecret: secret,
+		Users: []oidctest.User{
+			{Username: "carol", Password: "carol-pw", Groups: []string{"xpra-users"}},
+		},
+	})
+	secretFile := writeFile(t, filepath.Join(t.TempDir(), "oidc-secret"), secret+"\n")
+	op := startOnePort(t, be, fmt.Sprintf(`
+[portal]
+enable = true
+
+[portal.oidc]
+issuer = %q
+client_id = "xpra-edge"
+client_secret_file = %q
+ca_file = %q
+allowed_groups = ["xpra-users"]
+group_displays = { "xpra-users" = ["tcp://%s/%d"] }
+`, idp.Issuer, secretFile, idp.CAFile, be.b.TCPAddr, be.b.DisplayNum))
+	base := "https://" + op.addr
+	idp.AllowRedirect(base + "/login/oidc/callback")
+	shots := portalShots(t)
+	shot := func(b *xpratest.Browser, name string) string {
+		p := filepath.Join(shots, name)
+		if err := b.Screenshot(p); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("screenshot %s", p)
+		return p
+	}
+
+	b := xpratest.OpenHTML5With(t, base+"/", xpratest.BrowserOptions{IgnoreCertErrors: true, Lifetime: 4 * time.Minute})
+	if err := b.WaitTrue(`document.getElementById("login-oidc") && document.getElementById("signin")`, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	shot(b, "portal-oidc-1-login.png")
+	if err := b.Eval(`(() => { document.getElementById("login-oidc").click(); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitTrue(`document.getElementById("op-submit") !== null`, 20*time.Second); err != nil {
+		t.Fatalf("%v: page %s", err, b.Location())
+	}
+	if !strings.HasPrefix(b.Location(), idp.Issuer+"/login") {
+		t.Fatalf("the button led to %s, not the provider", b.Location())
+	}
+	if err := b.Eval(`(() => { document.getElementById("op-username").value = "carol"; document.getElementById("op-password").value = "carol-pw";
+		return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	shot(b, "portal-oidc-2-provider.png")
+	if err := b.Eval(`(() => { document.getElementById("op-submit").click(); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	display := ":" + strconv.Itoa(be.b.DisplayNum)
+	if err := b.WaitTrue(fmt.Sprintf(`document.getElementById("user") && document.getElementById("user").innerText === "carol" &&
+		document.querySelectorAll("tr.session").length === 1 && document.querySelector("tr.session").dataset.display === %q`, display), 30*time.Second); err != nil {
+		t.Fatalf("%v: page %s: %q\nproxy:\n%s", err, b.Location(), b.PageText(), op.log.String())
+	}
+	if !strings.HasPrefix(b.Location(), base+"/") {
+		t.Fatalf("the session list is at %s", b.Location())
+	}
+	shot(b, "portal-oidc-3-sessions.png")
+	if err := b.Eval(`(() => { document.querySelector("tr.session button.open").click(); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitDrawn(60 * time.Second); err != nil {
+		t.Fatalf("%v\npage %s: %q", err, b.Location(), b.PageText())
+	}
+	if text := b.PageText(); !strings.Contains(text, titleB) {
+		t.Errorf("the client does not show %q of carol's session: %q", titleB, text)
+	}
+	checkXtermDrawn(t, b, shot(b, "portal-oidc-4-client.png"))
+	if !op.waitLog("user=carol module=oidc", 5*time.Second) {
+		t.Fatalf("no oidc portal login logged:\n%s", op.log.String())
+	}
+	noSecrets(t, op.proxy, secret)
 }

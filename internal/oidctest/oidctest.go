@@ -73,6 +73,14 @@ type Provider struct {
 	logins []string // user names that logged in at the form
 }
 
+// AllowRedirect registers one more callback URL of the client (for a
+// relying party whose address is known only after the provider started).
+func (p *Provider) AllowRedirect(u string) {
+	p.st.client.mu.Lock()
+	defer p.st.client.mu.Unlock()
+	p.st.client.redirects = append(p.st.client.redirects, u)
+}
+
 // Logins lists the user names that logged in at the login form so far.
 func (p *Provider) Logins() []string {
 	p.mu.Lock()
@@ -411,12 +419,17 @@ func (a *authRequest) GetCodeChallenge() *oidc.CodeChallenge {
 // client is the one registered client.
 type client struct {
 	id, secret string
+	mu         sync.Mutex
 	redirects  []string
 	lifetime   time.Duration
 }
 
-func (c *client) GetID() string                    { return c.id }
-func (c *client) RedirectURIs() []string           { return c.redirects }
+func (c *client) GetID() string { return c.id }
+func (c *client) RedirectURIs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.redirects)
+}
 func (c *client) PostLogoutRedirectURIs() []string { return nil }
 func (c *client) ApplicationType() op.ApplicationType {
 	return op.ApplicationTypeWeb
