@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -234,5 +236,60 @@ func TestLDAPUnreachable(t *testing.T) {
 		if took := time.Since(start); took < 400*time.Millisecond || took > 3*time.Second {
 			t.Fatalf("%s: the login took %v with timeout=500ms", scheme, took)
 		}
+	}
+}
+
+// TestLDAPConcurrencyIsBounded: against a directory that accepts and never
+// answers, at most len(ldapSlots) exchanges run at once; the other logins
+// give up after SlotWait with ErrBusy (no ban), and the ones let in end at
+// their timeout as refusals.
+func TestLDAPConcurrencyIsBounded(t *testing.T) {
+	old := SlotWait
+	SlotWait = 300 * time.Millisecond
+	t.Cleanup(func() { SlotWait = old })
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, _ = io.Copy(io.Discard, c)
+			}()
+		}
+	}()
+	a := mustNew(t, "ldap,url=ldaps://"+silent.Addr().String()+",user-dn=uid=%s;dc=x,timeout=1500ms", Options{})
+	const logins = 20
+	var busy, refused atomic.Int32
+	var wg sync.WaitGroup
+	for range logins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := doLogin(t, a, "alice", "pw", tlsTCP)
+			var re *RefusedError
+			switch {
+			case errors.Is(err, ErrBusy):
+				busy.Add(1)
+			case errors.As(err, &re):
+				refused.Add(1)
+			default:
+				t.Errorf("login: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	n := int32(cap(ldapSlots))
+	if accepted.Load() != n || busy.Load() != logins-n || refused.Load() != n {
+		t.Fatalf("%d connections reached the directory, %d busy, %d refused; want %d, %d, %d", accepted.Load(), busy.Load(), refused.Load(), n, logins-n, n)
 	}
 }
