@@ -280,8 +280,9 @@ func TestOIDCRefusals(t *testing.T) {
 }
 
 // TestOIDCTokenChecks drives the method without the portal: a changed
-// nonce, a wrong PKCE verifier, an expired ID token and a wrong client
-// secret are refused; the right flow passes.
+// nonce, a wrong PKCE verifier, an expired ID token, a reused code and a
+// wrong client secret are refused; the right flow passes; the provider's
+// error and an unreachable provider are no credential failures.
 func TestOIDCTokenChecks(t *testing.T) {
 	var now func() time.Time
 	e := newOIDCEnv(t, func(c *OIDCConfig) {
@@ -335,6 +336,27 @@ func TestOIDCTokenChecks(t *testing.T) {
 	// The same code again: the provider refuses it.
 	if err := finish(r, fl); err == nil {
 		t.Fatal("a code was accepted twice")
+	}
+
+	// The provider's own refusal (the user denied consent) is told as
+	// such, without a ban.
+	_, fl, err = e.m.Begin(context.Background(), callback)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var re *auth.RefusedError
+	err = finish(httptest.NewRequest("GET", callback+"?state="+url.QueryEscape(fl["state"])+"&error=access_denied%3Cscript%3E", nil), fl)
+	if !errors.As(err, &re) || errors.Is(err, auth.ErrFailed) || re.Reason != "the identity provider refused the login (access_deniedscript)" {
+		t.Fatalf("error=access_denied: %v", err)
+	}
+	// A provider that cannot be reached: Begin fails (the portal says so),
+	// nothing counts toward a ban.
+	down, err := NewOIDC(OIDCConfig{Issuer: "https://127.0.0.1:1", ClientID: "x", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := down.Begin(context.Background(), callback); err == nil || errors.Is(err, auth.ErrFailed) {
+		t.Fatalf("unreachable provider: %v", err)
 	}
 
 	bad := newOIDCEnv(t, func(c *OIDCConfig) { c.ClientSecretFile = ""; c.ClientSecretEnv = "XE_OIDC_TEST_SECRET" })
