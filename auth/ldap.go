@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-ldap/ldap/v3"
 )
@@ -199,8 +200,8 @@ func (l *LDAP) verify(ctx context.Context, username string, pr *proof) (Identity
 	if pr.kind != modeXOR || len(pr.plain) == 0 || username == "" {
 		return Identity{}, failed(l.name)
 	}
-	if len(username) > ldapMaxName || strings.ContainsAny(username, "\x00\n\r") {
-		return Identity{}, fmt.Errorf("ldap: %w: the login name is too long or holds control characters", ErrFailed)
+	if len(username) > ldapMaxName || strings.ContainsAny(username, "\x00\n\r") || !utf8.ValidString(username) {
+		return Identity{}, fmt.Errorf("ldap: %w: the login name is too long, not UTF-8 or holds control characters", ErrFailed)
 	}
 	if err := acquireSlot(ctx, ldapSlots); err != nil {
 		return Identity{}, fmt.Errorf("ldap: %w", err)

@@ -122,6 +122,10 @@ func TestLDAPBindTemplate(t *testing.T) {
 	// DN injection: the name is one RDN value, never more RDNs.
 	_, err = doLogin(t, a, "alice,"+ldaptest.People, "alice-pw", tlsTCP)
 	wantFailed(t, "DN injection", err)
+	for _, name := range []string{"alice\xff", "alice\x00", strings.Repeat("a", 300)} {
+		_, err = doLogin(t, a, name, "alice-pw", tlsTCP)
+		wantFailed(t, "a name that is no UTF-8, holds NUL or is too long", err)
+	}
 	_, err = doLogin(t, a, "root0", "root0-pw", tlsTCP)
 	wantFailed(t, "uid 0", err)
 	_, err = a.Begin("alice", plainTCP).Challenge(xpraDigests, xpraSaltDigests)
