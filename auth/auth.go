@@ -21,7 +21,7 @@ type Identity struct {
 	Module         string            // module name, for logs and metrics
 	UID, GID       string            // as declared (name or number); "" when not declared
 	Displays       []string          // declared sessions (sqlite, multifile, toml users): ":N", "tcp://u:p@h:p/", "socket:///p"
-	LocalSessions  bool              // the sessions are this system user's live local sessions (allow, none, password, pam)
+	LocalSessions  bool              // the sessions are this system user's live local sessions (allow, none, password, pam, ldap)
 	Env            map[string]string // env_options
 	SessionOptions map[string]string // session_options, raw strings
 }
@@ -166,7 +166,7 @@ var refusedModules = map[string]bool{"file": true, "env": true, "exec": true}
 
 // New builds a module from a spec: allow, none, reject, password,
 // multifile, sqlite, postgres (uses Options.Postgres), toml (uses
-// Options.Users), pam (alias sys).
+// Options.Users), pam (alias sys), ldap.
 // file, env and exec give a *RefusedError; unknown names and options give
 // an error wrapping ErrSpec. New has no side effects: it opens no file.
 func New(spec Spec, opts Options) (Authenticator, error) {
@@ -196,6 +196,8 @@ func New(spec Spec, opts Options) (Authenticator, error) {
 		a, err = newUsers(&o, opts.Users)
 	case "pam", "sys":
 		a, err = newPAM(&o, opts.PAMService)
+	case "ldap":
+		a, err = newLDAP(&o)
 	default:
 		return nil, fmt.Errorf("%w: unknown authentication module %q", ErrSpec, spec.Name)
 	}

@@ -45,6 +45,9 @@ type swOptions struct {
 	startSessions bool   // [sessions] start
 	allowListener bool   // add a listener with auth = "allow"
 	pamService    string // [pam] service; "" = "login"
+	auth          string // the main listener's module; "" = "pam"
+	extra         string // appended to the configuration (TOML tables)
+	addr          string // the main listener's address; "" = a free port
 }
 
 // startSystemwideProxy writes a system-wide configuration and runs the
@@ -57,6 +60,9 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 		ctlDir:  filepath.Join(dir, "ctl"),
 		display: fmt.Sprintf(":%d", xpratest.FreeDisplay(t)),
 	}
+	if o.addr != "" {
+		sp.addr = o.addr
+	}
 	state := filepath.Join(dir, "tls")
 	sp.caFile = filepath.Join(state, "ca.pem")
 	var b strings.Builder
@@ -64,7 +70,11 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 	if o.sessDir != "" {
 		fmt.Fprintf(&b, "socket_dirs = [%q]\n", o.sessDir)
 	}
-	fmt.Fprintf(&b, "auth = \"pam\"\n\n[[listener]]\nbind = %q\n", sp.addr)
+	authSpec := o.auth
+	if authSpec == "" {
+		authSpec = "pam"
+	}
+	fmt.Fprintf(&b, "auth = %q\n\n[[listener]]\nbind = %q\n", authSpec, sp.addr)
 	if o.allowListener {
 		sp.allow = xpratest.FreeTCPAddr(t)
 		fmt.Fprintf(&b, "\n[[listener]]\nbind = %q\nauth = \"allow\"\n", sp.allow)
@@ -78,6 +88,7 @@ func startSystemwideProxy(t *testing.T, o swOptions) *swProxy {
 	// Failed logins are part of the test; do not ban 127.0.0.1 for them.
 	fmt.Fprintf(&b, "\n[bans]\nmax_failures = 0\n")
 	fmt.Fprintf(&b, "\n[sessions]\nstart = %v\ntimeout = \"60s\"\n", o.startSessions)
+	b.WriteString("\n" + o.extra)
 	cfg := writeFile(t, filepath.Join(dir, "systemwide.toml"), b.String())
 	sp.proxy = startProxy(t, sp.addr, "--config="+cfg)
 	if _, err := os.Stat(sp.caFile); err != nil {

@@ -54,6 +54,9 @@ type connMeta struct {
 	// phases closes the connection when a login phase overruns its bound
 	// (nil: serveXpra makes one).
 	phases *phaseTimer
+	// ticketAuth, set by a portal for a WebSocket whose upgrade carried
+	// its login and a pending ticket, replaces the listener's module.
+	ticketAuth auth.Authenticator
 }
 
 // clientError is a failure the client is told about with a disconnect.
@@ -151,6 +154,8 @@ type handshake struct {
 	// stripRequests: the request is decided; request keys in any later
 	// hello are dropped before it is forwarded.
 	stripRequests bool
+	// bound is the target a portal ticket's login fixed (nil: route).
+	bound *router.Target
 }
 
 // fail tells the client why, logs once, and counts.
@@ -295,8 +300,10 @@ func (h *handshake) run(ctx context.Context) (*session, error) {
 		return nil, tell(reasonInvalidRequest, fmt.Errorf("unsupported request %q", req))
 	}
 	h.phases.arm(phaseRoute, time.Now().Add(routeBound))
-	target, err := h.route(ctx, caps)
-	if err != nil {
+	var target router.Target
+	if h.bound != nil {
+		target = *h.bound // a portal ticket chose the session
+	} else if target, err = h.route(ctx, caps); err != nil {
 		return nil, err
 	}
 	if !caps.Truthy("connect", true) {
@@ -402,8 +409,12 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 	if l == nil || l.Auth == nil {
 		return tell(reasonSessionMissing, errors.New("no authentication module on this listener"), "no sessions found")
 	}
+	module := l.Auth
+	if h.meta.ticketAuth != nil {
+		module = h.meta.ticketAuth
+	}
 	lim := h.lim
-	login := l.Auth.Begin(h.identity.Username, h.meta.transport)
+	login := module.Begin(h.identity.Username, h.meta.transport)
 	ch, err := login.Challenge(caps.StrList("digest"), caps.StrList("salt-digest"))
 	if err != nil {
 		var re *auth.RefusedError
@@ -463,6 +474,13 @@ func (h *handshake) authenticate(ctx context.Context, caps xprawire.Caps) error 
 		return h.authFailed(err)
 	}
 	h.identity = id
+	if bl, ok := login.(BoundLogin); ok {
+		t, ok := bl.Target()
+		if !ok {
+			return tell(reasonSessionMissing, errors.New("the portal ticket names no session"), "no sessions found")
+		}
+		h.bound = &t
+	}
 	h.s.metrics.loginOK(id.Module)
 	h.log.Debug("authenticated", "module", id.Module)
 	return nil

@@ -758,7 +758,13 @@ const banStoreTimeout = 3 * time.Second
 
 func (s *Server) noteAuthFailure(meta connMeta) {
 	s.metrics.authFailed(meta)
-	key := banKey(hostOf(meta.remote))
+	s.countFailure(meta.remote)
+}
+
+// countFailure counts one failed login (xpra or portal) of a client
+// address toward its ban, in the shared ban store.
+func (s *Server) countFailure(remote string) {
+	key := banKey(hostOf(remote))
 	p := s.state.Load().Bans
 	ctx, cancel := context.WithTimeout(context.Background(), banStoreTimeout)
 	defer cancel()

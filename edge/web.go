@@ -87,6 +87,10 @@ type Web struct {
 	// (default DefaultWebIdleTimeout). Until it closes, an HTTP connection
 	// counts as unauthenticated, in total and for its address.
 	IdleTimeout time.Duration
+	// Portal, when set, is served at its paths ("/" among them) on every
+	// listener; the HTML5 client files are then at ClientPrefix (and at
+	// every other path, as before). See Portal.
+	Portal Portal
 }
 
 // DefaultWebIdleTimeout is Web.IdleTimeout's default: long enough for a
@@ -115,14 +119,25 @@ func (s *Server) startWeb(ctx context.Context) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	var files http.Handler = http.NotFoundHandler()
+	haveFiles := false
 	if s.cfg.Web.Root != "" && !s.cfg.Web.Disable {
 		if wf, err := newWebFiles(s.cfg.Web.Root); err != nil {
 			s.log.Warn("web root not served", "root", s.cfg.Web.Root, "err", err)
 		} else {
-			files = wf
+			files, haveFiles = wf, true
 		}
 	}
 	mux.Handle("/", files)
+	portalPaths := map[string]bool{}
+	if p := s.cfg.Web.Portal; p != nil {
+		for _, pat := range p.Paths() {
+			mux.Handle(pat, p)
+			portalPaths[pat] = true
+		}
+	}
+	if haveFiles {
+		mux.Handle(ClientPrefix, http.StripPrefix(strings.TrimSuffix(ClientPrefix, "/"), files))
+	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		meta, _ := r.Context().Value(metaKey{}).(connMeta)
 		securityHeaders(w.Header(), meta.tls)
@@ -144,6 +159,10 @@ func (s *Server) startWeb(ctx context.Context) {
 		}
 		if scheme := pick(meta.tls, "http", "https"); meta.listener != nil && r.URL.Path != "/healthz" && !meta.listener.accepts(scheme) {
 			http.Error(w, "this port serves no files over "+scheme, http.StatusForbidden)
+			return
+		}
+		if _, pat := mux.Handler(r); s.cfg.Web.Portal != nil && portalPaths[pat] {
+			mux.ServeHTTP(w, r) // the portal checks its own methods and sets its own CSP
 			return
 		}
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -310,6 +329,11 @@ func (s *Server) serveWebSocket(ctx context.Context, w http.ResponseWriter, r *h
 	}
 	meta.authDone = slot.release
 	defer slot.release()
+	if p := s.cfg.Web.Portal; p != nil {
+		if a, ok := p.TicketAuth(r); ok {
+			meta.ticketAuth = a
+		}
+	}
 	c, err := wsconn.Upgrade(w, r)
 	if err != nil {
 		s.log.Info("websocket upgrade refused", "remote", meta.remote, "err", err)

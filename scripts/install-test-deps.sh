@@ -26,6 +26,8 @@ PACKAGES=(
 	util-linux      # runuser, setpriv (servers run as another user)
 	ca-certificates
 	postgresql      # server binaries under /usr/lib/postgresql/15/bin: internal/pgtest runs a private cluster (not the system service)
+	slapd           # OpenLDAP server for the ldap module's tests (internal/ldaptest runs a private
+	                # one on loopback; the system service is never configured for or used by tests)
 )
 
 # One dpkg-query for all packages: prints "NAME STATUS" for the known ones.
@@ -52,10 +54,15 @@ echo "install-test-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt_opts=(-o DPkg::Lock::Timeout=300 -o Acquire::Retries=3)
 apt-get "${apt_opts[@]}" update -qq
+# slapd: leave the system's own server unconfigured (no database, no service on port 389); the
+# tests run private ones.
+if [[ " ${missing[*]} " == *" slapd "* ]]; then
+	echo "slapd slapd/no_configuration boolean true" | debconf-set-selections
+fi
 apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 
 # Sanity: the binaries the harness execs.
-for b in xpra Xvfb xterm xwininfo xprop xdotool chromium runuser setpriv useradd chpasswd; do
+for b in xpra Xvfb xterm xwininfo xprop xdotool chromium runuser setpriv useradd chpasswd slapd slapadd; do
 	command -v "$b" >/dev/null || { echo "install-test-deps: $b still missing" >&2; exit 1; }
 done
 for b in initdb postgres; do

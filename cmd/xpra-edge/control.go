@@ -306,6 +306,11 @@ func runCheckConfig(args []string, stdout, stderr io.Writer) int {
 		if _, err := buildState(cfg, cfg.TLS.Mode != "", users, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
 			problems = append(problems, err)
 		}
+		if cfg.Portal.Enable {
+			if _, err := newPortal(cfg.Portal, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+				problems = append(problems, err)
+			}
+		}
 	}
 	for _, p := range problems {
 		fmt.Fprintf(stderr, "%s: %v\n", args[0], p)

@@ -56,7 +56,14 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
 
 Auth modules: allow, none, reject, password (value=), multifile (filename=),
 sqlite (filename=), postgres (the fleet's users, needs [store] postgres),
-toml (users from the config file), pam (service=).
+toml (users from the config file), pam (service=),
+ldap (url=ldaps://HOST or ldap://HOST with StartTLS, user-dn= or base=, ...;
+DNs written with ';' between RDNs, see config.example.toml).
+Browser portal: [portal] enable = true in the config file (needs [tls]) serves a
+login page and the user's sessions at https://HOST:PORT/ ("open" starts the
+HTML5 client, then at /client/, with a single-use ticket); admin_group and
+admin_users see /admin/ (live sessions, stop, /admin/sessions.json);
+[portal.oidc] adds single sign-on with an OpenID provider.
 Flags override the file's scalar settings; --bind-tcp/--bind listeners are
 added to the file's listeners.
 `

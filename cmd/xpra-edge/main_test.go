@@ -193,3 +193,31 @@ func TestAnySystemUserListenersAsRoot(t *testing.T) {
 		}
 	}
 }
+
+// [portal] needs [tls] and bounded durations; with them it parses.
+func TestPortalConfig(t *testing.T) {
+	for _, tc := range []struct {
+		text, problem string
+	}{
+		{"[portal]\nenable = true\n", "portal.enable: the portal needs [tls]"},
+		{"[tls]\nmode = \"self-signed\"\n[portal]\nenable = true\nticket_ttl = \"1h\"\n", "portal.ticket_ttl"},
+		{"[tls]\nmode = \"self-signed\"\n[portal]\nenable = true\nadmin_group = \"wheel\"\nadmin_users = [\"a\"]\nlogin_ttl = \"2h\"\nidle_timeout = \"10m\"\nticket_ttl = \"30s\"\n", ""},
+		{"[portal]\nenabled = true\n", "unknown key(s): portal.enabled"},
+	} {
+		c, err := config.Parse([]byte("auth = \"allow\"\n[[listener]]\nbind = \"127.0.0.1:1\"\n" + tc.text))
+		if err != nil {
+			if tc.problem == "" || !strings.Contains(err.Error(), tc.problem) {
+				t.Errorf("%q: %v", tc.text, err)
+			}
+			continue
+		}
+		c.FillDefaults()
+		err = c.Validate()
+		switch {
+		case tc.problem == "" && err != nil:
+			t.Errorf("%q: %v", tc.text, err)
+		case tc.problem != "" && (err == nil || !strings.Contains(err.Error(), tc.problem)):
+			t.Errorf("%q: %v, want %q", tc.text, err, tc.problem)
+		}
+	}
+}

@@ -21,7 +21,38 @@ import (
 	"github.com/xpra-edge/xpra-edge/fleet"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/internal/wsconn"
+	"github.com/xpra-edge/xpra-edge/portal"
 )
+
+// newPortal builds the browser portal of [portal]: password logins with
+// the listener's own module (unless password_login = false), and single
+// sign-on with [portal.oidc].
+func newPortal(c config.Portal, log *slog.Logger) (*portal.Portal, error) {
+	var methods []portal.Method
+	if c.PasswordLogin == nil || *c.PasswordLogin {
+		methods = append(methods, &portal.ModuleLogin{})
+	}
+	if o := c.OIDC; o != nil {
+		m, err := portal.NewOIDC(portal.OIDCConfig{
+			Issuer: o.Issuer, ClientID: o.ClientID,
+			ClientSecretFile: o.ClientSecretFile, ClientSecretEnv: o.ClientSecretEnv,
+			RedirectURL: o.RedirectURL, Scopes: o.Scopes,
+			UsernameClaim: o.UsernameClaim, GroupsClaim: o.GroupsClaim,
+			AllowedGroups: o.AllowedGroups, GroupDisplays: o.GroupDisplays, LocalSessions: o.LocalSessions,
+			CAFile: o.CAFile, Label: o.Label, Timeout: o.Timeout.Std(),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("portal.oidc: %w", err)
+		}
+		methods = append(methods, m)
+	}
+	return portal.New(portal.Config{
+		Methods:    methods,
+		AdminGroup: c.AdminGroup, AdminUsers: c.AdminUsers,
+		LoginTTL: c.LoginTTL.Std(), IdleTTL: c.IdleTimeout.Std(), TicketTTL: c.TicketTTL.Std(),
+		Logger: log,
+	}), nil
+}
 
 // proxy is a running `xpra-edge proxy` with what it needs to reload.
 type proxy struct {
@@ -92,13 +123,22 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 		p.close()
 		return nil, err
 	}
+	web := edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins}
+	var pt *portal.Portal
+	if cfg.Portal.Enable {
+		if pt, err = newPortal(cfg.Portal, log); err != nil {
+			p.close()
+			return nil, err
+		}
+		web.Portal = pt
+	}
 	ecfg := edge.Config{
 		Display:   cfg.Display,
 		SocketDir: cfg.SocketDir,
 		State:     st,
 		Logger:    log,
 		TLS:       tlsCfg,
-		Web:       edge.Web{Root: webRoot(cfg), Disable: cfg.Web.Disable, AllowedOrigins: cfg.Web.AllowedOrigins},
+		Web:       web,
 	}
 	if p.member != nil {
 		ecfg.BanStore, ecfg.Registry = p.member, p.member
@@ -107,6 +147,9 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 	if err != nil {
 		p.close()
 		return nil, err
+	}
+	if pt != nil {
+		pt.Attach(srv)
 	}
 	p.srv = srv
 	// Certificates first: once the port is bound a client may connect

@@ -52,11 +52,14 @@ var allowed = map[string][]string{
 	"internal/xprawire": {"github.com/pierrec/lz4/v4", "github.com/andybalholm/brotli"},
 	"internal/sockdir":  {},
 	"internal/wsconn":   {},
-	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3"},
+	"auth":              {"golang.org/x/crypto", "github.com/mattn/go-sqlite3", "github.com/go-ldap/ldap/v3"},
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
 	"fleet":   {module + "/auth", module + "/edge", "github.com/jackc/pgx/v5"},
+	// portal: the browser portal; it imports edge for the proxy's types,
+	// edge never imports it (it is given an edge.Portal).
+	"portal":  {module + "/edge", module + "/auth", module + "/router", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
 	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
 }
 
@@ -70,6 +73,9 @@ func TestImportArrows(t *testing.T) {
 			}
 			if rel == "edge" && strings.HasPrefix(imp, module+"/tlsconf") {
 				t.Errorf("edge imports tlsconf: it must receive a *tls.Config")
+			}
+			if rel == "edge" && strings.HasPrefix(imp, module+"/portal") {
+				t.Errorf("edge imports portal: it must receive an edge.Portal")
 			}
 			if !constrained || isStd(imp) {
 				continue

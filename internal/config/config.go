@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -74,6 +75,67 @@ type Config struct {
 	Web       Web            `toml:"web"`
 	Sessions  Sessions       `toml:"sessions"`
 	Store     Store          `toml:"store"`
+	Portal    Portal         `toml:"portal"`
+}
+
+// Portal configures the browser portal at "/" of the listeners that serve
+// https (the HTML5 client files move to /client/; their other paths keep
+// working).
+type Portal struct {
+	// Enable serves the portal. It needs [tls]: the portal answers over
+	// https only (plain http is redirected to https, or refused).
+	Enable bool `toml:"enable"`
+	// AdminGroup: users in this group (their system groups, or those
+	// their login method reports) see the admin view at /admin/.
+	AdminGroup string `toml:"admin_group"`
+	// AdminUsers see the admin view too.
+	AdminUsers []string `toml:"admin_users"`
+	// LoginTTL bounds a portal login (default 12h).
+	LoginTTL Duration `toml:"login_ttl"`
+	// IdleTimeout ends a portal login unused that long (default 1h).
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// TicketTTL bounds an "open" ticket until the HTML5 client uses it
+	// (default 60s).
+	TicketTTL Duration `toml:"ticket_ttl"`
+	// PasswordLogin shows the password form (the listener's own module)
+	// on the login page; default true. false with [portal.oidc]: single
+	// sign-on only.
+	PasswordLogin *bool `toml:"password_login"`
+	// OIDC adds single sign-on with an OpenID provider.
+	OIDC *PortalOIDC `toml:"oidc"`
+}
+
+// PortalOIDC configures the portal's OpenID Connect login: the
+// authorization code flow with PKCE; state, nonce and verifier bound to
+// the browser; the ID token verified (signature, issuer, audience,
+// expiry, nonce).
+type PortalOIDC struct {
+	Issuer   string `toml:"issuer"`    // https URL of the provider
+	ClientID string `toml:"client_id"` // required
+	// The client secret: first line of ClientSecretFile, or the variable
+	// ClientSecretEnv; neither: a public client (PKCE only).
+	ClientSecretFile string `toml:"client_secret_file"`
+	ClientSecretEnv  string `toml:"client_secret_env"`
+	// RedirectURL is the callback registered at the provider
+	// (https://HOST/login/oidc/callback); default: from the request's host.
+	RedirectURL string   `toml:"redirect_url"`
+	Scopes      []string `toml:"scopes"` // default ["openid", "profile", "email"]
+	// UsernameClaim names the user (default "preferred_username");
+	// GroupsClaim lists their groups (default "groups").
+	UsernameClaim string `toml:"username_claim"`
+	GroupsClaim   string `toml:"groups_claim"`
+	// AllowedGroups: only members of one of these log in (empty: anyone
+	// the provider signs in).
+	AllowedGroups []string `toml:"allowed_groups"`
+	// GroupDisplays maps a group to the sessions its members may open
+	// (display entries as in a [[user]]'s displays).
+	GroupDisplays map[string][]string `toml:"group_displays"`
+	// LocalSessions: the user's sessions include the local system user's
+	// of the same name (system-wide mode).
+	LocalSessions bool     `toml:"local_sessions"`
+	CAFile        string   `toml:"ca_file"` // PEM CAs for the provider (default: the system's)
+	Label         string   `toml:"label"`   // the login button's text
+	Timeout       Duration `toml:"timeout"` // each request to the provider, default 10s
 }
 
 // Store makes the node a member of a fleet sharing PostgreSQL
@@ -100,7 +162,7 @@ type Store struct {
 func (s Store) Enabled() bool { return s.Postgres != "" }
 
 // Sessions configures starting new sessions for users of local-session
-// modules (allow, none, password, pam): system-wide mode.
+// modules (allow, none, password, pam, ldap): system-wide mode.
 type Sessions struct {
 	// Start starts a session as the user when they have none or ask for
 	// one (xpra's --proxy-start-sessions). It needs the proxy to run as
@@ -124,7 +186,7 @@ type Sessions struct {
 
 // StartEnabled is whether sessions are started: the configured start, else
 // on for a proxy running as root (only logins of the modules whose sessions
-// are a system user's own, allow, none, password and pam, ever start one).
+// are a system user's own, allow, none, password, pam and ldap, ever start one).
 func (s Sessions) StartEnabled(isRoot bool) bool {
 	if s.Start != nil {
 		return *s.Start
@@ -418,6 +480,35 @@ func (c *Config) Problems() []error {
 	}
 	if dead < 2*hb {
 		add("store.dead_after: must be at least twice store.heartbeat (%v)", hb)
+	}
+	if c.Portal.Enable && c.TLS.Mode == "" {
+		add("portal.enable: the portal needs [tls] (it is served over https only)")
+	}
+	if c.Portal.LoginTTL < 0 || c.Portal.IdleTimeout < 0 || c.Portal.TicketTTL < 0 {
+		add("portal: durations cannot be negative")
+	}
+	if o := c.Portal.OIDC; o != nil {
+		if !c.Portal.Enable {
+			add("portal.oidc: needs portal.enable = true")
+		}
+		if u, err := url.Parse(o.Issuer); err != nil || u.Scheme != "https" || u.Host == "" {
+			add("portal.oidc.issuer: an https URL is required, got %q", o.Issuer)
+		}
+		if o.ClientID == "" {
+			add("portal.oidc.client_id: required")
+		}
+		if o.ClientSecretFile != "" && o.ClientSecretEnv != "" {
+			add("portal.oidc: client_secret_file and client_secret_env are exclusive")
+		}
+		if o.Timeout < 0 {
+			add("portal.oidc.timeout: cannot be negative")
+		}
+	}
+	if c.Portal.PasswordLogin != nil && !*c.Portal.PasswordLogin && c.Portal.OIDC == nil && c.Portal.Enable {
+		add("portal.password_login = false leaves no way to log in without [portal.oidc]")
+	}
+	if c.Portal.TicketTTL.Std() > 10*time.Minute {
+		add("portal.ticket_ttl: at most 10m (a ticket is meant to be used at once)")
 	}
 	if c.Limits.MaxPacketSize > 256<<20 {
 		add("limits.max_packet_size: at most 268435456 (256 MiB)")

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 )
 
@@ -38,6 +40,7 @@ type Browser struct {
 	cancel  context.CancelFunc
 	marker  string
 	stopped bool
+	tab     bool // a tab of another Browser: Close closes the tab only
 }
 
 // OpenHTML5 opens pageURL (xpra's HTML5 client, e.g.
@@ -125,6 +128,10 @@ func (b *Browser) Close() {
 		return
 	}
 	b.stopped = true
+	if b.tab {
+		b.cancel()
+		return
+	}
 	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
 	_ = chromedp.Cancel(ctx) // closes the browser gracefully
 	cancel()
@@ -312,4 +319,70 @@ func redactURL(u string) string {
 		}
 	}
 	return u
+}
+
+// Navigate loads pageURL in the browser's tab and waits for its load
+// (bounded to 30 s).
+func (b *Browser) Navigate(pageURL string) error {
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Navigate(pageURL)); err != nil {
+		return fmt.Errorf("navigate to %s: %w", redactURL(pageURL), err)
+	}
+	b.URL = pageURL
+	return nil
+}
+
+// WaitTrue evaluates expr every 100 ms until it is true, for at most d.
+func (b *Browser) WaitTrue(expr string, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	for {
+		var ok bool
+		err := b.Eval(`(() => { try { return !!(`+expr+`); } catch (e) { return false; } })()`, &ok)
+		if err == nil && ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w after %s waiting for %s (eval error %v); page %s: %q", ErrTimeout, d, expr, err, b.Location(), b.PageText())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// OnNewDocument has every document loaded from now on run js before its
+// own scripts (tests use it to observe what a page does).
+func (b *Browser) OnNewDocument(js string) error {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	_, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: js})
+	return err
+}
+
+// Cookies are the browser's cookies for pageURL, HttpOnly ones included.
+func (b *Browser) Cookies(pageURL string) ([]*network.Cookie, error) {
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	res, err := chromedp.Call(ctx, network.GetCookies, network.GetCookiesParams{URLs: []string{pageURL}})
+	if err != nil {
+		return nil, err
+	}
+	return res.Cookies, nil
+}
+
+// NewTab opens pageURL in a new tab of the same browser (same cookies and
+// origin storage, its own sessionStorage). Closing it closes the tab only.
+func (b *Browser) NewTab(t testing.TB, pageURL string) *Browser {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	tab := &Browser{URL: pageURL, UserDataDir: b.UserDataDir, ctx: ctx, cancel: cancel, marker: b.marker, tab: true}
+	t.Cleanup(tab.Close)
+	// The tab's first Run creates it and must not carry its own timeout
+	// (it would close the tab with it): a watchdog bounds it instead.
+	watchdog := time.AfterFunc(30*time.Second, cancel)
+	_, err := chromedp.Run(ctx, chromedp.Navigate(pageURL))
+	watchdog.Stop()
+	if err != nil {
+		t.Fatalf("xpratest: chromium: new tab %s: %v", redactURL(pageURL), err)
+	}
+	return tab
 }

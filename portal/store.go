@@ -1,0 +1,211 @@
+package portal
+
+import (
+	"container/list"
+	"crypto/subtle"
+	"sync"
+	"time"
+
+	"github.com/xpra-edge/xpra-edge/router"
+)
+
+// login is one browser's portal login, found by its cookie's hash.
+type login struct {
+	key     [32]byte
+	user    string
+	res     Result
+	admin   bool
+	csrf    string // per-login CSRF token, in every form
+	created time.Time
+	used    time.Time
+	method  string
+	tickets []*ticket
+	elem    *list.Element
+}
+
+// ticket is a pending "open": single use, short-lived, bound to its login
+// (the browser's cookie), the user and one session.
+type ticket struct {
+	secret  []byte
+	user    string
+	target  router.Target
+	expires time.Time
+}
+
+// flow is a pending redirect login.
+type flow struct {
+	method  string
+	data    Flow
+	expires time.Time
+}
+
+// store holds logins, their tickets and pending redirect flows, bounded.
+type store struct {
+	mu     sync.Mutex
+	now    func() time.Time
+	logins map[[32]byte]*login
+	order  *list.List // oldest first
+	flows  map[[32]byte]*flow
+}
+
+const maxFlows = 10000
+
+func newStore(now func() time.Time) *store {
+	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}}
+}
+
+// add starts a login and returns its cookie value.
+func (s *store) add(res Result, admin bool, method string) (cookie string, l *login) {
+	cookie = randomToken()
+	now := s.now()
+	l = &login{key: tokenKey(cookie), user: res.Identity.Username, res: res, admin: admin,
+		csrf: randomToken(), created: now, used: now, method: method}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.logins) >= MaxLogins {
+		s.removeLocked(s.order.Front().Value.(*login))
+	}
+	l.elem = s.order.PushBack(l)
+	s.logins[l.key] = l
+	return cookie, l
+}
+
+// get returns the live login of a cookie value and marks it used; nil
+// when there is none or it expired (it is then removed).
+func (s *store) get(cookie string, loginTTL, idleTTL time.Duration) *login {
+	if cookie == "" {
+		return nil
+	}
+	k := tokenKey(cookie)
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.logins[k]
+	if l == nil {
+		return nil
+	}
+	if now.Sub(l.created) > loginTTL || now.Sub(l.used) > idleTTL {
+		s.removeLocked(l)
+		return nil
+	}
+	l.used = now
+	return l
+}
+
+// remove ends a login (logout) and its pending tickets.
+func (s *store) remove(l *login) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.logins[l.key] == l {
+		s.removeLocked(l)
+	}
+}
+
+func (s *store) removeLocked(l *login) {
+	delete(s.logins, l.key)
+	s.order.Remove(l.elem)
+	for _, t := range l.tickets {
+		clear(t.secret)
+	}
+	l.tickets = nil
+}
+
+// mint adds a ticket for t to l and returns its secret.
+func (s *store) mint(l *login, t router.Target, ttl time.Duration) string {
+	secret := randomToken()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked(l)
+	if len(l.tickets) >= maxTicketsPerLogin {
+		clear(l.tickets[0].secret)
+		l.tickets = l.tickets[1:]
+	}
+	l.tickets = append(l.tickets, &ticket{secret: []byte(secret), user: l.user, target: t, expires: s.now().Add(ttl)})
+	return secret
+}
+
+func (s *store) pruneLocked(l *login) {
+	now := s.now()
+	kept := l.tickets[:0]
+	for _, t := range l.tickets {
+		if now.Before(t.expires) {
+			kept = append(kept, t)
+		} else {
+			clear(t.secret)
+		}
+	}
+	l.tickets = kept
+}
+
+// pending reports whether the login of a cookie value holds a live ticket.
+func (s *store) pending(cookie string) bool {
+	if cookie == "" {
+		return false
+	}
+	k := tokenKey(cookie)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.logins[k]
+	if l == nil {
+		return false
+	}
+	s.pruneLocked(l)
+	return len(l.tickets) > 0
+}
+
+// consume finds the live ticket of the cookie's login for username whose
+// secret match accepts, removes it (single use) and returns it.
+func (s *store) consume(cookie, username string, match func(secret []byte) bool) (*ticket, bool) {
+	k := tokenKey(cookie)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.logins[k]
+	if l == nil {
+		return nil, false
+	}
+	s.pruneLocked(l)
+	for i, t := range l.tickets {
+		userOK := subtle.ConstantTimeCompare([]byte(t.user), []byte(username)) == 1
+		if match(t.secret) && userOK {
+			l.tickets = append(l.tickets[:i:i], l.tickets[i+1:]...)
+			return t, true
+		}
+	}
+	return nil, false
+}
+
+// addFlow keeps a redirect login's flow and returns its cookie value.
+func (s *store) addFlow(method string, data Flow) string {
+	c := randomToken()
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.flows) >= maxFlows {
+		for k, f := range s.flows {
+			if !now.Before(f.expires) {
+				delete(s.flows, k)
+			}
+		}
+		if len(s.flows) >= maxFlows {
+			return ""
+		}
+	}
+	s.flows[tokenKey(c)] = &flow{method: method, data: data, expires: now.Add(FlowTTL)}
+	return c
+}
+
+// takeFlow removes and returns a live flow of method.
+func (s *store) takeFlow(cookie, method string) (Flow, bool) {
+	if cookie == "" {
+		return nil, false
+	}
+	k := tokenKey(cookie)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.flows[k]
+	delete(s.flows, k)
+	if f == nil || f.method != method || !s.now().Before(f.expires) {
+		return nil, false
+	}
+	return f.data, true
+}
