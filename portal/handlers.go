@@ -42,12 +42,6 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"ago": func(t time.Time) string {
-		if t.IsZero() {
-			return ""
-		}
-		return time.Since(t).Round(time.Second).String()
-	},
 	"when": func(t time.Time) string {
 		if t.IsZero() {
 			return "unknown"
@@ -290,7 +284,6 @@ func systemGroups(name string) []string {
 type sessionView struct {
 	Index   int
 	Display string
-	Name    string
 	Started time.Time
 	Route   string
 }
@@ -326,7 +319,7 @@ func (p *Portal) showSessions(w http.ResponseWriter, r *http.Request, l *login, 
 		}
 	}
 	for i, t := range ts {
-		d.Sessions = append(d.Sessions, sessionView{Index: i, Display: displayName(t), Name: t.Route, Started: startedAt(t), Route: t.Route})
+		d.Sessions = append(d.Sessions, sessionView{Index: i, Display: displayName(t), Started: startedAt(t), Route: t.Route})
 		d.Routes = d.Routes || t.Route != ""
 	}
 	d.Count = len(d.Sessions)
