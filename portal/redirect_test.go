@@ -108,3 +108,51 @@ func TestRedirectMethod(t *testing.T) {
 		t.Errorf("unknown method: %s", resp.Status)
 	}
 }
+
+// Pending redirect logins are bounded per client host (a flood from one
+// address is refused there, not for others) and in all (the oldest go).
+func TestFlowBounds(t *testing.T) {
+	e := newEnv(t)
+	s := e.p.store
+	var first string
+	for i := range maxFlowsPerAddr {
+		c := s.addFlow("idp", Flow{"i": fmt.Sprint(i)}, "192.0.2.66")
+		if c == "" {
+			t.Fatalf("flow %d of one address refused", i)
+		}
+		if i == 0 {
+			first = c
+		}
+	}
+	if c := s.addFlow("idp", nil, "192.0.2.66"); c != "" {
+		t.Errorf("flow %d of one address accepted", maxFlowsPerAddr+1)
+	}
+	if c := s.addFlow("idp", nil, "192.0.2.67"); c == "" {
+		t.Errorf("another address refused")
+	}
+	// Taken (or expired) flows free the address's room.
+	if fl, ok := s.takeFlow(first, "idp"); !ok || fl["i"] != "0" {
+		t.Errorf("takeFlow: %v %v", fl, ok)
+	}
+	if c := s.addFlow("idp", nil, "192.0.2.66"); c == "" {
+		t.Errorf("a taken flow did not free its address's room")
+	}
+	e.advance(FlowTTL + 1)
+	for range maxFlowsPerAddr {
+		if c := s.addFlow("idp", nil, "192.0.2.66"); c == "" {
+			t.Fatalf("expired flows did not free the address's room")
+		}
+	}
+	// The global bound: filling it evicts the oldest, never refuses.
+	for i := range maxFlows + 5 {
+		if c := s.addFlow("idp", nil, fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)); c == "" {
+			t.Fatalf("flow %d refused at the global bound", i)
+		}
+	}
+	s.mu.Lock()
+	n := len(s.flows)
+	s.mu.Unlock()
+	if n > maxFlows {
+		t.Errorf("%d flows held, bound %d", n, maxFlows)
+	}
+}
