@@ -56,7 +56,7 @@ var allowed = map[string][]string{
 	"internal/config":   {module + "/auth", module + "/router", module + "/tlsconf", "github.com/pelletier/go-toml/v2"},
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
-	"fleet":   {module + "/auth", module + "/edge", "github.com/jackc/pgx/v5"},
+	"fleet": {module + "/auth", module + "/edge", "github.com/jackc/pgx/v5"},
 	// portal: the browser portal; it imports edge for the proxy's types,
 	// edge never imports it (it is given an edge.Portal).
 	"portal":  {module + "/edge", module + "/auth", module + "/router", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
