@@ -57,7 +57,7 @@ var allowed = map[string][]string{
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
 	"fleet":   {module + "/auth", "github.com/jackc/pgx/v5"},
-	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
+	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns", "github.com/jackc/pgx/v5"},
 }
 
 func TestImportArrows(t *testing.T) {
