@@ -25,7 +25,7 @@ auth = "postgres"
 bind = %q
 
 [bans]
-max_failures = 0
+max_failures = 2
 
 [store]
 postgres = %q
@@ -100,6 +100,33 @@ func TestFleetSharedUsersAndCertificate(t *testing.T) {
 		t.Fatalf("reached %q", d)
 	}
 	xc.Close()
+
+	// PostgreSQL stopped: logins fail closed with "authentication error"
+	// on the edge, and count toward no ban (max_failures = 2: three
+	// counted failures would ban 127.0.0.1); the certificate is still
+	// served from memory. Back up, the same client logs in.
+	pg.Stop()
+	for i := range 3 {
+		c := waitACMECert(t, addrB, name, roots, 10*time.Second)
+		start := time.Now()
+		_, _, err := goLoginConn(c, tlsUser, tlsPassword)
+		c.Close()
+		if err == nil || !strings.Contains(err.Error(), "authentication error") {
+			t.Fatalf("login %d with PostgreSQL down: %v", i, err)
+		}
+		t.Logf("login with PostgreSQL down refused in %v: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	pg.Start()
+	c = waitACMECert(t, addrB, name, roots, 10*time.Second)
+	if xc, _, err := goLoginConn(c, tlsUser, tlsPassword); err != nil {
+		t.Fatalf("login after PostgreSQL is back: %v", err)
+	} else {
+		xc.Close()
+	}
+	if strings.Contains(b.log.String(), "banned") {
+		t.Fatalf("node b banned a client for PostgreSQL being down:\n%s", strings.Join(grepLines(b.log.String(), "banned"), "\n"))
+	}
+
 	c = waitACMECert(t, addrA, name, roots, 10*time.Second)
 	if _, _, err := goLoginConn(c, "late", "wrong"); err == nil || !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password on node a: %v", err)
