@@ -68,6 +68,9 @@ func TestImportArrows(t *testing.T) {
 			if strings.Contains(imp, "certmagic") && rel != "tlsconf" {
 				t.Errorf("%s imports %s: only tlsconf may import certmagic", rel, imp)
 			}
+			if strings.HasPrefix(imp, "github.com/jackc/pgx") && rel != "fleet" && rel != "tlsconf" && !strings.HasPrefix(rel, "internal/pgtest") {
+				t.Errorf("%s imports %s: only fleet (the schema's owner) and tlsconf (its certificate storage) may use PostgreSQL", rel, imp)
+			}
 			if rel == "edge" && strings.HasPrefix(imp, module+"/tlsconf") {
 				t.Errorf("edge imports tlsconf: it must receive a *tls.Config")
 			}

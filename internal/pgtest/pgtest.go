@@ -337,6 +337,29 @@ func (c *Cluster) Stop() {
 	}
 }
 
+// Crash stops the server as a power cut would for its clients: an
+// immediate shutdown (SIGQUIT: no checkpoint, clients cut at once; the
+// next Start runs crash recovery). It waits for the server to exit.
+func (c *Cluster) Crash() {
+	c.mu.Lock()
+	cmd, exited := c.cmd, c.exited
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		c.kill()
+	}
+}
+
 // kill ends the server's whole process group at once.
 func (c *Cluster) kill() {
 	c.mu.Lock()

@@ -74,6 +74,15 @@ func TestClusterStopStart(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT v FROM kept").Scan(&v); err != nil || v != 42 {
 		t.Fatalf("data after restart: %d, %v", v, err)
 	}
+	// A crash (immediate shutdown) cuts the client; a Start recovers.
+	c.Crash()
+	if err := conn.Ping(ctx); err == nil {
+		t.Fatal("ping succeeded after a crash")
+	}
+	c.Start()
+	if db, err := query(t, c.DSN()); err != nil || db != Database {
+		t.Fatalf("after crash recovery: %q, %v", db, err)
+	}
 }
 
 // TestTerminateBackends proves that the harness can cut a client's
