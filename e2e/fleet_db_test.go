@@ -46,7 +46,7 @@ tls_port = %d
 // TestFleetSharedUsersAndCertificate: two xpra-edge processes share one
 // PostgreSQL (its password only in XPRA_EDGE_PG_PASSWORD). A user added
 // once with `xpra-edge pg` logs in on both and reaches a real xpra
-// server; a user added while they run logs in at once. Both start at the
+// server (the real xpra client attaches through node b); a user added while they run logs in at once. Both start at the
 // same moment with ACME against Pebble, whose TLS-ALPN-01 validation
 // reaches only node a's port: Pebble gets one order and both nodes serve
 // the same certificate, verified against Pebble's root. The password is
@@ -82,9 +82,18 @@ func TestFleetSharedUsersAndCertificate(t *testing.T) {
 	if n := ca.NewOrders(); n != 1 {
 		t.Fatalf("Pebble got %d orders from two nodes, want 1", n)
 	}
-	// The user added once logs in on both nodes.
+	// The user added once logs in on both nodes; the real xpra client,
+	// trusting only Pebble's root, attaches through node b and sees the
+	// backend's window.
 	loginSees(t, ca1, backend).Close()
 	loginSees(t, cb1, backend).Close()
+	rootsPEM, err := ca.RootsPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rootFile := writeFile(t, filepath.Join(t.TempDir(), "pebble-root.pem"), string(rootsPEM))
+	attachSees(t, "ssl://"+tlsUser+":"+tlsPassword+"@"+addrB+"/", titleA,
+		"--ssl-ca-certs="+rootFile, "--ssl-server-hostname="+name).Stop()
 
 	// A user added while the nodes run logs in on node b at its next
 	// login; a wrong password is refused.
