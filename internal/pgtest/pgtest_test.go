@@ -2,6 +2,7 @@ package pgtest
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,33 @@ func TestTerminateBackends(t *testing.T) {
 	}
 	if err := conn.Ping(ctx); err == nil {
 		t.Fatal("ping succeeded on a terminated connection")
+	}
+}
+
+// recTB records what Require does instead of ending the test.
+type recTB struct {
+	testing.TB
+	fatal, skip string
+}
+
+func (r *recTB) Helper()           {}
+func (r *recTB) Fatal(args ...any) { r.fatal = strings.TrimSpace(fmt.Sprintln(args...)) }
+func (r *recTB) Skip(args ...any)  { r.skip = strings.TrimSpace(fmt.Sprintln(args...)) }
+
+// TestRequireMissingBinaries: without the server binaries Require skips,
+// and fails under XPRA_EDGE_REQUIRE_PEERS=1 (as make test sets it).
+func TestRequireMissingBinaries(t *testing.T) {
+	t.Setenv("PGTEST_BINDIR", t.TempDir())
+	t.Setenv(EnvRequirePeers, "")
+	r := &recTB{TB: t}
+	Require(r)
+	if r.fatal != "" || !strings.Contains(r.skip, "missing PostgreSQL") || !strings.Contains(r.skip, "install-test-deps.sh") {
+		t.Fatalf("without XPRA_EDGE_REQUIRE_PEERS: fatal %q, skip %q", r.fatal, r.skip)
+	}
+	t.Setenv(EnvRequirePeers, "1")
+	r = &recTB{TB: t}
+	Require(r)
+	if r.skip != "" || !strings.Contains(r.fatal, "initdb") {
+		t.Fatalf("with XPRA_EDGE_REQUIRE_PEERS=1: fatal %q, skip %q", r.fatal, r.skip)
 	}
 }
