@@ -1,8 +1,13 @@
 package pgtest
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +136,69 @@ func TestRequireMissingBinaries(t *testing.T) {
 	Require(r)
 	if r.skip != "" || !strings.Contains(r.fatal, "initdb") {
 		t.Fatalf("with XPRA_EDGE_REQUIRE_PEERS=1: fatal %q, skip %q", r.fatal, r.skip)
+	}
+}
+
+// TestClusterEndsWithTheTestProcess: a test process killed with SIGKILL
+// (no cleanup runs) leaves no PostgreSQL running.
+func TestClusterEndsWithTheTestProcess(t *testing.T) {
+	if os.Getenv("PGTEST_CHILD") != "" {
+		c := Start(t)
+		fmt.Printf("PORT %d\n", c.Port)
+		time.Sleep(time.Minute)
+		return
+	}
+	Require(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestClusterEndsWithTheTestProcess$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), "PGTEST_CHILD=1")
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	port := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if p, ok := strings.CutPrefix(sc.Text(), "PORT "); ok {
+				port <- p
+				break
+			}
+		}
+		close(port)
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	var p string
+	select {
+	case p = <-port:
+	case <-time.After(90 * time.Second):
+		t.Fatal("the child did not start a cluster")
+	}
+	if p == "" {
+		t.Fatal("the child ended without a cluster")
+	}
+	addr := net.JoinHostPort("127.0.0.1", p)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err != nil {
+		t.Fatalf("the child's cluster does not listen: %v", err)
+	} else {
+		c.Close()
+	}
+	if err := cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return // gone
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("PostgreSQL still listens 20 s after its test process was killed")
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
