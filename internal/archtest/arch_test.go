@@ -57,7 +57,7 @@ var allowed = map[string][]string{
 	"edge": {module + "/router", module + "/auth", module + "/internal/", "github.com/prometheus/client_golang",
 		"github.com/pires/go-proxyproto", "golang.org/x/sys/unix"},
 	"fleet":   {module + "/auth", module + "/edge", "github.com/jackc/pgx/v5"},
-	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
+	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns", "github.com/jackc/pgx/v5"},
 }
 
 func TestImportArrows(t *testing.T) {
@@ -67,6 +67,9 @@ func TestImportArrows(t *testing.T) {
 		for _, imp := range p.Imports {
 			if strings.Contains(imp, "certmagic") && rel != "tlsconf" {
 				t.Errorf("%s imports %s: only tlsconf may import certmagic", rel, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/jackc/pgx") && rel != "fleet" && rel != "tlsconf" && !strings.HasPrefix(rel, "internal/pgtest") {
+				t.Errorf("%s imports %s: only fleet (the schema's owner) and tlsconf (its certificate storage) may use PostgreSQL", rel, imp)
 			}
 			if rel == "edge" && strings.HasPrefix(imp, module+"/tlsconf") {
 				t.Errorf("edge imports tlsconf: it must receive a *tls.Config")
