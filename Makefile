@@ -51,6 +51,7 @@ test: deps tidy-check vet staticcheck unit fuzz-smoke
 
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem ./internal/xprawire/ ./internal/wsconn/
+	$(GO) test -run '^$$' -bench 'Login' -benchmem ./auth/ ./fleet/
 	./bin/xpra-edge-bench -out bench-results
 
 clean:

@@ -60,6 +60,7 @@ bind = %q
 
 [limits]
 auth_fail_delay = "10ms"
+max_sessions_per_user = 1
 
 [log]
 level = "debug"
@@ -164,7 +165,7 @@ func waitListed(t *testing.T, cfg string, all bool, d time.Duration, cond func([
 // stopping PostgreSQL keeps the live sessions, refuses new logins with
 // "authentication error" (and /healthz, xpra_edge_store_up say so) until
 // it is back; a SIGKILLed node's sessions are marked ended after
-// dead_after.
+// dead_after; max_sessions_per_user counts both nodes' sessions.
 func TestFleetTwoNodes(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb")
 	pg := pgtest.Start(t)
@@ -241,6 +242,18 @@ func TestFleetTwoNodes(t *testing.T) {
 	if onB.uuid == "" {
 		t.Fatal("no session of b listed")
 	}
+
+	t.Run("per-user cap", func(t *testing.T) {
+		// alice's one session (max_sessions_per_user = 1) is on a: b
+		// refuses her a second one, before dialling her backend.
+		r := loginFrom(t, "127.0.0.13", b.addr, "alice", "alice-pw")
+		if len(r) < 2 || r[0] != "server error" || !strings.Contains(strings.Join(r, " "), "session limit reached") {
+			t.Fatalf("alice's second session, on b: %v", r)
+		}
+		if ca.Exited() {
+			t.Fatal("alice's session on a ended")
+		}
+	})
 
 	t.Run("stop", func(t *testing.T) {
 		start := time.Now()

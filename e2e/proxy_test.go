@@ -82,6 +82,15 @@ func edgeCmd(t testing.TB, args ...string) (string, int) {
 // startProxy runs `xpra-edge proxy args...` and waits until addr accepts.
 func startProxy(t testing.TB, addr string, args ...string) *proxy {
 	t.Helper()
+	p := launchProxy(t, addr, args...)
+	p.waitListening()
+	return p
+}
+
+// launchProxy starts `xpra-edge proxy args...` without waiting (start
+// several at once, then waitListening on each).
+func launchProxy(t testing.TB, addr string, args ...string) *proxy {
+	t.Helper()
 	p := &proxy{t: t, log: &logBuffer{}, addr: addr, done: make(chan error, 1)}
 	p.cmd = exec.Command(edgeBin, append([]string{"proxy"}, args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
@@ -95,6 +104,13 @@ func startProxy(t testing.TB, addr string, args ...string) *proxy {
 			t.Logf("xpra-edge log:\n%s", p.log.String())
 		}
 	})
+	return p
+}
+
+// waitListening waits until the proxy's address accepts (20 s at most).
+func (p *proxy) waitListening() {
+	t, addr := p.t, p.addr
+	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -105,7 +121,7 @@ func startProxy(t testing.TB, addr string, args ...string) *proxy {
 			self := c.LocalAddr().String() == c.RemoteAddr().String()
 			c.Close()
 			if !self {
-				return p
+				return
 			}
 		}
 		select {

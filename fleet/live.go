@@ -453,8 +453,14 @@ func (m *Member) Run(ctx context.Context, node edge.Node) {
 	go func() { defer wg.Done(); m.listen(ctx) }()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
 	wg.Wait()
-	m.wg.Wait()
-	fctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Writes still in flight get a second, the final ones another.
+	inflight := make(chan struct{})
+	go func() { m.wg.Wait(); close(inflight) }()
+	select {
+	case <-inflight:
+	case <-time.After(time.Second):
+	}
+	fctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	m.mu.Lock()
 	pend := m.pending

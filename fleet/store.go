@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/xpra-edge/xpra-edge/auth"
@@ -154,8 +155,8 @@ func unavailable(err error) error {
 // reached or did not answer: a server shutting down or refusing
 // connections (SQLSTATE class 08, 57P01-57P03), and every error that is
 // not an answer of the server (connect failures, lost connections,
-// timeouts, a closed pool). An SQL error the server answered with, or a
-// context the caller cancelled, is not.
+// timeouts, a closed pool). An SQL error the server answered with, no
+// rows, a scan error, or a context the caller cancelled, is not.
 func IsUnavailable(err error) bool {
 	if err == nil {
 		return false
@@ -166,6 +167,11 @@ func IsUnavailable(err error) bool {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
 		return len(pe.Code) == 5 && pe.Code[:2] == "08" || pe.Code == "57P01" || pe.Code == "57P02" || pe.Code == "57P03"
+	}
+	// Answers about the result, not the connection.
+	var scanErr pgx.ScanArgError
+	if errors.Is(err, pgx.ErrNoRows) || errors.Is(err, pgx.ErrTooManyRows) || errors.As(err, &scanErr) {
+		return false
 	}
 	return !errors.Is(err, context.Canceled)
 }

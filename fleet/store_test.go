@@ -260,6 +260,16 @@ func TestStoreErrClassifies(t *testing.T) {
 	if err == nil || errors.Is(s.Err(err), ErrUnavailable) {
 		t.Fatalf("SQL error classified as unavailable: %v", err)
 	}
+	var n int
+	err = s.Pool().QueryRow(ctxT(t), "SELECT 1 WHERE false").Scan(&n)
+	if err == nil || IsUnavailable(err) || errors.Is(s.Err(err), ErrUnavailable) {
+		t.Fatalf("no rows classified as unavailable: %v", err)
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	if _, err := s.Pool().Exec(ctx, "SELECT 1"); err == nil || IsUnavailable(err) {
+		t.Fatalf("a cancelled context classified as unavailable: %v", err)
+	}
 	c.Stop()
 	_, err = s.Pool().Exec(ctxT(t), "SELECT 1")
 	if err == nil || !errors.Is(s.Err(err), ErrUnavailable) {

@@ -39,6 +39,8 @@ type acmeSource struct {
 	seen    sync.Map // on-demand names served so far (string -> struct{})
 	stopped atomic.Bool
 	limiter rateWindow // new on-demand certificates
+
+	storage certmagic.Storage // shared storage (PostgreSQL); nil: tls.storage on disk
 }
 
 // ErrOnDemandLimit is returned (wrapped) when on_demand_limit new
@@ -130,7 +132,7 @@ func (a *acmeSource) build(cfg Config, roots *x509.CertPool) *acmeState {
 		managed: newAllowList(cfg.Domains),
 	}
 	cmCfg := certmagic.Config{
-		Storage:   &certmagic.FileStorage{Path: cfg.acmeStorage()},
+		Storage:   a.storageFor(cfg),
 		KeySource: certmagic.StandardKeyGenerator{KeyType: keyType(cfg.KeyType)},
 		// Let's Encrypt no longer runs OCSP; do not fetch staples in
 		// handshakes or maintenance.
@@ -214,14 +216,25 @@ func (a *acmeSource) build(cfg Config, roots *x509.CertPool) *acmeState {
 	return st
 }
 
+// storageFor is the shared storage when there is one, else the
+// directory of cfg.
+func (a *acmeSource) storageFor(cfg Config) certmagic.Storage {
+	if a.storage != nil {
+		return a.storage
+	}
+	return &certmagic.FileStorage{Path: cfg.acmeStorage()}
+}
+
 func (a *acmeSource) start(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.done {
 		return errors.New("tlsconf: start after stop")
 	}
-	if err := checkWritableDir(a.cfg.acmeStorage()); err != nil {
-		return fmt.Errorf("tls.storage: %w", err)
+	if a.storage == nil {
+		if err := checkWritableDir(a.cfg.acmeStorage()); err != nil {
+			return fmt.Errorf("tls.storage: %w", err)
+		}
 	}
 	a.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) {

@@ -44,7 +44,7 @@ type Config struct {
 	// directory (a private CA, or Pebble in tests); default system roots.
 	CARoot string `toml:"ca_root"`
 	// Storage keeps ACME accounts, keys and certificates; default
-	// <state_dir>/acme.
+	// <state_dir>/acme. Unused when Manager.UsePostgres was called.
 	Storage string `toml:"storage"`
 	// StateDir keeps the self-signed development CA and leaf, and is the
 	// parent of the default ACME storage.

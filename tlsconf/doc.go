@@ -3,7 +3,8 @@
 // certificates (through certmagic, answering TLS-ALPN-01 on the TLS port and
 // HTTP-01 through an http.Handler), static cert/key files that are re-read
 // when they change, or a self-signed development CA and leaf kept in a state
-// directory.
+// directory. A fleet's nodes share ACME state in PostgreSQL (UsePostgres:
+// a certmagic Storage whose locks are session advisory locks).
 //
 // It is the only package in the repository that imports certmagic. It must
 // not own listeners or accept connections (the edge does that with the

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // ACMETLS1 is the ALPN protocol of the TLS-ALPN-01 challenge (RFC 8737).
@@ -87,6 +89,24 @@ func New(cfg Config, log *slog.Logger) (*Manager, error) {
 		m.src.Store(&sourceBox{a})
 	}
 	return m, nil
+}
+
+// UsePostgres keeps ACME accounts, keys, certificates, challenge tokens
+// and locks in the fleet's PostgreSQL (table edge_cert_data, made by
+// package fleet's migrations) instead of tls.storage, so that every node
+// of a fleet serves what one obtained and two nodes place one order. Call
+// it before Start; it does nothing outside mode acme. Certificates
+// already loaded keep being served from memory while the database is
+// down.
+func (m *Manager) UsePostgres(pool *pgxpool.Pool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.acme == nil || pool == nil {
+		return
+	}
+	m.acme.mu.Lock()
+	defer m.acme.mu.Unlock()
+	m.acme.storage = newPGStorage(pool, m.log.With("storage", "postgres"))
 }
 
 func cloneConfig(c Config) Config {

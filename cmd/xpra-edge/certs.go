@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xpra-edge/xpra-edge/fleet"
 	"github.com/xpra-edge/xpra-edge/internal/config"
 	"github.com/xpra-edge/xpra-edge/tlsconf"
 )
@@ -25,10 +26,15 @@ type certs struct {
 	http     *http.Server
 }
 
-func newCerts(c config.TLS, log *slog.Logger) (*certs, error) {
+// newCerts makes the certificate manager; with a fleet store, ACME
+// state lives in its PostgreSQL.
+func newCerts(c config.TLS, fl *fleet.Store, log *slog.Logger) (*certs, error) {
 	m, err := tlsconf.New(c, log)
 	if err != nil {
 		return nil, fmt.Errorf("tls: %w", err)
+	}
+	if fl != nil {
+		m.UsePostgres(fl.Pool())
 	}
 	return &certs{m: m, log: log, httpBind: c.HTTPBind}, nil
 }

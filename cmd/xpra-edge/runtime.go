@@ -107,7 +107,7 @@ func startProxy(ctx context.Context, cfg *config.Config, log *slog.Logger) (*pro
 	}
 	var tlsCfg *tls.Config
 	if cfg.TLS.Mode != "" {
-		c, err := newCerts(cfg.TLS, log.With("component", "tls"))
+		c, err := newCerts(cfg.TLS, p.fleet, log.With("component", "tls"))
 		if err != nil {
 			p.close()
 			return nil, err

@@ -60,7 +60,7 @@ var allowed = map[string][]string{
 	// portal: the browser portal; it imports edge for the proxy's types,
 	// edge never imports it (it is given an edge.Portal).
 	"portal":  {module + "/edge", module + "/auth", module + "/router", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
-	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns"},
+	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns", "github.com/jackc/pgx/v5"},
 }
 
 func TestImportArrows(t *testing.T) {
@@ -70,6 +70,9 @@ func TestImportArrows(t *testing.T) {
 		for _, imp := range p.Imports {
 			if strings.Contains(imp, "certmagic") && rel != "tlsconf" {
 				t.Errorf("%s imports %s: only tlsconf may import certmagic", rel, imp)
+			}
+			if strings.HasPrefix(imp, "github.com/jackc/pgx") && rel != "fleet" && rel != "tlsconf" && !strings.HasPrefix(rel, "internal/pgtest") {
+				t.Errorf("%s imports %s: only fleet (the schema's owner) and tlsconf (its certificate storage) may use PostgreSQL", rel, imp)
 			}
 			if rel == "edge" && strings.HasPrefix(imp, module+"/tlsconf") {
 				t.Errorf("edge imports tlsconf: it must receive a *tls.Config")

@@ -101,6 +101,7 @@ func Require(t testing.TB) {
 	msg := "missing PostgreSQL: " + strings.Join(missing, ", ") + " (run scripts/install-test-deps.sh as root)"
 	if os.Getenv(EnvRequirePeers) == "1" {
 		t.Fatal(msg)
+		return
 	}
 	t.Skip(msg)
 }
@@ -199,7 +200,9 @@ func (c *Cluster) command(ctx context.Context, name string, args ...string) *exe
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "LC_ALL=C", "HOME=" + c.Dir, "TZ=UTC"}
 	cmd.Dir = c.Dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// SIGQUIT is PostgreSQL's immediate shutdown: a test binary that dies
+	// (a -timeout panic, kill -9) takes its cluster with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT}
 	if c.uid >= 0 {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(c.uid), Gid: uint32(c.gid)}
 	}
@@ -330,6 +333,29 @@ func (c *Cluster) Stop() {
 	default:
 	}
 	_ = cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		c.kill()
+	}
+}
+
+// Crash stops the server as a power cut would for its clients: an
+// immediate shutdown (SIGQUIT: no checkpoint, clients cut at once; the
+// next Start runs crash recovery). It waits for the server to exit.
+func (c *Cluster) Crash() {
+	c.mu.Lock()
+	cmd, exited := c.cmd, c.exited
+	c.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGQUIT)
 	select {
 	case <-exited:
 	case <-time.After(20 * time.Second):
