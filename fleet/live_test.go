@@ -255,7 +255,6 @@ func TestFleetDeadNodeSessionsEnd(t *testing.T) {
 	c := pgtest.Start(t)
 	a := joinT(t, c.DSN(), "a", fastOpts(), true)
 	dead := joinT(t, c.DSN(), "dead", fastOpts(), false) // joined, never heartbeats: as if killed
-	dead.listenUp.Store(true)                            // as if it had been running
 	ctx := ctxT(t)
 	if _, err := dead.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "dddddddddddddddddddddddddddddddd", User: "u"}, edge.Limits{}); err != nil {
 		t.Fatal(err)
