@@ -654,6 +654,11 @@ func (m *Member) beat(ctx context.Context, n int) error {
 		m.mu.Unlock()
 		return m.st.Err(err)
 	}
+	// Stops requested while no notification could reach this node (its
+	// notification connection was away while the store answered).
+	if err := m.pollStops(ctx); err != nil {
+		return err
+	}
 	if node != nil {
 		stats := node.SessionStats()
 		if len(stats) > 0 {

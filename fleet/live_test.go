@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -369,5 +370,45 @@ func TestFleetOutageIsNoDeath(t *testing.T) {
 	waitFor(t, "b's session live again", 5*time.Second, func() bool {
 		_, ss, err := ListLive(ctx, a.st, false)
 		return err == nil && len(ss) == 2
+	})
+}
+
+// A stop requested while the holding node hears no notification (here:
+// not running yet) is carried out when it does: at its notification
+// connection's start, and at each heartbeat.
+func TestFleetStopRequestedWhileDeaf(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	st := openT(t, Options{DSN: c.DSN(), Node: "b"})
+	m, err := NewMember(ctxT(t), st, fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	const u = "cccccccccccccccccccccccccccccccc"
+	adm, err := m.Admit(ctx, edge.SessionRecord{ID: 4, UUID: u, User: "u"}, edge.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := newFakeNode()
+	node.add(u, adm)
+	if _, err := RequestStop(ctx, a.st, ":proxy-4@b", 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "not ended") {
+		t.Fatalf("stop of a deaf node's session: %v", err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(rctx, node) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case got := <-node.stopped:
+		if got != u {
+			t.Fatalf("stopped %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stop requested before was not carried out")
+	}
+	waitFor(t, "end recorded", 5*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, false)
+		return err == nil && len(ss) == 0
 	})
 }
