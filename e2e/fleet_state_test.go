@@ -165,7 +165,8 @@ func waitListed(t *testing.T, cfg string, all bool, d time.Duration, cond func([
 // stopping PostgreSQL keeps the live sessions, refuses new logins with
 // "authentication error" (and /healthz, xpra_edge_store_up say so) until
 // it is back; a SIGKILLed node's sessions are marked ended after
-// dead_after; max_sessions_per_user counts both nodes' sessions.
+// dead_after; max_sessions_per_user counts both nodes' sessions; a node
+// stopped with SIGTERM records its sessions' ends and is listed STOPPED.
 func TestFleetTwoNodes(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb")
 	pg := pgtest.Start(t)
@@ -402,6 +403,27 @@ func TestFleetTwoNodes(t *testing.T) {
 		}
 		if ca.Exited() {
 			t.Fatal("a's session ended")
+		}
+	})
+
+	t.Run("clean stop", func(t *testing.T) {
+		// SIGTERM: after the drain, a's session ends ("proxy shutdown")
+		// and is recorded so before the process exits; a is STOPPED.
+		if err := a.p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		_, out := listFleet(t, b.cfg, true)
+		if !strings.Contains(out, "STOPPED a") {
+			t.Fatalf("a not listed stopped:\n%s", out)
+		}
+		ss, _ := listFleet(t, b.cfg, false)
+		for _, s := range ss {
+			if s.node == "a" {
+				t.Fatalf("a session of the stopped node is still live:\n%s", out)
+			}
+		}
+		if !strings.Contains(out, "ENDED(proxy shutdown) :proxy-2@a") {
+			t.Fatalf("alice's session on a not recorded ended by the shutdown:\n%s", out)
 		}
 	})
 }
