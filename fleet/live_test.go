@@ -412,3 +412,19 @@ func TestFleetStopRequestedWhileDeaf(t *testing.T) {
 		return err == nil && len(ss) == 0
 	})
 }
+
+// A node that starts again under its name ends the sessions its previous
+// run left recorded live ("node restarted").
+func TestFleetRestartEndsPreviousRun(t *testing.T) {
+	c := pgtest.Start(t)
+	first := joinT(t, c.DSN(), "a", fastOpts(), false)
+	ctx := ctxT(t)
+	if _, err := first.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "10000000000000000000000000000000", User: "u"}, edge.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	again := joinT(t, c.DSN(), "a", fastOpts(), false)
+	_, ss, err := ListLive(ctx, again.st, true)
+	if err != nil || len(ss) != 1 || ss[0].Ended == nil || ss[0].Reason != ReasonRestarted {
+		t.Fatalf("after the restart: %+v %v", ss, err)
+	}
+}
