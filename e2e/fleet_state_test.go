@@ -16,8 +16,8 @@ import (
 	"github.com/xpra-edge/xpra-edge/internal/xpratest"
 )
 
-// fleetNode is one xpra-edge process of a two-node fleet.
-type fleetNode struct {
+// stateNode is one xpra-edge process of a two-node fleet.
+type stateNode struct {
 	name, addr, admin, cfg string
 	p                      *proxy
 }
@@ -70,10 +70,10 @@ drain = "1s"
 `, display, filepath.Join(dir, "ctl-"+name), addr, backendA, backendB, dsn, name, addr, admin)
 }
 
-func startFleetNode(t *testing.T, dir, name, ip, dsn, backendA, backendB string) *fleetNode {
+func startFleetNode(t *testing.T, dir, name, ip, dsn, backendA, backendB string) *stateNode {
 	t.Helper()
 	port := portOf(t, xpratest.FreeTCPAddr(t))
-	n := &fleetNode{name: name, addr: fmt.Sprintf("%s:%d", ip, port), admin: xpratest.FreeTCPAddr(t)}
+	n := &stateNode{name: name, addr: fmt.Sprintf("%s:%d", ip, port), admin: xpratest.FreeTCPAddr(t)}
 	n.cfg = writeFile(t, filepath.Join(dir, name+".toml"), fleetConfig(dir, name, n.addr, n.admin, dsn, backendA, backendB, xpratest.FreeDisplay(t)))
 	if out, code := edgeCmd(t, "check-config", n.cfg); code != 0 {
 		t.Fatalf("check-config: %s", out)
@@ -165,7 +165,8 @@ func waitListed(t *testing.T, cfg string, all bool, d time.Duration, cond func([
 // stopping PostgreSQL keeps the live sessions, refuses new logins with
 // "authentication error" (and /healthz, xpra_edge_store_up say so) until
 // it is back; a SIGKILLed node's sessions are marked ended after
-// dead_after; max_sessions_per_user counts both nodes' sessions.
+// dead_after; max_sessions_per_user counts both nodes' sessions; a node
+// stopped with SIGTERM records its sessions' ends and is listed STOPPED.
 func TestFleetTwoNodes(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb")
 	pg := pgtest.Start(t)
@@ -175,7 +176,7 @@ func TestFleetTwoNodes(t *testing.T) {
 	dir := t.TempDir()
 	a := startFleetNode(t, dir, "a", "127.0.0.2", pg.DSN(), srvA.TCPURL(), srvB.TCPURL())
 	b := startFleetNode(t, dir, "b", "127.0.0.3", pg.DSN(), srvA.TCPURL(), srvB.TCPURL())
-	for _, n := range []*fleetNode{a, b} {
+	for _, n := range []*stateNode{a, b} {
 		if !n.p.waitLog("fleet store reachable", 10*time.Second) {
 			t.Fatalf("node %s did not join:\n%s", n.name, n.p.log.String())
 		}
@@ -183,7 +184,7 @@ func TestFleetTwoNodes(t *testing.T) {
 
 	t.Run("bans", func(t *testing.T) {
 		const attacker, bystander = "127.0.0.9", "127.0.0.10"
-		for i, n := range []*fleetNode{a, b, a} {
+		for i, n := range []*stateNode{a, b, a} {
 			if r := loginFrom(t, attacker, n.addr, "alice", "wrong"); len(r) == 0 || r[0] != "authentication failed" {
 				t.Fatalf("failure %d on %s: %v", i, n.name, r)
 			}
@@ -194,7 +195,7 @@ func TestFleetTwoNodes(t *testing.T) {
 		if r := loginFrom(t, attacker, b.addr, "alice", "wrong"); len(r) == 0 || r[0] != "authentication failed" {
 			t.Fatalf("fourth failure on b: %v", r)
 		}
-		for _, n := range []*fleetNode{a, b} {
+		for _, n := range []*stateNode{a, b} {
 			deadline := time.Now().Add(3 * time.Second)
 			for !bannedAt(t, attacker, n.addr) {
 				if time.Now().After(deadline) {
@@ -402,6 +403,27 @@ func TestFleetTwoNodes(t *testing.T) {
 		}
 		if ca.Exited() {
 			t.Fatal("a's session ended")
+		}
+	})
+
+	t.Run("clean stop", func(t *testing.T) {
+		// SIGTERM: after the drain, a's session ends ("proxy shutdown")
+		// and is recorded so before the process exits; a is STOPPED.
+		if err := a.p.stop(syscall.SIGTERM, 15*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		_, out := listFleet(t, b.cfg, true)
+		if !strings.Contains(out, "STOPPED a") {
+			t.Fatalf("a not listed stopped:\n%s", out)
+		}
+		ss, _ := listFleet(t, b.cfg, false)
+		for _, s := range ss {
+			if s.node == "a" {
+				t.Fatalf("a session of the stopped node is still live:\n%s", out)
+			}
+		}
+		if !strings.Contains(out, "ENDED(proxy shutdown) :proxy-2@a") {
+			t.Fatalf("alice's session on a not recorded ended by the shutdown:\n%s", out)
 		}
 	})
 }

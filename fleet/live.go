@@ -117,12 +117,14 @@ type Member struct {
 	log  *slog.Logger
 	o    MemberOptions
 
-	up       atomic.Bool // the last heartbeat worked and the listener is connected
-	listenUp atomic.Bool
-	beatUp   atomic.Bool
-	upSince  atomic.Int64 // unix ns of the last change to up
-	stateMu  sync.Mutex
-	lastUp   *bool // last logged state
+	up        atomic.Bool  // the store answers (the last heartbeat, probe or notification connection worked)
+	listenUp  atomic.Bool  // the notification connection is connected
+	beatUp    atomic.Bool  // what up is made of: set by heartbeats, probes, the notification connection
+	upSince   atomic.Int64 // unix ns of the last change to up
+	lastProbe atomic.Int64 // unix ns of Health's last probe while down
+	probing   atomic.Bool  // a probe runs
+	stateMu   sync.Mutex
+	lastUp    *bool // last logged state
 
 	mu      sync.Mutex
 	bans    map[string]time.Time
@@ -176,27 +178,51 @@ func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error)
 	return m, nil
 }
 
-// Health is nil while the node's heartbeat and its notification
-// connection work.
+// Probing while down: one probe at a time, at most one per probeEvery,
+// each bounded by probeTimeout.
+const (
+	probeEvery   = 50 * time.Millisecond
+	probeTimeout = time.Second
+)
+
+// Health is nil while the store answers: its last heartbeat (or the
+// notification connection) worked. While it is down, Health itself probes
+// the database (one probe at a time, at most every 50 ms, each for at most
+// 1 s; a login that finds a probe running is refused), so that the first
+// login after PostgreSQL is back works without waiting for a heartbeat.
 func (m *Member) Health() error {
-	if !m.beatUp.Load() || !m.listenUp.Load() {
-		return fmt.Errorf("fleet: %w (%s)", ErrUnavailable, m.st.RedactedDSN())
+	if m.beatUp.Load() || m.probe() {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("fleet: %w (%s)", ErrUnavailable, m.st.RedactedDSN())
+}
+
+func (m *Member) probe() bool {
+	now := time.Now().UnixNano()
+	last := m.lastProbe.Load()
+	if now-last < int64(probeEvery) || !m.probing.CompareAndSwap(false, true) {
+		return false
+	}
+	defer m.probing.Store(false)
+	m.lastProbe.Store(now)
+	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	defer cancel()
+	if err := m.st.Pool().Ping(ctx); err != nil {
+		return false
+	}
+	m.setState(&m.beatUp, true, nil)
+	return true
 }
 
 // setState records one side's state (heartbeat or listener) and logs the
 // node's state when it changes.
 func (m *Member) setState(side *atomic.Bool, ok bool, err error) {
 	side.Store(ok)
-	up := m.beatUp.Load() && m.listenUp.Load()
+	up := m.beatUp.Load()
 	m.stateMu.Lock()
 	defer m.stateMu.Unlock()
 	if m.lastUp != nil && *m.lastUp == up {
 		return
-	}
-	if m.lastUp == nil && !up && err == nil {
-		return // starting: the other side is not connected yet
 	}
 	m.lastUp = &up
 	m.upSince.Store(time.Now().UnixNano())
@@ -498,7 +524,10 @@ func (m *Member) listen(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		m.setState(&m.listenUp, false, err)
+		// A lost notification connection is the quickest sign of a lost
+		// server; a probe or the heartbeat says when it answers again.
+		m.listenUp.Store(false)
+		m.setState(&m.beatUp, false, err)
 		backoff = nextBackoff(backoff)
 		if !sleepCtx(ctx, backoff) {
 			return
@@ -533,7 +562,8 @@ func (m *Member) listenOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	m.setState(&m.listenUp, true, nil)
+	m.listenUp.Store(true)
+	m.setState(&m.beatUp, true, nil)
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
@@ -623,6 +653,11 @@ func (m *Member) beat(ctx context.Context, n int) error {
 		m.pending = append(pend, m.pending...)
 		m.mu.Unlock()
 		return m.st.Err(err)
+	}
+	// Stops requested while no notification could reach this node (its
+	// notification connection was away while the store answered).
+	if err := m.pollStops(ctx); err != nil {
+		return err
 	}
 	if node != nil {
 		stats := node.SessionStats()

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -255,7 +256,6 @@ func TestFleetDeadNodeSessionsEnd(t *testing.T) {
 	c := pgtest.Start(t)
 	a := joinT(t, c.DSN(), "a", fastOpts(), true)
 	dead := joinT(t, c.DSN(), "dead", fastOpts(), false) // joined, never heartbeats: as if killed
-	dead.listenUp.Store(true)                            // as if it had been running
 	ctx := ctxT(t)
 	if _, err := dead.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "dddddddddddddddddddddddddddddddd", User: "u"}, edge.Limits{}); err != nil {
 		t.Fatal(err)
@@ -371,4 +371,60 @@ func TestFleetOutageIsNoDeath(t *testing.T) {
 		_, ss, err := ListLive(ctx, a.st, false)
 		return err == nil && len(ss) == 2
 	})
+}
+
+// A stop requested while the holding node hears no notification (here:
+// not running yet) is carried out when it does: at its notification
+// connection's start, and at each heartbeat.
+func TestFleetStopRequestedWhileDeaf(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	st := openT(t, Options{DSN: c.DSN(), Node: "b"})
+	m, err := NewMember(ctxT(t), st, fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	const u = "cccccccccccccccccccccccccccccccc"
+	adm, err := m.Admit(ctx, edge.SessionRecord{ID: 4, UUID: u, User: "u"}, edge.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	node := newFakeNode()
+	node.add(u, adm)
+	if _, err := RequestStop(ctx, a.st, ":proxy-4@b", 200*time.Millisecond); err == nil || !strings.Contains(err.Error(), "not ended") {
+		t.Fatalf("stop of a deaf node's session: %v", err)
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(rctx, node) }()
+	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case got := <-node.stopped:
+		if got != u {
+			t.Fatalf("stopped %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the stop requested before was not carried out")
+	}
+	waitFor(t, "end recorded", 5*time.Second, func() bool {
+		_, ss, err := ListLive(ctx, a.st, false)
+		return err == nil && len(ss) == 0
+	})
+}
+
+// A node that starts again under its name ends the sessions its previous
+// run left recorded live ("node restarted").
+func TestFleetRestartEndsPreviousRun(t *testing.T) {
+	c := pgtest.Start(t)
+	first := joinT(t, c.DSN(), "a", fastOpts(), false)
+	ctx := ctxT(t)
+	if _, err := first.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "10000000000000000000000000000000", User: "u"}, edge.Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	again := joinT(t, c.DSN(), "a", fastOpts(), false)
+	_, ss, err := ListLive(ctx, again.st, true)
+	if err != nil || len(ss) != 1 || ss[0].Ended == nil || ss[0].Reason != ReasonRestarted {
+		t.Fatalf("after the restart: %+v %v", ss, err)
+	}
 }

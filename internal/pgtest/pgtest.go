@@ -320,30 +320,16 @@ func (c *Cluster) start() error {
 
 // Stop shuts the server down ("fast" mode: clients are disconnected) and
 // waits for it to exit; it is a no-op on a stopped cluster.
-func (c *Cluster) Stop() {
-	c.mu.Lock()
-	cmd, exited := c.cmd, c.exited
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		c.kill()
-	}
-}
+func (c *Cluster) Stop() { c.shutdown(syscall.SIGINT) }
 
 // Crash stops the server as a power cut would for its clients: an
 // immediate shutdown (SIGQUIT: no checkpoint, clients cut at once; the
 // next Start runs crash recovery). It waits for the server to exit.
-func (c *Cluster) Crash() {
+func (c *Cluster) Crash() { c.shutdown(syscall.SIGQUIT) }
+
+// shutdown signals a running server and waits up to 20 s for it to exit,
+// then kills it.
+func (c *Cluster) shutdown(sig syscall.Signal) {
 	c.mu.Lock()
 	cmd, exited := c.cmd, c.exited
 	c.mu.Unlock()
@@ -355,7 +341,7 @@ func (c *Cluster) Crash() {
 		return
 	default:
 	}
-	_ = cmd.Process.Signal(syscall.SIGQUIT)
+	_ = cmd.Process.Signal(sig)
 	select {
 	case <-exited:
 	case <-time.After(20 * time.Second):
