@@ -205,7 +205,7 @@ func (p *Portal) loginForm(w http.ResponseWriter, r *http.Request) {
 		p.loginFailed(w, r, info, fm.Name(), username, err)
 		return
 	}
-	p.startLogin(w, r, res, fm.Name(), info)
+	p.startLogin(w, r, res, fm.Name(), info, true)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
 }
 
@@ -236,11 +236,16 @@ func (p *Portal) loginFailed(w http.ResponseWriter, r *http.Request, info edge.R
 }
 
 // startLogin records a successful login and sets the login cookie.
-func (p *Portal) startLogin(w http.ResponseWriter, r *http.Request, res Result, method string, info edge.RequestInfo) {
+// withSystemGroups adds the groups of the system user of that name (a
+// password checked by the listener's module, or a redirect login whose
+// names are system users').
+func (p *Portal) startLogin(w http.ResponseWriter, r *http.Request, res Result, method string, info edge.RequestInfo, withSystemGroups bool) {
 	if res.Identity.Username == "" {
 		res.Identity.Username = "unknown"
 	}
-	res.Groups = append(res.Groups, p.cfg.SystemGroups(systemName(res.Identity))...)
+	if withSystemGroups {
+		res.Groups = append(res.Groups, p.cfg.SystemGroups(systemName(res.Identity))...)
+	}
 	admin := slices.Contains(p.cfg.AdminUsers, res.Identity.Username) ||
 		(p.cfg.AdminGroup != "" && slices.Contains(res.Groups, p.cfg.AdminGroup))
 	if old := p.current(r); old != nil {
@@ -569,7 +574,9 @@ func (p *Portal) redirectCallback(w http.ResponseWriter, r *http.Request) {
 		p.loginFailed(w, r, info, m.Name(), "", err)
 		return
 	}
-	p.startLogin(w, r, res, m.Name(), info)
+	// An identity provider's name is a system user's only where the
+	// method says so (local_sessions): only then do its system groups count.
+	p.startLogin(w, r, res, m.Name(), info, res.Identity.LocalSessions || res.Identity.UID != "")
 	// A same-site page moves on to "/": the Strict cookie just set is not
 	// sent on a redirect that follows a cross-site navigation.
 	p.render(w, http.StatusOK, "continue.html", nil)

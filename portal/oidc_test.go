@@ -390,3 +390,29 @@ func TestOIDCConfigErrors(t *testing.T) {
 		t.Fatalf("%+v %v", o, err)
 	}
 }
+
+// TestOIDCNameIsNoSystemUser: a provider account named like a local
+// admin does not get that system user's groups (and so no admin view),
+// unless local_sessions says the provider's names are system users.
+func TestOIDCNameIsNoSystemUser(t *testing.T) {
+	for _, local := range []bool{false, true} {
+		e := newOIDCEnv(t, func(c *OIDCConfig) { c.LocalSessions = local })
+		p := e.portal.Config.Handler.(*Portal)
+		p.cfg.SystemGroups = func(name string) []string {
+			if name == "erin" {
+				return []string{"xpra-admins"}
+			}
+			return nil
+		}
+		c := e.client(false)
+		e.signInAtProvider(c, e.portal.URL+"/login/oidc", "erin", "erin-pw")
+		resp, _ := get(t, c, e.portal.URL+"/admin/")
+		want := http.StatusForbidden
+		if local {
+			want = http.StatusOK
+		}
+		if resp.StatusCode != want {
+			t.Fatalf("local_sessions=%v: admin view for erin (system group xpra-admins): %d, want %d", local, resp.StatusCode, want)
+		}
+	}
+}
