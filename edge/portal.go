@@ -75,14 +75,14 @@ func (s *Server) Banned(remote string) bool { return s.banned(remote) }
 // toward its ban, as a failed xpra login counts.
 func (s *Server) NoteLoginFailure(remote, listener string) {
 	s.metrics.loginsFailed.WithLabelValues(listener).Inc()
-	s.countFailure(remote)
+	s.countFailure(remote, s.portalState().Bans)
 }
 
 // NoteLoginOK counts a successful portal login by module.
 func (s *Server) NoteLoginOK(module string) { s.metrics.loginOK(module) }
 
 // AuthFailDelay is how long a failed login waits before it is answered.
-func (s *Server) AuthFailDelay() time.Duration { return s.snapshot().Limits.AuthFailDelay }
+func (s *Server) AuthFailDelay() time.Duration { return s.portalState().Limits.AuthFailDelay }
 
 // UserTargets lists the sessions an identity may reach, as the router
 // sees them (sni: the request's TLS server name, for host routes).
@@ -104,19 +104,19 @@ func (s *Server) UserTargets(id auth.Identity, sni string) ([]router.Target, err
 		}
 		req.UID = uid
 	}
-	return s.snapshot().Router.Candidates(req)
+	return s.portalState().Router.Candidates(req)
 }
 
 // CanStart reports whether the proxy may start a new session for id
 // (system-wide mode: a local-session module and a session starter).
 func (s *Server) CanStart(id auth.Identity) bool {
-	return s.snapshot().Starter != nil && id.LocalSessions && len(id.Displays) == 0
+	return s.portalState().Starter != nil && id.LocalSessions && len(id.Displays) == 0
 }
 
 // StartSession starts a new session as id's system user, as an xpra
 // login that asks for one does.
 func (s *Server) StartSession(ctx context.Context, id auth.Identity) (router.Target, error) {
-	st := s.snapshot().Starter
+	st := s.portalState().Starter
 	if st == nil || !s.CanStart(id) {
 		return router.Target{}, errors.New("this user may not start sessions")
 	}
@@ -178,3 +178,7 @@ func (s *Server) StopSessionID(id int, reason string) bool {
 	}
 	return true
 }
+
+// portalState is the reloadable state a portal request runs under: each
+// request is an arrival of its own, read once per call.
+func (s *Server) portalState() *State { return s.snapshot() }

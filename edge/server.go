@@ -758,14 +758,13 @@ const banStoreTimeout = 3 * time.Second
 
 func (s *Server) noteAuthFailure(meta connMeta) {
 	s.metrics.authFailed(meta)
-	s.countFailure(meta.remote)
+	s.countFailure(meta.remote, meta.st.Bans)
 }
 
 // countFailure counts one failed login (xpra or portal) of a client
-// address toward its ban, in the shared ban store.
-func (s *Server) countFailure(remote string) {
+// address toward its ban under policy p, in the shared ban store.
+func (s *Server) countFailure(remote string, p BanPolicy) {
 	key := banKey(hostOf(remote))
-	p := s.state.Load().Bans
 	ctx, cancel := context.WithTimeout(context.Background(), banStoreTimeout)
 	defer cancel()
 	banned, err := s.bans.Failure(ctx, key, p)
