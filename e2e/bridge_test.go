@@ -162,4 +162,20 @@ func TestBridgeTransports(t *testing.T) {
 	if n := len(grepLines(op.log.String(), "bridged=true")); n != 2 {
 		t.Fatalf("%d bridged sessions logged, want 2:\n%s", n, op.log.String())
 	}
+	// Debian's HTML5 client (bencode only) draws the 6.x server's xterm.
+	t.Run("html5", func(t *testing.T) {
+		xpratest.RequirePeers(t, "chromium")
+		page := "https://" + op.addr + "/index.html?username=" + tlsUser + "&ssl=1&password=" + tlsPassword
+		b := xpratest.OpenHTML5With(t, page, xpratest.BrowserOptions{IgnoreCertErrors: true, Lifetime: 2 * time.Minute})
+		if err := b.WaitDrawn(60 * time.Second); err != nil {
+			t.Fatalf("%v\npage: %q\nproxy:\n%s\nserver:\n%s", err, b.PageText(), op.log.String(), srv.Log())
+		}
+		if text := b.PageText(); !strings.Contains(text, titleA) {
+			t.Errorf("page does not show the window %q: %q", titleA, text)
+		}
+		b.Close()
+		if n := len(grepLines(op.log.String(), "bridged=true")); n != 3 {
+			t.Errorf("the HTML5 session was not bridged:\n%s", op.log.String())
+		}
+	})
 }
