@@ -179,3 +179,42 @@ func TestBridgeTransports(t *testing.T) {
 		}
 	})
 }
+
+// TestBridgeBackendChallenge: a 6.x backend with its own password, behind
+// the bridge: the proxy answers its challenge with the display URL's
+// password (user "stored"), or passes it to the 3.1.3 client, which
+// answers it with its --password-file (user "through").
+func TestBridgeBackendChallenge(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "xpra6", "Xvfb", "xterm")
+	dir := t.TempDir()
+	srv := xpratest.StartServer(t, xpratest.ServerOptions{Gen: xpratest.Xpra6, BindTCP: xpratest.FreeTCPAddr(t),
+		Args: []string{"--tcp-auth=password:value=backend-pw,username=through,verify-username=yes"}})
+	db := filepath.Join(dir, "u.sdb")
+	for _, args := range [][]string{
+		{"sqlite", db, "create"},
+		{"sqlite", db, "add", "stored", "proxy-pw", "nobody", "nobody", "tcp://through:backend-pw@" + srv.TCPAddr + "/"},
+		{"sqlite", db, "add", "through", "through-pw", "nobody", "nobody", "tcp://" + srv.TCPAddr + "/"},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("%v: %s", args, out)
+		}
+	}
+	addr := xpratest.FreeTCPAddr(t)
+	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr+",auth=sqlite,filename="+db,
+		"--socket-dir="+filepath.Join(dir, "ctl"))
+	pwFile := writeFile(t, filepath.Join(dir, "backend-password"), "backend-pw")
+	for _, user := range []string{"stored:proxy-pw", "through:through-pw"} {
+		opts := xpratest.ClientOptions{}
+		if strings.HasPrefix(user, "through") {
+			opts.PasswordFile = pwFile
+		}
+		c := xpratest.Attach(t, "tcp://"+user+"@"+addr+"/", opts)
+		if err := c.WaitWindow("xterm", attachTimeout); err != nil {
+			t.Fatalf("%s: xterm: %v\n%s\nproxy:\n%s\nserver:\n%s", user, err, c.Output(), p.log.String(), srv.Log())
+		}
+		c.Stop()
+	}
+	if n := len(grepLines(p.log.String(), "bridged=true")); n != 2 {
+		t.Fatalf("%d bridged sessions, want 2:\n%s", n, p.log.String())
+	}
+}
