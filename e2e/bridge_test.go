@@ -104,6 +104,16 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 		fail("the backend's refusal was met %d times, want once", n)
 	}
 	c2.Stop()
+	// Neither peer failed to handle a packet it got across the bridge
+	// (a draw whose pixels it cannot decode, a packet of the wrong shape,
+	// an unknown type): the window test alone would not see a few.
+	for name, out := range map[string]string{clientGen.String() + " client": c.Output(), serverGen.String() + " server": srv.Log()} {
+		for _, bad := range []string{"Error processing", "Error drawing", "unknown packet type", "unknown or invalid packet type", "Received invalid packet"} {
+			if lines := grepLines(out, bad); len(lines) > 0 {
+				t.Errorf("the %s logged %q %d times, first: %s", name, bad, len(lines), lines[0])
+			}
+		}
+	}
 	// What the peers complained of across the bridge (the measurement
 	// behind docs/DESIGN.md's list of what is translated).
 	for name, out := range map[string]string{clientGen.String() + " client": c.Output(), serverGen.String() + " server": srv.Log()} {

@@ -138,6 +138,12 @@ func (m *encoderMemo) set(target string, client, enc xprawire.Encoding) {
 	m.m[k] = enc
 }
 
+// dropForLegacy are 6.x packets a 3.1 peer does not know and needs not:
+// "encodings" (a 6.x server's announcement of its encodings after the
+// hello, which its hello already carries) makes a 3.1.3 client log
+// "unknown packet type".
+var dropForLegacy = map[string]bool{"encodings": true}
+
 // binaryArgs lists, per packet type, the arguments that are binary data
 // (pixels, icons, salts, file and sound data): they stay bytes toward a
 // rencodeplus peer.
@@ -588,6 +594,9 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		} else if typ == "" {
 			fail(from.errorReason(errors.New("a packet without a type name")), tellBoth)
 			return
+		}
+		if !afterChunk && !legacyEncoding(srcPeer.encoding) && legacyEncoding(dstPeer.encoding) && dropForLegacy[typ] {
+			continue
 		}
 		// As in the relay, the backend's packets after raw chunks (its
 		// draws) are never intercepted.
