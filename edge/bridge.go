@@ -15,9 +15,10 @@ import (
 
 // The bridge: a client and a backend of different xpra generations share
 // no packet encoder (xpra 6 speaks only rencodeplus, xpra 3.1 only rencode
-// and bencode), so the proxy decodes every packet from one leg, translates
-// it and encodes it again for the other, each leg with its own encoder and
-// compressor. Legs that share an encoder never take this path.
+// and bencode), so the proxy decodes every main packet from one leg,
+// translates it and encodes it again for the other, each leg with its own
+// encoder and compressor; raw chunks pass as they are. Legs that share an
+// encoder never take this path.
 //
 // What is translated:
 //   - str and bytes: rencode and bencode (3.1) carry no difference between
@@ -36,11 +37,13 @@ import (
 //     end's.
 //   - raw chunks (pixels, icons, cursors) keep their compression when the
 //     receiver has the compressor, else they are decompressed (bounded)
-//     and sent as they are.
+//     and sent uncompressed.
+//   - keyboard: the 6.x keymap also under 3.1's xkbmap_* names.
 //
 // Packet names need no translation: xpra 6 still accepts every 3.1 name
 // (its legacy aliases, XPRA_BACKWARDS_COMPATIBLE on by default) and sends
-// the 3.1 names to a peer that does not announce the new ones.
+// the 3.1 names to a peer that does not announce the new ones; the one
+// 6.x packet a 3.1 peer does not know is dropped (dropForLegacy).
 
 // legacyEncoding reports whether a peer writing e is of the old
 // generation (no str/bytes difference).
