@@ -104,6 +104,16 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 		fail("the backend's refusal was met %d times, want once", n)
 	}
 	c2.Stop()
+	// Neither peer failed to handle a packet it got across the bridge
+	// (a draw whose pixels it cannot decode, a packet of the wrong shape,
+	// an unknown type): the window test alone would not see a few.
+	for name, out := range map[string]string{clientGen.String() + " client": c.Output(), serverGen.String() + " server": srv.Log()} {
+		for _, bad := range []string{"Error processing", "Error drawing", "unknown packet type", "unknown or invalid packet type", "Received invalid packet"} {
+			if lines := grepLines(out, bad); len(lines) > 0 {
+				t.Errorf("the %s logged %q %d times, first: %s", name, bad, len(lines), lines[0])
+			}
+		}
+	}
 	// What the peers complained of across the bridge (the measurement
 	// behind docs/DESIGN.md's list of what is translated).
 	for name, out := range map[string]string{clientGen.String() + " client": c.Output(), serverGen.String() + " server": srv.Log()} {
@@ -161,5 +171,60 @@ func TestBridgeTransports(t *testing.T) {
 	}
 	if n := len(grepLines(op.log.String(), "bridged=true")); n != 2 {
 		t.Fatalf("%d bridged sessions logged, want 2:\n%s", n, op.log.String())
+	}
+	// Debian's HTML5 client (bencode only) draws the 6.x server's xterm.
+	t.Run("html5", func(t *testing.T) {
+		xpratest.RequirePeers(t, "chromium")
+		page := "https://" + op.addr + "/index.html?username=" + tlsUser + "&ssl=1&password=" + tlsPassword
+		b := xpratest.OpenHTML5With(t, page, xpratest.BrowserOptions{IgnoreCertErrors: true, Lifetime: 2 * time.Minute})
+		if err := b.WaitDrawn(60 * time.Second); err != nil {
+			t.Fatalf("%v\npage: %q\nproxy:\n%s\nserver:\n%s", err, b.PageText(), op.log.String(), srv.Log())
+		}
+		if text := b.PageText(); !strings.Contains(text, titleA) {
+			t.Errorf("page does not show the window %q: %q", titleA, text)
+		}
+		b.Close()
+		if n := len(grepLines(op.log.String(), "bridged=true")); n != 3 {
+			t.Errorf("the HTML5 session was not bridged:\n%s", op.log.String())
+		}
+	})
+}
+
+// TestBridgeBackendChallenge: a 6.x backend with its own password, behind
+// the bridge: the proxy answers its challenge with the display URL's
+// password (user "stored"), or passes it to the 3.1.3 client, which
+// answers it with its --password-file (user "through").
+func TestBridgeBackendChallenge(t *testing.T) {
+	xpratest.RequirePeers(t, "xpra", "xpra6", "Xvfb", "xterm")
+	dir := t.TempDir()
+	srv := xpratest.StartServer(t, xpratest.ServerOptions{Gen: xpratest.Xpra6, BindTCP: xpratest.FreeTCPAddr(t),
+		Args: []string{"--tcp-auth=password:value=backend-pw,username=through,verify-username=yes"}})
+	db := filepath.Join(dir, "u.sdb")
+	for _, args := range [][]string{
+		{"sqlite", db, "create"},
+		{"sqlite", db, "add", "stored", "proxy-pw", "nobody", "nobody", "tcp://through:backend-pw@" + srv.TCPAddr + "/"},
+		{"sqlite", db, "add", "through", "through-pw", "nobody", "nobody", "tcp://" + srv.TCPAddr + "/"},
+	} {
+		if out, code := edgeCmd(t, args...); code != 0 {
+			t.Fatalf("%v: %s", args, out)
+		}
+	}
+	addr := xpratest.FreeTCPAddr(t)
+	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr+",auth=sqlite,filename="+db,
+		"--socket-dir="+filepath.Join(dir, "ctl"))
+	pwFile := writeFile(t, filepath.Join(dir, "backend-password"), "backend-pw")
+	for _, user := range []string{"stored:proxy-pw", "through:through-pw"} {
+		opts := xpratest.ClientOptions{}
+		if strings.HasPrefix(user, "through") {
+			opts.PasswordFile = pwFile
+		}
+		c := xpratest.Attach(t, "tcp://"+user+"@"+addr+"/", opts)
+		if err := c.WaitWindow("xterm", attachTimeout); err != nil {
+			t.Fatalf("%s: xterm: %v\n%s\nproxy:\n%s\nserver:\n%s", user, err, c.Output(), p.log.String(), srv.Log())
+		}
+		c.Stop()
+	}
+	if n := len(grepLines(p.log.String(), "bridged=true")); n != 2 {
+		t.Fatalf("%d bridged sessions, want 2:\n%s", n, p.log.String())
 	}
 }

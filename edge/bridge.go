@@ -1,7 +1,6 @@
 package edge
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,9 +15,10 @@ import (
 
 // The bridge: a client and a backend of different xpra generations share
 // no packet encoder (xpra 6 speaks only rencodeplus, xpra 3.1 only rencode
-// and bencode), so the proxy decodes every packet from one leg, translates
-// it and encodes it again for the other, each leg with its own encoder and
-// compressor. Legs that share an encoder never take this path.
+// and bencode), so the proxy decodes every main packet from one leg,
+// translates it and encodes it again for the other, each leg with its own
+// encoder and compressor; raw chunks pass as they are. Legs that share an
+// encoder never take this path.
 //
 // What is translated:
 //   - str and bytes: rencode and bencode (3.1) carry no difference between
@@ -37,11 +37,13 @@ import (
 //     end's.
 //   - raw chunks (pixels, icons, cursors) keep their compression when the
 //     receiver has the compressor, else they are decompressed (bounded)
-//     and sent as they are.
+//     and sent uncompressed.
+//   - keyboard: the 6.x keymap also under 3.1's xkbmap_* names.
 //
 // Packet names need no translation: xpra 6 still accepts every 3.1 name
 // (its legacy aliases, XPRA_BACKWARDS_COMPATIBLE on by default) and sends
-// the 3.1 names to a peer that does not announce the new ones.
+// the 3.1 names to a peer that does not announce the new ones; the one
+// 6.x packet a 3.1 peer does not know is dropped (dropForLegacy).
 
 // legacyEncoding reports whether a peer writing e is of the old
 // generation (no str/bytes difference).
@@ -138,6 +140,12 @@ func (m *encoderMemo) set(target string, client, enc xprawire.Encoding) {
 	}
 	m.m[k] = enc
 }
+
+// dropForLegacy are 6.x packets a 3.1 peer does not know and needs not:
+// "encodings" (a 6.x server's announcement of its encodings after the
+// hello, which its hello already carries) makes a 3.1.3 client log
+// "unknown packet type".
+var dropForLegacy = map[string]bool{"encodings": true}
 
 // binaryArgs lists, per packet type, the arguments that are binary data
 // (pixels, icons, salts, file and sound data): they stay bytes toward a
@@ -408,106 +416,197 @@ func bridgeChunk(c *xprawire.RawChunk, to *peer, max int) error {
 	return nil
 }
 
-// bridge is the relay of a bridged session: it reads whole packets (raw
-// chunks and their main packet) from src, decodes, translates and encodes
-// them again for dst. Everything is bounded as in the pass-through relay:
-// frame sizes by the packet size limit, decompression by the same limit,
-// decoded values by xprawire.MaxDecodedValues, at most three raw chunks
-// per packet; a peer that stops inside a group is cut at the write
-// timeout.
+// chunkKeepMax is the largest raw chunk buffer a bridged leg keeps for
+// the next chunk; larger ones are allocated for their chunk only.
+const chunkKeepMax = 1 << 20
+
+// bridge is the relay of a bridged session. Raw chunks (pixels, icons,
+// cursors: the bulk of the bytes) need no translation: each is passed on
+// as it arrives, as in the relay (spliced kernel to kernel between TCP
+// legs when large), unless the receiver lacks its compressor, in which
+// case it is decompressed (within the packet size limit) and sent raw.
+// Every main packet is decoded, translated and encoded again for dst; its
+// placeholders stay where the chunks go. Between a chunk and its main
+// packet dst's writer stays ours, and the rest of the group is read under
+// the write timeout, as in the relay. Bounds: frame sizes by the packet
+// size limit, decompression by the same limit, decoded values by
+// xprawire.MaxDecodedValues, at most three raw chunks per packet.
 func (sess *session) bridge(src, dst *xconn, from leg) {
 	idle := sess.lim.IdleTimeout
 	wt := sess.lim.WriteTimeout
-	max := sess.lim.MaxPacketSize
+	limit := sess.lim.MaxPacketSize
 	srcPeer, dstPeer := sess.client, sess.server
 	if from == legServer {
 		srcPeer, dstPeer = sess.server, sess.client
 	}
-	var chunks [xprawire.MaxChunkIndex + 1]*xprawire.RawChunk
-	pending := 0
+	srcTCP, _ := src.Conn.(*net.TCPConn)
+	dstTCP, _ := dst.Conn.(*net.TCPConn)
+	canSplice := srcTCP != nil && dstTCP != nil
+	var chunkBufs [xprawire.MaxChunkIndex + 1][]byte
+	group := false // dst's writer is ours: a chunk is written, its main packet not yet
+	maxIndex := 0  // highest chunk index of the group
+	fail := func(reason string, tell tellMask) {
+		if group {
+			group = false
+			_ = dst.unlockWriter()
+		}
+		sess.end(reason, tell)
+	}
 	readFailed := func(err error) {
 		if from == legClient {
 			sess.goneOnce.Do(func() { close(sess.clientGone) })
 		}
 		var ne net.Error
 		switch {
-		case errors.As(err, &ne) && ne.Timeout() && pending > 0:
-			sess.end(fmt.Sprintf("%s stalled for %v inside a packet (after a raw chunk)", from, wt), tellBoth)
+		case errors.As(err, &ne) && ne.Timeout() && group:
+			fail(fmt.Sprintf("%s stalled for %v inside a packet (after a raw chunk)", from, wt), tellBoth)
 		case errors.As(err, &ne) && ne.Timeout():
-			sess.end("idle timeout", tellBoth)
+			fail("idle timeout", tellBoth)
 		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			sess.end(from.lostReason(), from.other().tell())
+			fail(from.lostReason(), from.other().tell())
 		default:
-			sess.end(from.errorReason(err), from.other().tell())
+			fail(from.errorReason(err), from.other().tell())
+		}
+	}
+	writeFailed := func(err error) {
+		fail(writeFailReason(from.other(), err, wt), from.tell())
+	}
+	take := func() {
+		if !group {
+			dst.lockWriter()
+			group = true
 		}
 	}
 	for {
 		var deadline time.Time
 		switch {
-		case pending > 0:
+		case group:
 			deadline = time.Now().Add(wt)
 		case idle > 0:
 			deadline = time.Now().Add(idle)
 		}
 		_ = src.SetReadDeadline(deadline)
-		h, payload, err := src.frames.Next()
+		h, err := src.frames.NextHeader()
+		if err != nil {
+			readFailed(err)
+			return
+		}
+		if h.Flags&xprawire.FlagCipher != 0 {
+			fail(from.errorReason(xprawire.ErrCipher), tellBoth)
+			return
+		}
+		if h.Index > 0 {
+			// NextHeader refused duplicates, more than three pending
+			// and sizes over the limit.
+			maxIndex = max(maxIndex, int(h.Index))
+			h.Flags = 0 // raw chunks carry no encoder flag
+			asIs := h.Level == 0
+			if !asIs {
+				comp, err := h.Level.Compressor()
+				if err != nil {
+					fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
+					return
+				}
+				asIs = contains(dstPeer.compressors, comp.String())
+			}
+			if asIs && canSplice && h.Size >= spliceMin {
+				take()
+				var hb [xprawire.HeaderSize]byte
+				h.Put(hb[:])
+				dst.armWrite(wt)
+				_, err := dst.Conn.Write(hb[:])
+				var n int64
+				if err == nil {
+					n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
+				}
+				dst.writes.Add(1)
+				src.bytesIn.Add(xprawire.HeaderSize + n)
+				if err != nil {
+					var ne net.Error
+					switch {
+					case errors.As(err, &ne) && ne.Timeout() && !writable(dstTCP):
+						writeFailed(err)
+					case errors.As(err, &ne) && ne.Timeout():
+						readFailed(err)
+					default:
+						fail("relay error", tellBoth)
+					}
+					return
+				}
+				continue
+			}
+			buf := chunkBufs[h.Index]
+			if n := int(h.Size); cap(buf) < n || (cap(buf) > chunkKeepMax && n < cap(buf)/8) {
+				buf = make([]byte, n)
+			}
+			buf = buf[:h.Size]
+			if _, err := io.ReadFull(src.br, buf); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				readFailed(err)
+				return
+			}
+			if cap(buf) <= chunkKeepMax {
+				chunkBufs[h.Index] = buf
+			} else {
+				chunkBufs[h.Index] = nil // an idle session keeps no large buffer
+			}
+			src.bytesIn.Add(int64(xprawire.HeaderSize + len(buf)))
+			c := xprawire.RawChunk{Data: buf, Level: h.Level}
+			if !asIs {
+				if err := bridgeChunk(&c, dstPeer, limit); err != nil {
+					fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
+					return
+				}
+			}
+			take()
+			h.Level, h.Size = c.Level, uint32(len(c.Data))
+			err := dst.writeFrame(h, c.Data)
+			dst.writes.Add(1)
+			if err != nil {
+				writeFailed(err)
+				return
+			}
+			continue
+		}
+		payload, err := src.frames.Payload(h)
 		if err != nil {
 			readFailed(err)
 			return
 		}
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
-		if h.Flags&xprawire.FlagCipher != 0 {
-			sess.end(from.errorReason(xprawire.ErrCipher), tellBoth)
-			return
-		}
-		if h.Index > 0 {
-			// FrameReader refuses duplicates and more than three pending.
-			chunks[h.Index] = &xprawire.RawChunk{Data: bytes.Clone(payload), Level: h.Level}
-			pending++
-			continue
-		}
 		src.packetsIn.Add(1)
-		p, err := xprawire.DecodeMainLimit(h, payload, max)
+		afterChunk := group
+		p, err := xprawire.DecodeMainLimit(h, payload, limit)
+		if err == nil && maxIndex >= len(p) {
+			err = fmt.Errorf("raw chunk %d for a packet of %d elements", maxIndex, len(p))
+		}
+		maxIndex = 0
 		if err != nil {
-			sess.end(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
-			return
-		}
-		bad := ""
-		for i, c := range chunks {
-			if c == nil {
-				continue
-			}
-			chunks[i] = nil
-			if i >= len(p) {
-				bad = fmt.Sprintf("raw chunk %d for a packet of %d elements", i, len(p))
-				continue
-			}
-			if err := bridgeChunk(c, dstPeer, max); err != nil {
-				bad = fmt.Sprintf("raw chunk %d: %v", i, err)
-				continue
-			}
-			p[i] = c
-		}
-		pending = 0
-		if bad != "" {
-			sess.end(from.errorReason(errors.New(bad)), tellBoth)
+			fail(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
 			return
 		}
 		p = translatePacket(p, srcPeer.encoding, dstPeer.encoding)
 		typ := p.Type()
 		if from == legClient {
-			if reason := clientRefusal(typ, nil, false); reason != "" {
-				sess.end(reason, tellBoth)
+			if reason := clientRefusal(typ, nil, afterChunk); reason != "" {
+				fail(reason, tellBoth)
 				return
 			}
 		} else if typ == "" {
-			sess.end(from.errorReason(errors.New("a packet without a type name")), tellBoth)
+			fail(from.errorReason(errors.New("a packet without a type name")), tellBoth)
 			return
 		}
-		if sess.intercepted(typ, from) {
+		if !afterChunk && !legacyEncoding(srcPeer.encoding) && legacyEncoding(dstPeer.encoding) && dropForLegacy[typ] {
+			continue
+		}
+		// As in the relay, the backend's packets after raw chunks (its
+		// draws) are never intercepted.
+		if !afterChunk && sess.intercepted(typ, from) {
 			end, err := sess.handle(src, dst, from, typ, p)
 			if err != nil {
-				sess.end(writeFailReason(from.other(), err, wt), from.tell())
+				writeFailed(err)
 				return
 			}
 			if end {
@@ -515,7 +614,10 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			}
 			continue
 		}
-		dst.lockWriter()
+		if !group {
+			dst.lockWriter()
+		}
+		group = false
 		dst.armWrite(wt)
 		err = dst.pw.WritePacket(p)
 		dst.writes.Add(1)

@@ -4,8 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/xpra-edge/xpra-edge/auth"
+	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
+	"github.com/xpra-edge/xpra-edge/internal/xpraclient"
 	"github.com/xpra-edge/xpra-edge/internal/xprawire"
 )
 
@@ -213,5 +219,106 @@ func TestEncoderMemo(t *testing.T) {
 	}
 	if len(m.m) > memoMax {
 		t.Fatalf("unbounded: %d", len(m.m))
+	}
+}
+
+// newBridgeFixture is a proxy in front of a synthetic server strict like
+// xpra 3.1.3 (it refuses rencodeplus), for 6.x-style clients.
+func newBridgeFixture(t *testing.T, mutate func(*Config)) *fixture {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := benchpeer.NewServer(benchpeer.NewPool())
+	legacy.Legacy = true
+	go func() { _ = legacy.Serve(ln) }()
+	t.Cleanup(func() { legacy.Close(); ln.Close() })
+	users := []auth.User{{Name: "foo", Password: "bar", Displays: []string{"tcp://" + ln.Addr().String() + "/"}}}
+	f := newFixture(t, users, mutate)
+	f.backend = legacy
+	return f
+}
+
+// rawLogin6 logs in as a 6.x client would (rencodeplus only).
+func (f *fixture) rawLogin6() (*xpraclient.Conn, net.Conn) {
+	f.t.Helper()
+	c := f.dial()
+	xc := xpraclient.New(c, xprawire.RencodePlus)
+	caps := xpraclient.BaseCaps("foo")
+	caps.Set("version", "6.5.5")
+	caps.Set("rencode", false)
+	caps.Set("bencode", false)
+	caps.Set("encoders", []any{"rencodeplus"})
+	caps.Set("compressors", []any{"lz4"})
+	caps.Set("zlib", false)
+	caps.Set("bench.mode", "idle")
+	if _, err := xc.Hello(caps, []byte("bar"), true, false, 10*time.Second); err != nil {
+		f.t.Fatalf("login: %v", err)
+	}
+	return xc, c
+}
+
+// A 6.x-style client through the proxy to a 3.1.3-style server: bridged,
+// every byte of every draw, cursor and icon arrives (the client refuses
+// anything but rencodeplus, the server anything but rencode), pings
+// cross, and the second session dials the backend once.
+func TestBridgeDeliversEveryByte(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	for i := 0; i < 2; i++ {
+		s, err := benchpeer.Login(f.dial(), f.pool, benchpeer.LoginOptions{Gen: benchpeer.Gen6, Username: "foo", Password: "bar",
+			Workload: benchpeer.Workload{Mode: benchpeer.ModeStream, Seed: uint64(70 + i), Draws: 200}, Timeout: 10 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := s.Stream(time.Now().Add(30 * time.Second))
+		if err != nil || st.Draws != 200 {
+			t.Fatalf("stream through the bridge: %d draws, %v", st.Draws, err)
+		}
+		if rtts, err := s.Ping(5, 5*time.Second); err != nil || len(rtts) != 5 {
+			t.Fatalf("ping: %v %v", rtts, err)
+		}
+		s.Close()
+	}
+	if !strings.Contains(f.log.String(), "bridged=true") {
+		t.Fatalf("not bridged:\n%s", f.log.String())
+	}
+	if n := strings.Count(f.log.String(), "backend refused the client's packet encoder"); n != 1 {
+		t.Fatalf("the refusal was met %d times, want once", n)
+	}
+	if st := f.backend.Stats(); st.Errors > 0 {
+		t.Fatalf("backend: %d errors, last %s", st.Errors, st.LastErr)
+	}
+}
+
+// Bridged, a client that stops after a raw chunk is cut at the write
+// timeout, and a packet type that is not a name is refused, as in the
+// relay.
+func TestBridgeBounds(t *testing.T) {
+	const wt = 700 * time.Millisecond
+	f := newBridgeFixture(t, func(c *Config) { c.State.Limits.WriteTimeout = wt })
+	xc, c := f.rawLogin6()
+	fw := xprawire.NewFrameWriter(c)
+	if err := fw.WriteFrame(xprawire.Header{Index: 1}, make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r := waitDisconnect(t, xc, 5*time.Second)
+	if d := time.Since(start); d > wt+time.Second {
+		t.Fatalf("the chunk staller was ended after %v", d)
+	}
+	if len(r) < 2 || !strings.Contains(r[1], "stalled") {
+		t.Fatalf("the chunk staller was told %q", r)
+	}
+	xc, c = f.rawLogin6()
+	b, err := xprawire.Marshal(xprawire.RencodePlus, []any{int64(7), "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := xprawire.NewFrameWriter(c).WriteFrame(xprawire.Header{Flags: xprawire.FlagRencodePlus}, b); err != nil {
+		t.Fatal(err)
+	}
+	if r := waitDisconnect(t, xc, 5*time.Second); len(r) < 2 || !strings.Contains(r[1], "without a type name") {
+		t.Fatalf("an integer packet type was told %q", r)
 	}
 }
