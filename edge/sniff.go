@@ -42,6 +42,10 @@ var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, maxBatch+tlsRec
 // data, header, padding and tag, with room to spare).
 const tlsRecordMax = 16<<10 + 512
 
+// WriteConn: writes go to the connection (collected only under a
+// batchedTLS, which writes to it, never through it).
+func (c *bufConn) WriteConn() net.Conn { return c.Conn }
+
 // Write writes p, or collects it while a batch is open.
 func (c *bufConn) Write(p []byte) (int, error) {
 	c.bmu.Lock()

@@ -70,6 +70,9 @@ func (c *metaConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// WriteConn: a metaConn adds nothing to writes (see wsconn.WriteThrough).
+func (c *metaConn) WriteConn() net.Conn { return c.Conn }
+
 type metaKey struct{}
 
 // Web configures the HTTP side of every listener.

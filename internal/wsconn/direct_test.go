@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"math/rand/v2"
+	"net"
 	"testing"
 	"unsafe"
 )
@@ -136,5 +137,38 @@ func TestWriteMessageIsOneFrame(t *testing.T) {
 				t.Fatalf("client %v, %d bytes: %d writes, want %d", client, size, cc.writes, want)
 			}
 		}
+	}
+}
+
+// through is a wrapper that adds nothing to writes.
+type through struct{ net.Conn }
+
+func (t through) WriteConn() net.Conn { return t.Conn }
+
+// TestWritesGoThroughToTheSocket: under wrappers that add nothing to
+// writes (the edge's replaying and web-server wrappers), frames are
+// written on the socket itself, one writev each.
+func TestWritesGoThroughToTheSocket(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			_, _ = io.Copy(io.Discard, c)
+		}
+	}()
+	tc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	c := newConn(through{through{tc}}, nil, false)
+	if c.wconn != tc || !c.vectored {
+		t.Fatalf("frames are written to %T (vectored %v), not the socket", c.wconn, c.vectored)
+	}
+	if err := c.WriteMessage([]byte("PHEADER!"), make([]byte, 100000)); err != nil {
+		t.Fatal(err)
 	}
 }

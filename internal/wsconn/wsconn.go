@@ -107,7 +107,8 @@ const (
 // for concurrent use. Deadlines apply to the underlying connection.
 type Conn struct {
 	conn   net.Conn
-	client bool // we are the client: mask what we send, refuse masked input
+	wconn  net.Conn // where frames are written: conn, or the socket it writes through to
+	client bool     // we are the client: mask what we send, refuse masked input
 
 	// Read state, owned by the reader.
 	raw    []byte // stream bytes not deframed yet: a cut header or control frame
@@ -147,14 +148,14 @@ type Conn struct {
 var _ net.Conn = (*Conn)(nil)
 
 func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
-	wc := &Conn{conn: c, client: client, pingTok: pingBurst}
+	wc := &Conn{conn: c, wconn: writeTarget(c), client: client, pingTok: pingBurst}
 	if br != nil && br.Buffered() > 0 {
 		// What the handshake's reader read past it; from now on the
 		// connection is read directly.
 		b, _ := br.Peek(br.Buffered())
 		wc.raw, wc.dirty = bytes.Clone(b), true
 	}
-	switch c.(type) {
+	switch wc.wconn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		wc.vectored = true
 	}
@@ -164,6 +165,26 @@ func newConn(c net.Conn, br *bufio.Reader, client bool) *Conn {
 		wc.maskRand = mrand.NewChaCha8(seed)
 	}
 	return wc
+}
+
+// WriteThrough is a connection wrapper that adds nothing to writes (it
+// replays bytes on the read side, say): WriteConn is what its writes go
+// to. Frames are then written there, so that a socket under the wrapper
+// gets one writev per frame.
+type WriteThrough interface {
+	WriteConn() net.Conn
+}
+
+// writeTarget follows WriteThrough wrappers down from c.
+func writeTarget(c net.Conn) net.Conn {
+	for range 8 {
+		wt, ok := c.(WriteThrough)
+		if !ok {
+			break
+		}
+		c = wt.WriteConn()
+	}
+	return c
 }
 
 // NewServerConn wraps a connection whose handshake is already done (the
@@ -608,24 +629,24 @@ func (c *Conn) writePartsLocked(op byte, a, b []byte) error {
 	case c.vectored:
 		c.wbufArr = [3][]byte{h, a, b}
 		c.wbufs = c.wbufArr[:]
-		_, err = c.wbufs.WriteTo(c.conn)
+		_, err = c.wbufs.WriteTo(c.wconn)
 		c.wbufArr = [3][]byte{}
 	case len(a)+len(b) <= joinMax:
 		// No writev under us (TLS): one write, so one record per frame.
 		bp := joinPool.Get().(*[]byte)
 		j := append(append(append((*bp)[:0], h...), a...), b...)
-		_, err = c.conn.Write(j)
+		_, err = c.wconn.Write(j)
 		*bp = j[:0]
 		joinPool.Put(bp)
 	default:
 		k := max(0, min(len(b), firstRecord-len(h)-len(a)))
 		bp := joinPool.Get().(*[]byte)
 		j := append(append(append((*bp)[:0], h...), a...), b[:k]...)
-		_, err = c.conn.Write(j)
+		_, err = c.wconn.Write(j)
 		*bp = j[:0]
 		joinPool.Put(bp)
 		if err == nil {
-			_, err = c.conn.Write(b[k:])
+			_, err = c.wconn.Write(b[k:])
 		}
 	}
 	if c.client && cap(c.maskBuf) > 1<<20 {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"time"
 )
 
 // maxDisconnectLine bounds the plain-text disconnect line read before the first header.
@@ -23,10 +24,15 @@ type FrameReader struct {
 	max      uint32
 	hdr      [HeaderSize]byte
 	buf      []byte
-	started  bool   // a valid header has been read
-	pending  uint16 // bit i: chunk index i seen since the last main record
+	bigAt    time.Time // when a record last needed most of a buffer over 1 MiB
+	started  bool      // a valid header has been read
+	pending  uint16    // bit i: chunk index i seen since the last main record
 	npending int
 }
+
+// shrinkAfter is how long a payload buffer over 1 MiB is kept without a
+// record that needs most of it.
+const shrinkAfter = 2 * time.Second
 
 // Release drops the payload buffer, so that an idle reader holds no
 // memory for the largest record it once read; the next Next allocates
@@ -115,7 +121,18 @@ func (fr *FrameReader) NextHeader() (Header, error) {
 // returned, into the reader's reused buffer.
 func (fr *FrameReader) Payload(h Header) ([]byte, error) {
 	size := int(h.Size)
-	if cap(fr.buf) < size || (cap(fr.buf) > 1<<20 && size < cap(fr.buf)/8) {
+	// A buffer of over 1 MiB is kept while records of more than an eighth
+	// of it keep coming (within shrinkAfter): a stream of mixed sizes does
+	// not allocate (and clear) a large buffer again for each large record.
+	// Once none has come for that long, the next smaller record gives it
+	// up, so an idle reader holds no more than its last record needed.
+	switch c := cap(fr.buf); {
+	case c < size:
+		fr.buf = make([]byte, size, max(size, 4096))
+		fr.bigAt = time.Now()
+	case c > 1<<20 && size >= c/8:
+		fr.bigAt = time.Now()
+	case c > 1<<20 && time.Since(fr.bigAt) > shrinkAfter:
 		fr.buf = make([]byte, size, max(size, 4096))
 	}
 	fr.buf = fr.buf[:size]
