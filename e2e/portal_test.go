@@ -173,6 +173,10 @@ admin_users = [%q]
 		t.Errorf("the client does not show %q of the session chosen: %q", titleB, text)
 	}
 	checkXtermDrawn(t, b, shot(b, "portal-4-client.png"))
+	var reconnect bool
+	if err := b.Eval(`client.reconnect`, &reconnect); err != nil || reconnect {
+		t.Errorf("the client would reconnect by itself with a used ticket (reconnect=%v, %v)", reconnect, err)
+	}
 	var ticket string
 	if err := b.Eval(`localStorage.getItem("captured-ticket") || ""`, &ticket); err != nil || len(ticket) < 40 {
 		t.Fatalf("ticket not seen in transit (%q, %v)", ticket, err)

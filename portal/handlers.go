@@ -8,6 +8,7 @@ import (
 	"errors"
 	"html/template"
 	"io/fs"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -42,12 +43,6 @@ var templateFS embed.FS
 var staticFS embed.FS
 
 var pages = template.Must(template.New("").Funcs(template.FuncMap{
-	"ago": func(t time.Time) string {
-		if t.IsZero() {
-			return ""
-		}
-		return time.Since(t).Round(time.Second).String()
-	},
 	"when": func(t time.Time) string {
 		if t.IsZero() {
 			return "unknown"
@@ -290,7 +285,6 @@ func systemGroups(name string) []string {
 type sessionView struct {
 	Index   int
 	Display string
-	Name    string
 	Started time.Time
 	Route   string
 }
@@ -326,7 +320,7 @@ func (p *Portal) showSessions(w http.ResponseWriter, r *http.Request, l *login, 
 		}
 	}
 	for i, t := range ts {
-		d.Sessions = append(d.Sessions, sessionView{Index: i, Display: displayName(t), Name: t.Route, Started: startedAt(t), Route: t.Route})
+		d.Sessions = append(d.Sessions, sessionView{Index: i, Display: displayName(t), Started: startedAt(t), Route: t.Route})
 		d.Routes = d.Routes || t.Route != ""
 	}
 	d.Count = len(d.Sessions)
@@ -536,9 +530,9 @@ func (p *Portal) redirectBegin(w http.ResponseWriter, r *http.Request) {
 		p.showLogin(w, r, http.StatusServiceUnavailable, "the identity provider cannot be reached, try again later", "")
 		return
 	}
-	c := p.store.addFlow(m.Name(), fl)
+	c := p.store.addFlow(m.Name(), fl, hostOf(info.Remote))
 	if c == "" {
-		http.Error(w, "too many logins in progress, try again later", http.StatusServiceUnavailable)
+		http.Error(w, "too many logins in progress from your address, try again later", http.StatusTooManyRequests)
 		return
 	}
 	setCookie(w, flowCookieName, c, int(FlowTTL/time.Second), true)
@@ -588,6 +582,14 @@ func (p *Portal) redirectMethod(name string) RedirectMethod {
 		}
 	}
 	return nil
+}
+
+// hostOf is the host of a host:port address.
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
 }
 
 // callbackURL is a redirect method's callback as the browser sees it.

@@ -37,6 +37,7 @@ type flow struct {
 	method  string
 	data    Flow
 	expires time.Time
+	addr    string // the client host that began it
 }
 
 // store holds logins, their tickets and pending redirect flows, bounded.
@@ -46,12 +47,20 @@ type store struct {
 	logins map[[32]byte]*login
 	order  *list.List // oldest first
 	flows  map[[32]byte]*flow
+	// flowsBy counts the pending flows of each client host.
+	flowsBy map[string]int
 }
 
-const maxFlows = 10000
+// Bounds of pending redirect logins: in all (when full, the oldest goes)
+// and per client host (beyond it, that host's new ones are refused), so
+// that one address cannot crowd out everybody's logins in progress.
+const (
+	maxFlows        = 10000
+	maxFlowsPerAddr = 16
+)
 
 func newStore(now func() time.Time) *store {
-	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}}
+	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}, flowsBy: map[string]int{}}
 }
 
 // add starts a login and returns its cookie value.
@@ -174,24 +183,43 @@ func (s *store) consume(cookie, username string, match func(secret []byte) bool)
 	return nil, false
 }
 
-// addFlow keeps a redirect login's flow and returns its cookie value.
-func (s *store) addFlow(method string, data Flow) string {
+// addFlow keeps a redirect login's flow begun by client host addr and
+// returns its cookie value ("" when addr has too many pending).
+func (s *store) addFlow(method string, data Flow, addr string) string {
 	c := randomToken()
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.flows) >= maxFlows {
+	if len(s.flows) >= maxFlows || s.flowsBy[addr] >= maxFlowsPerAddr {
 		for k, f := range s.flows {
 			if !now.Before(f.expires) {
-				delete(s.flows, k)
+				s.dropFlowLocked(k, f)
 			}
 		}
-		if len(s.flows) >= maxFlows {
-			return ""
-		}
 	}
-	s.flows[tokenKey(c)] = &flow{method: method, data: data, expires: now.Add(FlowTTL)}
+	if s.flowsBy[addr] >= maxFlowsPerAddr {
+		return ""
+	}
+	if len(s.flows) >= maxFlows {
+		var oldestK [32]byte
+		var oldest *flow
+		for k, f := range s.flows {
+			if oldest == nil || f.expires.Before(oldest.expires) {
+				oldestK, oldest = k, f
+			}
+		}
+		s.dropFlowLocked(oldestK, oldest)
+	}
+	s.flows[tokenKey(c)] = &flow{method: method, data: data, expires: now.Add(FlowTTL), addr: addr}
+	s.flowsBy[addr]++
 	return c
+}
+
+func (s *store) dropFlowLocked(k [32]byte, f *flow) {
+	delete(s.flows, k)
+	if s.flowsBy[f.addr]--; s.flowsBy[f.addr] <= 0 {
+		delete(s.flowsBy, f.addr)
+	}
 }
 
 // takeFlow removes and returns a live flow of method.
@@ -203,8 +231,11 @@ func (s *store) takeFlow(cookie, method string) (Flow, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.flows[k]
-	delete(s.flows, k)
-	if f == nil || f.method != method || !s.now().Before(f.expires) {
+	if f == nil {
+		return nil, false
+	}
+	s.dropFlowLocked(k, f)
+	if f.method != method || !s.now().Before(f.expires) {
 		return nil, false
 	}
 	return f.data, true

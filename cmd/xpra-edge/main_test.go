@@ -203,6 +203,7 @@ func TestPortalConfig(t *testing.T) {
 		{"[tls]\nmode = \"self-signed\"\n[portal]\nenable = true\nticket_ttl = \"1h\"\n", "portal.ticket_ttl"},
 		{"[tls]\nmode = \"self-signed\"\n[portal]\nenable = true\nadmin_group = \"wheel\"\nadmin_users = [\"a\"]\nlogin_ttl = \"2h\"\nidle_timeout = \"10m\"\nticket_ttl = \"30s\"\n", ""},
 		{"[portal]\nenabled = true\n", "unknown key(s): portal.enabled"},
+		{"[tls]\nmode = \"self-signed\"\n[web]\ndisable = true\n[portal]\nenable = true\n", "[web] disable = true"},
 	} {
 		c, err := config.Parse([]byte("auth = \"allow\"\n[[listener]]\nbind = \"127.0.0.1:1\"\n" + tc.text))
 		if err != nil {

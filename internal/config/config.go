@@ -438,6 +438,9 @@ func (c *Config) Problems() []error {
 	if c.Portal.Enable && c.TLS.Mode == "" {
 		add("portal.enable: the portal needs [tls] (it is served over https only)")
 	}
+	if c.Portal.Enable && c.Web.Disable {
+		add("portal.enable: the portal opens sessions in the HTML5 client, whose files [web] disable = true does not serve")
+	}
 	if c.Portal.LoginTTL < 0 || c.Portal.IdleTimeout < 0 || c.Portal.TicketTTL < 0 {
 		add("portal: durations cannot be negative")
 	}

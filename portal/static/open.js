@@ -10,6 +10,9 @@
     sessionStorage.setItem("username", d.dataset.username);
     sessionStorage.setItem("password", d.dataset.ticket);
     sessionStorage.setItem("ssl", "true");
+    // A ticket works once: a client that reconnected by itself would only
+    // fail, and count toward its address's ban.
+    sessionStorage.setItem("reconnect", "false");
     sessionStorage.removeItem("display");
     ["path", "server", "port", "encryption", "key"].forEach(function (k) { sessionStorage.removeItem(k); });
   } catch (e) {
