@@ -85,3 +85,31 @@ func TestLDAPGroupsMakeAdmin(t *testing.T) {
 
 	isAdmin(ldapPortal(t, spec).browser(), "alice", false)
 }
+
+// TestLDAPGroupsSilentDirectoryIsNoBan: a directory that falls silent at
+// the groups search (a relay in front of slapd) refuses the portal login
+// with the directory's reason (403), within the module's timeout, and
+// counts no failure toward a ban.
+func TestLDAPGroupsSilentDirectoryIsNoBan(t *testing.T) {
+	d := ldaptest.Start(t, ldaptest.Options{
+		Users:  []ldaptest.User{{UID: "alice", Password: "alice-pw", UIDNumber: 2001, GIDNumber: 3001}},
+		Groups: []ldaptest.Group{{CN: "xpra-admins", Members: []string{"alice"}}},
+	})
+	relay, silenced := d.SilentProxy(t, []byte(ldaptest.Groups))
+	dn := func(s string) string { return strings.ReplaceAll(s, ",", ";") }
+	e := ldapPortal(t, "ldap,url="+relay+",ca="+d.CAFile+",user-dn=uid=%s;"+dn(ldaptest.People)+
+		",groups-base="+dn(ldaptest.Groups)+",timeout=1s")
+	b := e.browser()
+	page := bodyOf(t, b.do("GET", "/", nil))
+	resp := b.do("POST", "/login", url.Values{"csrf": {csrfOf(t, page)}, "username": {"alice"}, "password": {"alice-pw"}})
+	page = bodyOf(t, resp)
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(page, "cannot be reached") || silenced.Load() != 1 {
+		t.Fatalf("login while the directory is silent at the groups search: %s (%d silenced)\n%s", resp.Status, silenced.Load(), page)
+	}
+	e.px.mu.Lock()
+	failures := e.px.failures
+	e.px.mu.Unlock()
+	if failures != 0 {
+		t.Fatalf("%d failures counted toward a ban", failures)
+	}
+}
