@@ -24,6 +24,13 @@ type Identity struct {
 	LocalSessions  bool              // the sessions are this system user's live local sessions (allow, none, password, pam, ldap)
 	Env            map[string]string // env_options
 	SessionOptions map[string]string // session_options, raw strings
+	// Groups are the groups the module vouches for: the directory groups
+	// of this user that it looked up during this login (ldap with
+	// groups-base=). The portal counts them toward admin_group. Empty for
+	// modules that know no groups (allow, password, sqlite, toml, pam,
+	// multifile, postgres): a system user's groups are not the module's
+	// to claim. Each login gets its own slice.
+	Groups []string
 }
 
 // Challenge is the content of xpra's challenge packet:

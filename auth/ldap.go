@@ -10,9 +10,11 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/go-ldap/ldap/v3"
@@ -34,13 +36,24 @@ import (
 // ones. Every exchange with the directory is bounded by timeout (default
 // 5s) and searches by a size limit.
 //
+// With groups-base, the login also lists the user's directory groups into
+// Identity.Groups (the portal's admin_group counts them): a search under
+// groups-base with groups-filter (default "(member=%d)"; "%s" the name,
+// "%d" the user's DN, both filter-escaped), each match named by its
+// group-name-attribute (default cn). At most ldapMaxGroups entries: a
+// filter that matches more is refused as a configuration mistake, not cut
+// short. The search runs in the same bounded exchange, as the service
+// account when there is one; a directory that fails or falls silent there
+// refuses the login (no ban), as anywhere else.
+//
 // In the spec form a value cannot hold a comma (xpra's syntax), so in the
 // DN options (user-dn, base, bind-dn, group-base) an unescaped ';'
 // separates RDNs: "uid=%s;ou=people;dc=example;dc=org".
 //
 // Options: url (required), ca, user-dn, base, filter, bind-dn,
 // bind-password-file, bind-password-env, group-base, group-filter,
-// uid-attribute, gid-attribute, timeout, prompt.
+// groups-base, groups-filter, group-name-attribute, uid-attribute,
+// gid-attribute, timeout, prompt.
 type LDAP struct {
 	base
 	url        *url.URL
@@ -53,6 +66,9 @@ type LDAP struct {
 	bindPWEnv  string
 	groupBase  string
 	group      string
+	groupsBase string // where the user's groups are listed ("": not listed)
+	groupsFilt string
+	groupName  string // the attribute naming a group
 	uidAttr    string
 	gidAttr    string
 	timeout    time.Duration
@@ -68,6 +84,12 @@ const ldapMaxName = 256
 
 // ldapMaxFile bounds the CA and password files read.
 const ldapMaxFile = 1 << 20
+
+// ldapMaxGroups bounds the groups one login lists (a variable for tests).
+var ldapMaxGroups = 1000
+
+// ldapMaxGroupName bounds a group name taken from the directory.
+const ldapMaxGroupName = 256
 
 func newLDAP(o *optionReader) (*LDAP, error) {
 	l := &LDAP{base: readBase(o, "ldap", false)}
@@ -93,6 +115,10 @@ func newLDAP(o *optionReader) (*LDAP, error) {
 	l.bindPWEnv = o.str("bind-password-env", "")
 	l.groupBase = specDN(o.str("group-base", ""))
 	l.group = o.str("group-filter", "")
+	l.groupsBase = specDN(o.str("groups-base", ""))
+	l.groupsFilt = o.str("groups-filter", "")
+	groupName, groupNameSet := o.get("group-name-attribute")
+	l.groupName = groupName
 	l.uidAttr = o.str("uid-attribute", "")
 	l.gidAttr = o.str("gid-attribute", "")
 	l.timeout = 5 * time.Second
@@ -129,7 +155,7 @@ func newLDAP(o *optionReader) (*LDAP, error) {
 			return nil, bad("filter is not an LDAP filter: %v", err)
 		}
 	}
-	for name, dn := range map[string]string{"base": l.searchBase, "bind-dn": l.bindDN, "group-base": l.groupBase} {
+	for name, dn := range map[string]string{"base": l.searchBase, "bind-dn": l.bindDN, "group-base": l.groupBase, "groups-base": l.groupsBase} {
 		if dn == "" {
 			continue
 		}
@@ -157,7 +183,48 @@ func newLDAP(o *optionReader) (*LDAP, error) {
 	} else if l.groupBase != "" {
 		return nil, bad("group-base needs group-filter")
 	}
+	if l.groupsBase == "" {
+		if l.groupsFilt != "" || groupNameSet {
+			return nil, bad("groups-filter and group-name-attribute need groups-base")
+		}
+	} else {
+		if l.groupsFilt == "" {
+			l.groupsFilt = "(member=%d)"
+		}
+		if !strings.Contains(l.groupsFilt, "%s") && !strings.Contains(l.groupsFilt, "%d") {
+			return nil, bad("groups-filter must hold %%d (the user's DN) or %%s (the login name)")
+		}
+		f := strings.ReplaceAll(strings.ReplaceAll(l.groupsFilt, "%s", "x"), "%d", "x")
+		if _, err := ldap.CompileFilter(f); err != nil {
+			return nil, bad("groups-filter is not an LDAP filter: %v", err)
+		}
+		if !groupNameSet {
+			l.groupName = "cn"
+		}
+		if !ldapAttrName(l.groupName) {
+			return nil, bad("group-name-attribute must be an attribute name, got %q", l.groupName)
+		}
+	}
 	return l, nil
+}
+
+// ldapAttrName: an attribute type's name (a letter, then letters, digits
+// and '-') or a numeric OID, at most 64 bytes.
+func ldapAttrName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	oid := s[0] >= '0' && s[0] <= '9'
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case oid && (c >= '0' && c <= '9' || c == '.'):
+		case !oid && (c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && (c >= '0' && c <= '9' || c == '-')):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // specDN turns the spec form of a DN (';' between RDNs, since a spec value
@@ -401,7 +468,7 @@ func (l *LDAP) check(ctx context.Context, c *ldap.Conn, username, password strin
 	}
 	// From here on, the searches run as the service account when there is
 	// one (directories often let users read little), else as the user.
-	if l.bindDN != "" && l.group != "" {
+	if l.bindDN != "" && (l.group != "" || l.groupsBase != "") {
 		if err := l.bindService(c); err != nil {
 			return Identity{}, err
 		}
@@ -449,7 +516,51 @@ func (l *LDAP) check(ctx context.Context, c *ldap.Conn, username, password strin
 			return Identity{}, fmt.Errorf("ldap: %w: not in the group (group-filter matches nothing)", ErrFailed)
 		}
 	}
+	if l.groupsBase != "" {
+		groups, err := l.groups(ctx, c, username, dn, limit)
+		if err != nil {
+			return Identity{}, err
+		}
+		id.Groups = groups
+	}
 	return id, nil
+}
+
+// groups lists the names of the user's directory groups: a search under
+// groups-base with groups-filter (name and DN filter-escaped), bounded by
+// ldapMaxGroups entries and limit seconds. More matches than the bound
+// are refused (the filter is wrong), never cut to an arbitrary part.
+// Names that are empty, too long, not UTF-8 or hold control characters
+// are skipped; the list is sorted without repeats.
+func (l *LDAP) groups(ctx context.Context, c *ldap.Conn, username, dn string, limit int) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	filter := strings.ReplaceAll(strings.ReplaceAll(l.groupsFilt, "%s", ldap.EscapeFilter(username)), "%d", ldap.EscapeFilter(dn))
+	max := ldapMaxGroups
+	res, err := c.Search(ldap.NewSearchRequest(l.groupsBase, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+		max+1, limit, false, filter, []string{l.groupName}, nil))
+	switch {
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
+		return nil, fmt.Errorf("ldap: the groups search matches more entries than the server's size limit or %d (fix groups-filter)", max)
+	case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
+		return nil, fmt.Errorf("ldap: groups search: groups-base %s does not exist or cannot be read", l.groupsBase)
+	case err != nil:
+		return nil, l.classify("groups search", err, false)
+	case len(res.Entries) > max:
+		return nil, fmt.Errorf("ldap: the groups search matches more than %d entries (fix groups-filter)", max)
+	}
+	var out []string
+	for _, e := range res.Entries {
+		for _, v := range e.GetEqualFoldAttributeValues(l.groupName) {
+			if v == "" || len(v) > ldapMaxGroupName || !utf8.ValidString(v) || strings.ContainsFunc(v, unicode.IsControl) {
+				continue
+			}
+			out = append(out, v)
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }
 
 // numericAttr reads a decimal id attribute ("" when attr is "").

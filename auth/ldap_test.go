@@ -37,6 +37,14 @@ func TestLDAPSpecErrors(t *testing.T) {
 		"ldap,url=ldaps://h,base=dc=x,timeout=0s",
 		"ldap,url=ldaps://h,base=dc=x,timeout=2m",
 		"ldap,url=ldaps://h,base=dc=x,tls=no",
+		"ldap,url=ldaps://h,base=dc=x,groups-filter=(member=%d)",
+		"ldap,url=ldaps://h,base=dc=x,group-name-attribute=cn",
+		"ldap,url=ldaps://h,base=dc=x,groups-base=not a dn",
+		"ldap,url=ldaps://h,base=dc=x,groups-base=ou=g;dc=x,groups-filter=(cn=admins)",
+		"ldap,url=ldaps://h,base=dc=x,groups-base=ou=g;dc=x,groups-filter=(member=%d",
+		"ldap,url=ldaps://h,base=dc=x,groups-base=ou=g;dc=x,group-name-attribute=cn)(x",
+		"ldap,url=ldaps://h,base=dc=x,groups-base=ou=g;dc=x,group-name-attribute=",
+		"ldap,url=ldaps://h,base=dc=x,groups-base=ou=g;dc=x,group-name-attribute=1.2.x",
 	} {
 		sp, err := ParseSpec(spec)
 		if err != nil {
@@ -295,5 +303,127 @@ func TestLDAPConcurrencyIsBounded(t *testing.T) {
 	n := int32(cap(ldapSlots))
 	if accepted.Load() != n || busy.Load() != logins-n || refused.Load() != n {
 		t.Fatalf("%d connections reached the directory, %d busy, %d refused; want %d, %d, %d", accepted.Load(), busy.Load(), refused.Load(), n, logins-n, n)
+	}
+}
+
+// groupsDir is a slapd for the group listing: alice in xpra and
+// edge-admins, bob in other, a user whose name holds every filter special
+// in odd, and two users named like filter injections in no group.
+func groupsDir(t *testing.T) *ldaptest.Server {
+	t.Helper()
+	return ldaptest.Start(t, ldaptest.Options{
+		Users: []ldaptest.User{
+			{UID: "alice", Password: "alice-pw", UIDNumber: 2001, GIDNumber: 3001},
+			{UID: "bob", Password: "bob-pw", UIDNumber: 2002, GIDNumber: 3002},
+			{UID: `a*(b)\c`, Password: "odd-pw", UIDNumber: 2003, GIDNumber: 3003},
+			{UID: "*", Password: "star-pw", UIDNumber: 2004, GIDNumber: 3004},
+			{UID: "*)(|(cn=*", Password: "inj-pw", UIDNumber: 2005, GIDNumber: 3005},
+		},
+		Groups: []ldaptest.Group{
+			{CN: "xpra", Members: []string{"alice"}},
+			{CN: "edge-admins", Members: []string{"alice"}},
+			{CN: "other", Members: []string{"bob"}},
+			{CN: "odd", Members: []string{`a*(b)\c`}},
+		},
+	})
+}
+
+func wantGroups(t *testing.T, what string, a Authenticator, user, pw string, want ...string) {
+	t.Helper()
+	id, err := doLogin(t, a, user, pw, tlsTCP)
+	if err != nil {
+		t.Fatalf("%s: %s: %v", what, user, err)
+	}
+	if strings.Join(id.Groups, "|") != strings.Join(want, "|") {
+		t.Fatalf("%s: %s is in groups %q, want %q", what, user, id.Groups, want)
+	}
+}
+
+// TestLDAPGroups: with groups-base the login lists the user's directory
+// groups into Identity.Groups, by member DN (the default) or by memberUid,
+// as the user or as the service account; names and DNs are
+// filter-escaped (a user named "*" is in no group, where the unescaped
+// filter would match every group; a name made of filter specials finds
+// its own group); the size bound refuses a filter matching more groups
+// than ldapMaxGroups instead of cutting the list; without groups-base
+// there are none.
+func TestLDAPGroups(t *testing.T) {
+	d := groupsDir(t)
+	tmpl := "ldap,url=" + d.LDAPSURL + ",ca=" + d.CAFile + ",user-dn=uid=%s;" + dnOpt(ldaptest.People)
+	byDN := mustNew(t, tmpl+",groups-base="+dnOpt(ldaptest.Groups), Options{})
+	wantGroups(t, "member=%d as the user", byDN, "alice", "alice-pw", "edge-admins", "xpra")
+	wantGroups(t, "member=%d as the user", byDN, "bob", "bob-pw", "other")
+	wantGroups(t, "member=%d, a DN full of filter specials", byDN, `a*(b)\c`, "odd-pw", "odd")
+	wantGroups(t, "member=%d, DN injection", byDN, "*", "star-pw")
+	wantGroups(t, "member=%d, DN injection", byDN, "*)(|(cn=*", "inj-pw")
+	_, err := doLogin(t, byDN, "alice", "bob-pw", tlsTCP)
+	wantFailed(t, "wrong password with groups-base", err, "bob-pw")
+
+	byUID := mustNew(t, tmpl+",groups-base="+dnOpt(ldaptest.Groups)+",groups-filter=(&(objectClass=groupOfNames)(memberUid=%s)),group-name-attribute=cn", Options{})
+	wantGroups(t, "memberUid=%s", byUID, "alice", "alice-pw", "edge-admins", "xpra")
+	wantGroups(t, "memberUid=%s, a name full of filter specials", byUID, `a*(b)\c`, "odd-pw", "odd")
+	wantGroups(t, "memberUid=%s, filter injection", byUID, "*", "star-pw")
+	wantGroups(t, "memberUid=%s, filter injection", byUID, "*)(|(cn=*", "inj-pw")
+
+	// Search then bind as the service account, the gate group-filter and
+	// the listing together: the listing runs as the service account.
+	svc := mustNew(t, "ldap,url="+d.LDAPURL+",ca="+d.CAFile+",base="+dnOpt(ldaptest.People)+
+		",bind-dn="+dnOpt(ldaptest.Service)+",bind-password-file="+d.ServicePWFile+
+		",group-base="+dnOpt(ldaptest.Groups)+",group-filter=(&(cn=xpra)(member=%d))"+
+		",groups-base="+dnOpt(ldaptest.Groups)+",groups-filter=(|(member=%d)(memberUid=%s))", Options{})
+	wantGroups(t, "service account over StartTLS", svc, "alice", "alice-pw", "edge-admins", "xpra")
+	_, err = doLogin(t, svc, "bob", "bob-pw", tlsTCP)
+	wantFailed(t, "bob outside the gate group", err)
+
+	// Without groups-base the module vouches for no groups.
+	plain := mustNew(t, tmpl, Options{})
+	if id, err := doLogin(t, plain, "alice", "alice-pw", tlsTCP); err != nil || id.Groups != nil {
+		t.Fatalf("without groups-base: %+v %v", id, err)
+	}
+
+	// The bound: alice is in 2 groups; with ldapMaxGroups 2 she logs in,
+	// with 1 the login is the module's trouble (no ban), never a cut list.
+	old := ldapMaxGroups
+	t.Cleanup(func() { ldapMaxGroups = old })
+	ldapMaxGroups = 2
+	wantGroups(t, "at the bound", byDN, "alice", "alice-pw", "edge-admins", "xpra")
+	ldapMaxGroups = 1
+	_, err = doLogin(t, byDN, "alice", "alice-pw", tlsTCP)
+	var re *RefusedError
+	if err == nil || errors.Is(err, ErrFailed) || errors.As(err, &re) || !strings.Contains(err.Error(), "fix groups-filter") {
+		t.Fatalf("more groups than the bound: %v", err)
+	}
+	wantGroups(t, "under the bound", byDN, "bob", "bob-pw", "other")
+	ldapMaxGroups = old
+
+	// A groups-base that does not exist is the module's trouble too.
+	missing := mustNew(t, tmpl+",groups-base=ou=nowhere;"+dnOpt(ldaptest.Suffix), Options{})
+	if _, err := doLogin(t, missing, "alice", "alice-pw", tlsTCP); err == nil || errors.Is(err, ErrFailed) {
+		t.Fatalf("missing groups-base: %v", err)
+	}
+}
+
+// TestLDAPGroupsSilentDirectory: a directory that answers the binds but
+// falls silent at the groups search (a relay in front of the real slapd
+// that stops at the search under groups-base) refuses the login within
+// the timeout: a refusal, which bans nobody, never ErrFailed. Through the
+// same relay, a login that lists no groups works.
+func TestLDAPGroupsSilentDirectory(t *testing.T) {
+	d := groupsDir(t)
+	relay, silenced := d.SilentProxy(t, []byte(ldaptest.Groups))
+	spec := "ldap,url=" + relay + ",ca=" + d.CAFile + ",user-dn=uid=%s;" + dnOpt(ldaptest.People) + ",timeout=1s"
+	if _, err := doLogin(t, mustNew(t, spec, Options{}), "alice", "alice-pw", tlsTCP); err != nil || silenced.Load() != 0 {
+		t.Fatalf("through the relay without groups-base: %v (%d silenced)", err, silenced.Load())
+	}
+	a := mustNew(t, spec+",groups-base="+dnOpt(ldaptest.Groups), Options{})
+	start := time.Now()
+	_, err := doLogin(t, a, "alice", "alice-pw", tlsTCP)
+	took := time.Since(start)
+	wantRefused(t, "silent at the groups search", err)
+	if silenced.Load() != 1 {
+		t.Fatalf("the relay fell silent %d times, want 1 (the refusal came from elsewhere: %v)", silenced.Load(), err)
+	}
+	if took < 900*time.Millisecond || took > 4*time.Second {
+		t.Fatalf("the login took %v with timeout=1s", took)
 	}
 }

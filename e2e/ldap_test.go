@@ -18,27 +18,32 @@ import (
 // password, a user outside the group with the right password, and plain
 // xpra are refused. The portal's password login uses the same module:
 // carol sees that session in her list; wrong password and dave are
-// refused. No password reaches the log.
+// refused. The module also lists carol's directory groups (groups-base=):
+// she is in edge-admins, the portal's admin_group, and gets /admin/;
+// erin, in xpra-users only and of the same uid (so the same system
+// groups), gets 403. No password reaches the log.
 func TestLDAPLoginOverTLS(t *testing.T) {
 	xpratest.RequirePeers(t, "xpra", "Xvfb", "root")
 	ldaptest.Require(t)
 	local := xpratest.CreateUser(t, userName("xpl"), randomPassword(t))
 	sessDir := sharedSocketDir(t)
 	s := xpratest.StartServer(t, xpratest.ServerOptions{User: local.Name, SocketDir: sessDir, Start: "xterm -T edge-" + local.Name})
-	pwC, pwD := randomPassword(t), randomPassword(t)
+	pwC, pwD, pwE := randomPassword(t), randomPassword(t), randomPassword(t)
 	d := ldaptest.Start(t, ldaptest.Options{
 		Users: []ldaptest.User{
 			{UID: "carol", Password: pwC, UIDNumber: local.UID, GIDNumber: local.GID},
 			{UID: "dave", Password: pwD, UIDNumber: local.UID, GIDNumber: local.GID},
+			{UID: "erin", Password: pwE, UIDNumber: local.UID, GIDNumber: local.GID},
 		},
-		Groups: []ldaptest.Group{{CN: "xpra-users", Members: []string{"carol"}}, {CN: "other", Members: []string{"dave"}}},
+		Groups: []ldaptest.Group{{CN: "xpra-users", Members: []string{"carol", "erin"}}, {CN: "other", Members: []string{"dave"}},
+			{CN: "edge-admins", Members: []string{"carol"}}},
 	})
 	dn := func(s string) string { return strings.ReplaceAll(s, ",", ";") }
 	spec := "ldap,url=" + d.LDAPURL + ",ca=" + d.CAFile + ",base=" + dn(ldaptest.People) +
 		",bind-dn=" + dn(ldaptest.Service) + ",bind-password-file=" + d.ServicePWFile +
 		",group-filter=(&(objectClass=groupOfNames)(cn=xpra-users)(member=%d)),group-base=" + dn(ldaptest.Groups) +
-		",uid-attribute=uidNumber,gid-attribute=gidNumber"
-	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, auth: spec, extra: "[portal]\nenable = true\n"})
+		",uid-attribute=uidNumber,gid-attribute=gidNumber,groups-base=" + dn(ldaptest.Groups)
+	sp := startSystemwideProxy(t, swOptions{sessDir: sessDir, auth: spec, extra: "[portal]\nenable = true\nadmin_group = \"edge-admins\"\n"})
 
 	c := sp.attachTLS(t, "carol", pwC, "")
 	if err := c.WaitOutput(xpratest.AttachedLine, attachTimeout); err != nil {
@@ -73,6 +78,23 @@ func TestLDAPLoginOverTLS(t *testing.T) {
 	if resp.StatusCode != 200 || !signedInAs(page, "carol") || !strings.Contains(page, `data-display="`+s.Display+`"`) {
 		t.Fatalf("portal login of carol: %d\n%s\nproxy:\n%s", resp.StatusCode, page, sp.log.String())
 	}
+	for _, path := range []string{"/admin/", "/admin/sessions.json"} {
+		if resp, page := web.get(path); resp.StatusCode != 200 || !strings.Contains(page, "sessions") {
+			t.Fatalf("carol (directory group edge-admins) GET %s: %d\n%s\nproxy:\n%s", path, resp.StatusCode, page, sp.log.String())
+		}
+	}
+	if !sp.waitLog("user=carol module=ldap admin=true", 5*time.Second) {
+		t.Fatalf("the proxy did not log carol's portal login as an admin:\n%s", sp.log.String())
+	}
+	erin := newWebClient(t, "https://"+sp.addr, sp.caFile)
+	if resp, page := erin.portalLogin("erin", pwE); resp.StatusCode != 200 || !signedInAs(page, "erin") || strings.Contains(page, `id="admin-link"`) {
+		t.Fatalf("portal login of erin: %d\n%s", resp.StatusCode, page)
+	}
+	for _, path := range []string{"/admin/", "/admin/sessions.json"} {
+		if resp, page := erin.get(path); resp.StatusCode != 403 {
+			t.Fatalf("erin (not in edge-admins) GET %s: %d\n%s", path, resp.StatusCode, page)
+		}
+	}
 	for _, c := range []struct{ user, pw string }{{"carol", pwC + "x"}, {"dave", pwD}} {
 		web := newWebClient(t, "https://"+sp.addr, sp.caFile)
 		resp, page := web.portalLogin(c.user, c.pw)
@@ -80,5 +102,5 @@ func TestLDAPLoginOverTLS(t *testing.T) {
 			t.Fatalf("portal login of %s with a wrong password or outside the group: %d\n%s", c.user, resp.StatusCode, page)
 		}
 	}
-	noSecrets(t, sp.proxy, pwC, pwD, d.ServicePassword)
+	noSecrets(t, sp.proxy, pwC, pwD, pwE, d.ServicePassword)
 }

@@ -236,16 +236,24 @@ func (p *Portal) loginFailed(w http.ResponseWriter, r *http.Request, info edge.R
 }
 
 // startLogin records a successful login and sets the login cookie.
-// withSystemGroups adds the groups of the system user of that name (a
-// password checked by the listener's module, or a redirect login whose
-// names are system users').
+// The login's groups are the method's own (res.Groups: OIDC's group
+// claim), those the module vouched for (res.Identity.Groups: ldap's
+// directory groups) and, with withSystemGroups, the groups of the system
+// user of that name (a password checked by the listener's module, or a
+// redirect login whose names are system users'). They are gathered into a
+// new slice of this login alone, so no login shares (or later sees
+// appended to) another's.
 func (p *Portal) startLogin(w http.ResponseWriter, r *http.Request, res Result, method string, info edge.RequestInfo, withSystemGroups bool) {
 	if res.Identity.Username == "" {
 		res.Identity.Username = "unknown"
 	}
+	groups := slices.Concat(res.Groups, res.Identity.Groups)
 	if withSystemGroups {
-		res.Groups = append(res.Groups, p.cfg.SystemGroups(systemName(res.Identity))...)
+		groups = append(groups, p.cfg.SystemGroups(systemName(res.Identity))...)
 	}
+	slices.Sort(groups)
+	res.Groups = slices.Compact(groups)
+	res.Identity.Groups = slices.Clone(res.Identity.Groups)
 	admin := slices.Contains(p.cfg.AdminUsers, res.Identity.Username) ||
 		(p.cfg.AdminGroup != "" && slices.Contains(res.Groups, p.cfg.AdminGroup))
 	if old := p.current(r); old != nil {

@@ -18,8 +18,10 @@ type Result struct {
 	// finds for it.
 	Identity auth.Identity
 	// Groups the user is in (the admin view needs Config.AdminGroup among
-	// them); a method fills what it knows (OIDC's group claim, LDAP's
-	// groups); the portal adds the system groups of a system user.
+	// them); a method fills what it knows (OIDC's group claim). When the
+	// login starts, the portal adds the groups the module vouched for
+	// (Identity.Groups: LDAP's directory groups with groups-base=) and,
+	// for names that are system users', the system groups of that user.
 	Groups []string
 }
 

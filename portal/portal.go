@@ -62,8 +62,9 @@ type Config struct {
 	// Methods are the ways to log in, in the order the login page shows
 	// them. Empty: the listener's own module (ModuleLogin).
 	Methods []Method
-	// AdminGroup: members (Result.Groups, or the system groups of a
-	// system user) see the admin view.
+	// AdminGroup: members (Result.Groups: the method's groups, the
+	// module's Identity.Groups such as ldap's directory groups, or the
+	// system groups of a system user) see the admin view.
 	AdminGroup string
 	// AdminUsers see the admin view too.
 	AdminUsers []string

@@ -57,7 +57,8 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
 Auth modules: allow, none, reject, password (value=), multifile (filename=),
 sqlite (filename=), postgres (the fleet's users, needs [store] postgres),
 toml (users from the config file), pam (service=),
-ldap (url=ldaps://HOST or ldap://HOST with StartTLS, user-dn= or base=, ...;
+ldap (url=ldaps://HOST or ldap://HOST with StartTLS, user-dn= or base=, ...,
+groups-base= for the directory groups admin_group counts;
 DNs written with ';' between RDNs, see config.example.toml).
 Browser portal: [portal] enable = true in the config file (needs [tls]) serves a
 login page and the user's sessions at https://HOST:PORT/ ("open" starts the

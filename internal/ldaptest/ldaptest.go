@@ -12,6 +12,7 @@
 package ldaptest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -25,6 +26,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
@@ -32,6 +34,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -64,7 +67,9 @@ type User struct {
 // DN is the user's entry.
 func (u User) DN() string { return "uid=" + escapeDN(u.UID) + "," + People }
 
-// Group is a groupOfNames under Groups whose members are user DNs.
+// Group is a groupOfNames under Groups whose members are user DNs
+// (member), and also their uids (memberUid, as a posixGroup lists them;
+// the entry is an extensibleObject to hold both).
 type Group struct {
 	CN      string
 	Members []string // uids of Users
@@ -241,7 +246,7 @@ func slapdConf(dir, db, cert, key, ca string) string {
 	// own limits must not depend on the server's.
 	b.WriteString("security simple_bind=128\nsizelimit 50\n")
 	fmt.Fprintf(&b, "database mdb\nmaxsize 16777216\nsuffix %q\ndirectory %s\n", Suffix, db)
-	b.WriteString("index objectClass,uid,member eq\n")
+	b.WriteString("index objectClass,uid,member,memberUid eq\n")
 	// Passwords: only for binds; everything else: logged-in users read,
 	// anonymous nothing (so a search needs the service account).
 	b.WriteString("access to attrs=userPassword by anonymous auth by * none\n")
@@ -269,9 +274,9 @@ func (s *Server) ldif(o Options) string {
 			"homeDirectory: /home/ldap-"+hex.EncodeToString([]byte(u.UID)), "userPassword:: "+b64(ssha(u.Password)))
 	}
 	for _, g := range o.Groups {
-		lines := []string{"dn:: " + b64(g.DN()), "objectClass: groupOfNames", "cn:: " + b64(g.CN)}
+		lines := []string{"dn:: " + b64(g.DN()), "objectClass: groupOfNames", "objectClass: extensibleObject", "cn:: " + b64(g.CN)}
 		for _, m := range g.Members {
-			lines = append(lines, "member:: "+b64(User{UID: m}.DN()))
+			lines = append(lines, "member:: "+b64(User{UID: m}.DN()), "memberUid:: "+b64(m))
 		}
 		if len(g.Members) == 0 {
 			lines = append(lines, "member: "+Service) // groupOfNames needs one
@@ -384,4 +389,138 @@ func writeCerts(caFile, certFile, keyFile string) (*x509.CertPool, error) {
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
 	return pool, nil
+}
+
+// SilentProxy is an ldaps:// front of s (trusted through CAFile) that
+// relays every LDAP message of a client to slapd and slapd's answers back,
+// until a client message that holds the bytes silence (a search base's DN,
+// for example): that message and everything after it is dropped, slapd's
+// connection closed, and the client is never answered again, as by a
+// directory that hangs in the middle of a login. The client's connection
+// stays open until the client closes it (at most 30 s). It returns the URL
+// and the number of connections that fell silent; all stops in t.Cleanup.
+func (s *Server) SilentProxy(t testing.TB, silence []byte) (string, *atomic.Int32) {
+	t.Helper()
+	cert, err := tls.LoadX509KeyPair(filepath.Join(s.Dir, "server.pem"), filepath.Join(s.Dir, "server.key"))
+	if err != nil {
+		t.Fatalf("ldaptest: silent proxy: %v", err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var silenced atomic.Int32
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	track := func(c net.Conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if conns == nil {
+			return false
+		}
+		conns[c] = true
+		return true
+	}
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		for c := range conns {
+			_ = c.Close()
+		}
+		conns = nil
+		mu.Unlock()
+		wg.Wait()
+	})
+	upstream := strings.TrimPrefix(s.LDAPSURL, "ldaps://")
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			raw, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if !track(raw) {
+				_ = raw.Close()
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer raw.Close()
+				_ = raw.SetDeadline(time.Now().Add(30 * time.Second))
+				client := tls.Server(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+				d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 5 * time.Second}, Config: s.TLSConfig()}
+				up, err := d.Dial("tcp", upstream)
+				if err != nil {
+					return
+				}
+				if !track(up) {
+					_ = up.Close()
+					return
+				}
+				defer up.Close()
+				_ = up.SetDeadline(time.Now().Add(30 * time.Second))
+				wg.Add(1)
+				go func() { defer wg.Done(); _, _ = io.Copy(client, up) }()
+				r := bufio.NewReader(client)
+				quiet := false
+				for {
+					msg, err := readMessage(r)
+					if err != nil {
+						return
+					}
+					if !quiet && bytes.Contains(msg, silence) {
+						quiet = true
+						silenced.Add(1)
+						_ = up.Close()
+					}
+					if !quiet {
+						if _, err := up.Write(msg); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return "ldaps://" + ln.Addr().String(), &silenced
+}
+
+// readMessage reads one BER-encoded LDAPMessage (a SEQUENCE, definite
+// length, at most 1 MiB).
+func readMessage(r *bufio.Reader) ([]byte, error) {
+	hdr := make([]byte, 2, 6)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return nil, err
+	}
+	if hdr[0] != 0x30 {
+		return nil, fmt.Errorf("not an LDAP message: tag %#x", hdr[0])
+	}
+	n := int(hdr[1])
+	if n&0x80 != 0 {
+		k := n & 0x7f
+		if k == 0 || k > 3 {
+			return nil, fmt.Errorf("unsupported BER length form %#x", hdr[1])
+		}
+		lb := make([]byte, k)
+		if _, err := io.ReadFull(r, lb); err != nil {
+			return nil, err
+		}
+		hdr = append(hdr, lb...)
+		n = 0
+		for _, b := range lb {
+			n = n<<8 | int(b)
+		}
+	}
+	if n > 1<<20 {
+		return nil, fmt.Errorf("LDAP message of %d bytes", n)
+	}
+	msg := make([]byte, len(hdr)+n)
+	copy(msg, hdr)
+	if _, err := io.ReadFull(r, msg[len(hdr):]); err != nil {
+		return nil, err
+	}
+	return msg, nil
 }
