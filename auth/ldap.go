@@ -406,8 +406,13 @@ func (l *LDAP) bindService(c *ldap.Conn) error {
 // refusal that bans nobody; invalid credentials (when userBind) are
 // ErrFailed; anything else is the module's own trouble.
 func (l *LDAP) classify(step string, err error, userBind bool) error {
+	var le *ldap.Error
 	switch {
-	case ldap.IsErrorWithCode(err, ldap.ErrorNetwork):
+	case ldap.IsErrorWithCode(err, ldap.ErrorNetwork),
+		// not an LDAP result: the connection itself failed (go-ldap
+		// returns its reader's end, a read timeout among them, as a
+		// plain error)
+		!errors.As(err, &le):
 		return fmt.Errorf("ldap: %w: %s: %w", errLDAPUnreachable, step, err)
 	case userBind && ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials):
 		return fmt.Errorf("ldap: %w: %s: invalid credentials", ErrFailed, step)
@@ -534,7 +539,9 @@ func (l *LDAP) check(ctx context.Context, c *ldap.Conn, username, password strin
 // are skipped; the list is sorted without repeats.
 func (l *LDAP) groups(ctx context.Context, c *ldap.Conn, username, dn string, limit int) ([]string, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		// the exchange's time ran out before the groups search: the
+		// directory is as unreachable as one that stops answering in it.
+		return nil, fmt.Errorf("ldap: %w: groups search: %w", errLDAPUnreachable, err)
 	}
 	filter := strings.ReplaceAll(strings.ReplaceAll(l.groupsFilt, "%s", ldap.EscapeFilter(username)), "%d", ldap.EscapeFilter(dn))
 	max := ldapMaxGroups
