@@ -456,17 +456,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		if from == legClient {
 			sess.goneOnce.Do(func() { close(sess.clientGone) })
 		}
-		var ne net.Error
-		switch {
-		case errors.As(err, &ne) && ne.Timeout() && group:
-			fail(fmt.Sprintf("%s stalled for %v inside a packet (after a raw chunk)", from, wt), tellBoth)
-		case errors.As(err, &ne) && ne.Timeout():
-			fail("idle timeout", tellBoth)
-		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			fail(from.lostReason(), from.other().tell())
-		default:
-			fail(from.errorReason(err), from.other().tell())
-		}
+		fail(from.readFailReason(err, group, wt))
 	}
 	writeFailed := func(err error) {
 		fail(writeFailReason(from.other(), err, wt), from.tell())

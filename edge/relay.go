@@ -306,17 +306,7 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		if from == legClient {
 			sess.goneOnce.Do(func() { close(sess.clientGone) })
 		}
-		var ne net.Error
-		switch {
-		case errors.As(err, &ne) && ne.Timeout() && group:
-			fail(fmt.Sprintf("%s stalled for %v inside a packet (after a raw chunk)", from, wt), tellBoth)
-		case errors.As(err, &ne) && ne.Timeout():
-			fail("idle timeout", tellBoth)
-		case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-			fail(from.lostReason(), from.other().tell())
-		default:
-			fail(from.errorReason(err), from.other().tell())
-		}
+		fail(from.readFailReason(err, group, wt))
 	}
 	writeFailed := func(err error) {
 		fail(writeFailReason(from.other(), err, wt), from.tell())
@@ -497,6 +487,23 @@ func (l leg) errorReason(err error) string {
 		return "backend connection error"
 	}
 	return "client connection error: " + err.Error()
+}
+
+// readFailReason is why a session ends after a failed read from leg l
+// (inGroup: inside a raw-chunk group, whose stall is cut at the write
+// timeout wt), and whom to tell.
+func (l leg) readFailReason(err error, inGroup bool, wt time.Duration) (string, tellMask) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout() && inGroup:
+		return fmt.Sprintf("%s stalled for %v inside a packet (after a raw chunk)", l, wt), tellBoth
+	case errors.As(err, &ne) && ne.Timeout():
+		return "idle timeout", tellBoth
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return l.lostReason(), l.other().tell()
+	default:
+		return l.errorReason(err), l.other().tell()
+	}
 }
 
 // writeFailReason says why writing to leg to failed.
