@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -304,6 +306,28 @@ func TestDevDefaults(t *testing.T) {
 	caps, err := xpraclient.New(c, xprawire.Rencode).Request("version", 5*time.Second)
 	if err != nil || !caps.Has("xpra-edge.version") {
 		t.Fatalf("version over plain xpra: %v %v", caps, err)
+	}
+	// The portal answers at / over https, with a certificate of the
+	// development CA, and the HTML5 client's files at /client/.
+	caPEM, err := os.ReadFile(filepath.Join(dir, ".run", "tls", "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		t.Fatal("no certificate in the development CA file")
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for path, want := range map[string]string{"/": `action="/login"`, "/client/index.html": "<html"} {
+		resp, err := hc.Get("https://127.0.0.1:14500" + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
+			t.Fatalf("GET %s: %s, body lacks %q", path, resp.Status, want)
+		}
 	}
 }
 

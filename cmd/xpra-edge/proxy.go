@@ -485,6 +485,7 @@ func prepareDev(cfg *config.Config, stdout io.Writer) error {
   add one: ./bin/xpra-edge sqlite %s add USER PASSWORD nobody nobody tcp://HOST:PORT/
   connect: xpra attach tcp://USER:PASSWORD@%s/
            xpra attach ssl://USER:PASSWORD@%s/ --ssl-ca-certs=%s
-`, addr, db, db, addr, addr, filepath.Join(cfg.TLS.StateDir, "ca.pem"))
+  browser: https://%s/ (the portal: sign in, open a session in the HTML5 client)
+`, addr, db, db, addr, addr, filepath.Join(cfg.TLS.StateDir, "ca.pem"), addr)
 	return nil
 }
