@@ -19,8 +19,20 @@ import (
 // sessions. Member implements edge.BanStore and edge.SessionRegistry on
 // the store's database.
 func init() {
-	register(Migration{Version: 3, Name: "live state", SQL: schemaLive})
+	register(Migration{Version: 3, Name: "live state", SQL: schemaLive},
+		Migration{Version: 4, Name: "node runs", SQL: schemaNodeRuns})
 }
+
+// schemaNodeRuns records which run of a node holds its name: a run id
+// made at each start, and the process (host, boot id, pid) for the
+// message that refuses a second node of the same name.
+const schemaNodeRuns = `
+ALTER TABLE edge_nodes
+	ADD COLUMN run_id  text NOT NULL DEFAULT '',
+	ADD COLUMN host    text NOT NULL DEFAULT '',
+	ADD COLUMN boot_id text NOT NULL DEFAULT '',
+	ADD COLUMN pid     integer NOT NULL DEFAULT 0;
+`
 
 const schemaLive = `
 CREATE TABLE edge_nodes (
@@ -116,6 +128,9 @@ type Member struct {
 	node string
 	log  *slog.Logger
 	o    MemberOptions
+	run  runIdentity // this run's claim on the node name
+
+	takenOver atomic.Bool // another run took the node name: this one no longer writes as it
 
 	up        atomic.Bool  // the store answers (the last heartbeat, probe or notification connection worked)
 	listenUp  atomic.Bool  // the notification connection is connected
@@ -146,9 +161,10 @@ var (
 	_ edge.SessionRegistry = (*Member)(nil)
 )
 
-// NewMember joins the fleet: it records the node (its heartbeat) and
-// ends the sessions a previous run of this node left recorded live
-// ("node restarted"), and loads the bans in force.
+// NewMember joins the fleet: it claims the node name for this run (see
+// claimNode: a name held by another live run is refused with
+// ErrNodeNameInUse), ends the sessions a previous run of this node left
+// recorded live ("node restarted"), and loads the bans in force.
 func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error) {
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
@@ -159,16 +175,11 @@ func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error)
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}}
+	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, run: thisRun()}
 	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
 	defer cancel()
-	if _, err := st.Pool().Exec(ctx, `INSERT INTO edge_nodes (name, address) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET address = $2, started_at = now(), heartbeat_at = now(), stopped_at = NULL`, m.node, o.Address); err != nil {
-		return nil, st.Err(fmt.Errorf("fleet: record node: %w", err))
-	}
-	if _, err := st.Pool().Exec(ctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2
-		WHERE node = $1 AND ended_at IS NULL`, m.node, ReasonRestarted); err != nil {
-		return nil, st.Err(fmt.Errorf("fleet: end the previous run's sessions: %w", err))
+	if err := m.claimNode(ctx); err != nil {
+		return nil, err
 	}
 	if err := m.loadBans(ctx); err != nil {
 		return nil, err
@@ -191,6 +202,9 @@ const (
 // 1 s; a login that finds a probe running is refused), so that the first
 // login after PostgreSQL is back works without waiting for a heartbeat.
 func (m *Member) Health() error {
+	if m.takenOver.Load() {
+		return fmt.Errorf("fleet: %w: %w", ErrUnavailable, errTakenOver)
+	}
 	if m.beatUp.Load() || m.probe() {
 		return nil
 	}
@@ -493,8 +507,14 @@ func (m *Member) Run(ctx context.Context, node edge.Node) {
 	m.pending = nil
 	m.mu.Unlock()
 	_ = m.recordEnds(fctx, pend)
-	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL`, m.node, ReasonNodeStopped)
-	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_nodes SET stopped_at = now() WHERE name = $1`, m.node)
+	if m.takenOver.Load() {
+		return
+	}
+	// Only while this run holds the node name: another run that took it
+	// over has its own sessions under it.
+	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL
+		AND EXISTS (SELECT 1 FROM edge_nodes WHERE name = $1 AND run_id = $3)`, m.node, ReasonNodeStopped, m.run.id)
+	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_nodes SET stopped_at = now() WHERE name = $1 AND run_id = $2`, m.node, m.run.id)
 }
 
 func nextBackoff(b time.Duration) time.Duration {
@@ -638,9 +658,23 @@ func (m *Member) beat(ctx context.Context, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	pool := m.st.Pool()
-	if _, err := pool.Exec(ctx, `INSERT INTO edge_nodes (name, address) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL`, m.node, m.o.Address); err != nil {
+	if m.takenOver.Load() {
+		return errTakenOver
+	}
+	tag, err := pool.Exec(ctx, `INSERT INTO edge_nodes (name, address, run_id, host, boot_id, pid) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL WHERE edge_nodes.run_id = $3`,
+		m.node, m.o.Address, m.run.id, m.run.host, m.run.boot, m.run.pid)
+	if err != nil {
 		return m.st.Err(err)
+	}
+	if tag.RowsAffected() == 0 {
+		// Only when this run was taken for dead (no heartbeat for
+		// DeadAfter: a partition, a stopped process) and another run of
+		// the same name started meanwhile.
+		m.takenOver.Store(true)
+		m.log.Error("fleet: another run of this node name took it over while this one could not heartbeat; this node no longer records its sessions and refuses new logins: restart it",
+			"node", m.node)
+		return errTakenOver
 	}
 	wasUp := m.up.Load()
 	m.mu.Lock()
