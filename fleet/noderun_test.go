@@ -3,11 +3,13 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/xpra-edge/xpra-edge/edge"
 	"github.com/xpra-edge/xpra-edge/internal/pgtest"
 )
@@ -144,4 +146,79 @@ func TestFleetNodeNameFreeAfterCleanStop(t *testing.T) {
 	a.cancel()
 	<-a.done
 	joinT(t, c.DSN(), "a", MemberOptions{Heartbeat: 200 * time.Millisecond, DeadAfter: time.Minute}, false)
+}
+
+// TestFleetStopBatchWithinDeadline: ends told just before the stop (their
+// writes still in flight, then cancelled) and sessions never ended are
+// all recorded by Run's last batch, which returns by the RegistryStop's
+// deadline; with the database answering no write, Run still returns by
+// the deadline.
+func TestFleetStopBatchWithinDeadline(t *testing.T) {
+	c := pgtest.Start(t)
+	ctx := ctxT(t)
+	for _, stuck := range []bool{false, true} {
+		name := map[bool]string{false: "ok", true: "stuck"}[stuck]
+		st := openT(t, Options{DSN: c.DSN(), Node: name})
+		m, err := NewMember(ctx, st, fastOpts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, stop := context.WithCancelCause(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); m.Run(rctx, newFakeNode()) }()
+		const n = 50
+		var adms []edge.Admission
+		for i := 0; i < n; i++ {
+			a, err := m.Admit(ctx, edge.SessionRecord{ID: i + 1, UUID: fmt.Sprintf("%s%030d", name[:2], i), User: "u"}, edge.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			adms = append(adms, a)
+		}
+		var tx pgx.Tx
+		if stuck {
+			conn, err := pgx.Connect(ctx, c.DSN())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close(context.Background())
+			if tx, err = conn.Begin(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `SELECT 1 FROM edge_sessions, edge_nodes FOR UPDATE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// all but the last five end now; the stop follows at once
+		for _, a := range adms[:n-5] {
+			a.End("proxy shutdown", 7, 9)
+		}
+		deadline := time.Now().Add(300 * time.Millisecond)
+		stop(edge.RegistryStop{Deadline: deadline})
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: Run did not return", name)
+		}
+		late := time.Since(deadline)
+		t.Logf("%s: Run returned %v after its deadline", name, late)
+		if late > 50*time.Millisecond {
+			t.Fatalf("%s: Run returned %v after its deadline", name, late)
+		}
+		if stuck {
+			_ = tx.Rollback(ctx)
+			continue
+		}
+		var shutdown, stopped, bytes int
+		var nodeStopped bool
+		if err := st.Pool().QueryRow(ctx, `SELECT count(*) FILTER (WHERE end_reason = 'proxy shutdown'),
+			count(*) FILTER (WHERE end_reason = $2), count(*) FILTER (WHERE bytes_from_client = 7 AND bytes_from_server = 9),
+			(SELECT stopped_at IS NOT NULL FROM edge_nodes WHERE name = $1) FROM edge_sessions WHERE node = $1`, name, ReasonNodeStopped).
+			Scan(&shutdown, &stopped, &bytes, &nodeStopped); err != nil {
+			t.Fatal(err)
+		}
+		if shutdown != n-5 || stopped != 5 || bytes != n-5 || !nodeStopped {
+			t.Fatalf("after the stop: %d proxy shutdown (%d with bytes), %d node stopped, node stopped %v", shutdown, bytes, stopped, nodeStopped)
+		}
+	}
 }
