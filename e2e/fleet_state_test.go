@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -426,4 +430,58 @@ func TestFleetTwoNodes(t *testing.T) {
 			t.Fatalf("alice's session on a not recorded ended by the shutdown:\n%s", out)
 		}
 	})
+}
+
+// TestFleetNodeNameUnique: a second xpra-edge configured with the name of
+// a live node refuses to start, saying which process holds the name, and
+// leaves that node running; once that node is SIGKILLed a node of the
+// same name on this machine takes the name over at once (its process is
+// gone), without waiting out dead_after.
+func TestFleetNodeNameUnique(t *testing.T) {
+	pg := pgtest.Start(t)
+	dir := t.TempDir()
+	a := startFleetNode(t, dir, "a", "127.0.0.2", pg.DSN(), "tcp://127.0.0.1:1/", "tcp://127.0.0.1:2/")
+	if !a.p.waitLog("fleet store reachable", 10*time.Second) {
+		t.Fatalf("node a did not join:\n%s", a.p.log.String())
+	}
+	dup := filepath.Join(dir, "dup")
+	if err := os.Mkdir(dup, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.3:%d", portOf(t, xpratest.FreeTCPAddr(t)))
+	cfg := writeFile(t, filepath.Join(dup, "a.toml"), fleetConfig(dup, "a", addr, xpratest.FreeTCPAddr(t), pg.DSN(), "tcp://127.0.0.1:1/", "tcp://127.0.0.1:2/", xpratest.FreeDisplay(t)))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, edgeBin, "proxy", "--config="+cfg).CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("the second node of name a did not refuse to start within 30 s:\n%s", out)
+	}
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("the second node of name a: %v\n%s", err, out)
+	}
+	if want := fmt.Sprintf(`is held by another live run (pid %d on host`, a.p.cmd.Process.Pid); !strings.Contains(string(out), want) {
+		t.Fatalf("the refusal does not say %q:\n%s", want, out)
+	}
+	if strings.Contains(string(out), pg.Password) {
+		t.Fatal("the refusal shows the database password")
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	t.Logf("refused in %v: %s", time.Since(start), lines[len(lines)-1])
+	if code := healthz(t, a.admin); code != 200 {
+		t.Fatalf("node a after the refused start: /healthz %d", code)
+	}
+	_, listed := listFleet(t, a.cfg, false)
+	if !strings.Contains(listed, "LIVE a") {
+		t.Fatalf("a not listed live:\n%s", listed)
+	}
+
+	_ = a.p.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.p.done
+	a.p.done <- nil
+	again := startProxy(t, addr, "--config="+cfg)
+	if !again.waitLog("taking the name over", 10*time.Second) || !again.waitLog("fleet store reachable", 10*time.Second) {
+		t.Fatalf("the node of name a after the SIGKILL:\n%s", again.log.String())
+	}
 }

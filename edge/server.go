@@ -467,7 +467,8 @@ func (s *Server) closeListenersLocked() {
 }
 
 // Serve accepts until ctx ends or a stop is requested through the control
-// socket, then shuts down (see shutdown) and returns within drain + 1 s.
+// socket, then shuts down (see shutdown), stops the session registry
+// (RegistryStop) and returns within drain + 1 s.
 func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	if err := s.Bind(); err != nil {
 		return err
@@ -481,7 +482,7 @@ func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	webCtx, cancelWeb := context.WithCancel(context.Background())
 	defer cancelWeb()
 	s.startWeb(webCtx)
-	regCtx, stopRegistry := context.WithCancel(context.Background())
+	regCtx, stopRegistry := context.WithCancelCause(context.Background())
 	regDone := make(chan struct{})
 	go func() {
 		defer close(regDone)
@@ -509,13 +510,32 @@ func (s *Server) Serve(ctx context.Context, drain time.Duration) error {
 	case reason = <-s.stopReq:
 	}
 	s.log.Info("stopping", "reason", reason, "sessions", s.SessionCount(), "drain", drain)
+	bound := time.Now().Add(drain + time.Second)
 	s.shutdown(drain)
-	// The registry records the ends, then stops (its Run is bounded).
-	stopRegistry()
-	<-regDone
+	// The registry records what is left (a fleet node: its sessions' ends
+	// and its stop) in the rest of the second, and Serve waits for it no
+	// longer: the bound holds whatever its store does.
+	regDeadline := bound.Add(-registrySlack)
+	if least := time.Now().Add(registryMin); regDeadline.Before(least) {
+		regDeadline = least
+	}
+	stopRegistry(RegistryStop{Deadline: regDeadline})
+	select {
+	case <-regDone:
+	case <-time.After(time.Until(bound)):
+		s.log.Warn("the session registry was still stopping at the shutdown bound")
+	}
 	s.log.Info("stopped")
 	return nil
 }
+
+// The registry's share of the shutdown's second: it must be done
+// registrySlack before Serve's bound (for Serve and the process to end),
+// and gets at least registryMin when the shutdown itself ran late.
+const (
+	registrySlack = 150 * time.Millisecond
+	registryMin   = 25 * time.Millisecond
+)
 
 // Phases of a tracked connection.
 type connPhase uint8

@@ -65,7 +65,11 @@ type SessionRegistry interface {
 	// error (the shared store is unreachable), counting no failure.
 	Admit(ctx context.Context, rec SessionRecord, lim Limits) (Admission, error)
 	// Run does the registry's background work (heartbeats, byte counts,
-	// stop requests from other nodes) until ctx ends.
+	// stop requests from other nodes) until ctx ends. When Serve stops,
+	// ctx ends after every session has ended (their Ends called) with a
+	// RegistryStop cause: Run must have returned, its last writes
+	// included, by its Deadline (see StopDeadline); Serve waits for it no
+	// longer than its own bound.
 	Run(ctx context.Context, node Node)
 	// Health is nil while the registry (and its store) works; otherwise
 	// new logins are refused with "authentication error" and the reason.
@@ -78,6 +82,27 @@ type Admission interface {
 	Relaying()
 	// End records the end (once; later calls do nothing).
 	End(reason string, fromClient, fromServer int64)
+}
+
+// RegistryStop is the cause (context.Cause) of the end of the context
+// Serve gives a registry's Run when the server stops.
+type RegistryStop struct {
+	// Deadline is when Run must have returned: within Serve's bound of
+	// drain + 1 s after the stop.
+	Deadline time.Time
+}
+
+func (RegistryStop) Error() string { return "the server is stopping" }
+
+// StopDeadline is when a registry's Run, whose ctx has ended, must have
+// returned: the RegistryStop's Deadline, or now + fallback when ctx ended
+// some other way.
+func StopDeadline(ctx context.Context, fallback time.Duration) time.Time {
+	var rs RegistryStop
+	if errors.As(context.Cause(ctx), &rs) && !rs.Deadline.IsZero() {
+		return rs.Deadline
+	}
+	return time.Now().Add(fallback)
 }
 
 // ErrTooManySessions is wrapped by Admit's refusals for a limit.

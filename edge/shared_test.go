@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"testing"
@@ -256,5 +257,60 @@ func TestSessionsPerUser(t *testing.T) {
 	}
 	if _, err := connect(t, addr, xprawire.Rencode).Hello(xpraclient.BaseCaps("u"), []byte("p"), true, false, 5*time.Second); err != nil {
 		t.Fatalf("u after its session ended: %v", err)
+	}
+}
+
+// stuckRegistry is a registry whose Run, once stopped, takes far longer
+// than it is given (a store that answers nothing).
+type stuckRegistry struct {
+	*fakeRegistry
+	stop    chan time.Time // the deadline Run was given
+	release chan struct{}
+}
+
+func (r *stuckRegistry) Run(ctx context.Context, _ Node) {
+	<-ctx.Done()
+	r.stop <- StopDeadline(ctx, time.Hour)
+	<-r.release
+}
+
+// TestServeBoundedWhateverTheRegistry: Serve gives its registry a
+// RegistryStop deadline inside its bound and returns within drain + 1 s
+// even when the registry's Run does not return.
+func TestServeBoundedWhateverTheRegistry(t *testing.T) {
+	reg := &stuckRegistry{fakeRegistry: newFakeRegistry(), stop: make(chan time.Time, 1), release: make(chan struct{})}
+	defer close(reg.release)
+	srv, err := New(Config{
+		State:    State{Router: &router.Router{}, Listeners: []*Listener{{Name: "t", Listener: loopback(t), Auth: tomlAuth(t, auth.User{Name: "u", Password: "p"}), AllowPlain: true, Accept: []string{"xpra"}}}},
+		Registry: reg, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(ctx, 300*time.Millisecond); close(done) }()
+	time.Sleep(100 * time.Millisecond) // serving
+	start := time.Now()
+	cancel()
+	var deadline time.Time
+	select {
+	case deadline = <-reg.stop:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the registry was not stopped")
+	}
+	bound := start.Add(1300 * time.Millisecond)
+	if deadline.After(bound) || deadline.Before(start) {
+		t.Fatalf("registry deadline %v after the stop, bound %v", deadline.Sub(start), bound.Sub(start))
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	d := time.Since(start)
+	t.Logf("Serve returned %v after the stop (drain 300ms), the registry's deadline at %v", d.Round(time.Millisecond), deadline.Sub(start).Round(time.Millisecond))
+	if d > 1350*time.Millisecond {
+		t.Fatalf("Serve returned %v after the stop, with the registry stuck", d)
 	}
 }

@@ -19,8 +19,20 @@ import (
 // sessions. Member implements edge.BanStore and edge.SessionRegistry on
 // the store's database.
 func init() {
-	register(Migration{Version: 3, Name: "live state", SQL: schemaLive})
+	register(Migration{Version: 3, Name: "live state", SQL: schemaLive},
+		Migration{Version: 4, Name: "node runs", SQL: schemaNodeRuns})
 }
+
+// schemaNodeRuns records which run of a node holds its name: a run id
+// made at each start, and the process (host, boot id, pid) for the
+// message that refuses a second node of the same name.
+const schemaNodeRuns = `
+ALTER TABLE edge_nodes
+	ADD COLUMN run_id  text NOT NULL DEFAULT '',
+	ADD COLUMN host    text NOT NULL DEFAULT '',
+	ADD COLUMN boot_id text NOT NULL DEFAULT '',
+	ADD COLUMN pid     integer NOT NULL DEFAULT 0;
+`
 
 const schemaLive = `
 CREATE TABLE edge_nodes (
@@ -116,6 +128,9 @@ type Member struct {
 	node string
 	log  *slog.Logger
 	o    MemberOptions
+	run  runIdentity // this run's claim on the node name
+
+	takenOver atomic.Bool // another run took the node name: this one no longer writes as it
 
 	up        atomic.Bool  // the store answers (the last heartbeat, probe or notification connection worked)
 	listenUp  atomic.Bool  // the notification connection is connected
@@ -126,12 +141,17 @@ type Member struct {
 	stateMu   sync.Mutex
 	lastUp    *bool // last logged state
 
-	mu      sync.Mutex
-	bans    map[string]time.Time
-	pending []pendingEnd // ends not recorded yet (the store was down)
-	nodeV   edge.Node
+	mu       sync.Mutex
+	bans     map[string]time.Time
+	pending  []pendingEnd          // ends not recorded yet (the store was down)
+	inflight map[string]pendingEnd // ends being written now, by uuid
+	stopping bool                  // Run is ending: ends go to pending, for its last batch
+	nodeV    edge.Node
 
-	wg sync.WaitGroup // in-flight writes of admissions
+	// bg is the parent of the admissions' background writes; Run's end
+	// cancels it (their ends are in its last batch).
+	bg       context.Context
+	bgCancel context.CancelFunc
 }
 
 type pendingEnd struct {
@@ -146,9 +166,10 @@ var (
 	_ edge.SessionRegistry = (*Member)(nil)
 )
 
-// NewMember joins the fleet: it records the node (its heartbeat) and
-// ends the sessions a previous run of this node left recorded live
-// ("node restarted"), and loads the bans in force.
+// NewMember joins the fleet: it claims the node name for this run (see
+// claimNode: a name held by another live run is refused with
+// ErrNodeNameInUse), ends the sessions a previous run of this node left
+// recorded live ("node restarted"), and loads the bans in force.
 func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error) {
 	if o.Heartbeat <= 0 {
 		o.Heartbeat = DefaultHeartbeat
@@ -159,16 +180,12 @@ func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error)
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}}
+	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, inflight: map[string]pendingEnd{}, run: thisRun()}
+	m.bg, m.bgCancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
 	defer cancel()
-	if _, err := st.Pool().Exec(ctx, `INSERT INTO edge_nodes (name, address) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET address = $2, started_at = now(), heartbeat_at = now(), stopped_at = NULL`, m.node, o.Address); err != nil {
-		return nil, st.Err(fmt.Errorf("fleet: record node: %w", err))
-	}
-	if _, err := st.Pool().Exec(ctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2
-		WHERE node = $1 AND ended_at IS NULL`, m.node, ReasonRestarted); err != nil {
-		return nil, st.Err(fmt.Errorf("fleet: end the previous run's sessions: %w", err))
+	if err := m.claimNode(ctx); err != nil {
+		return nil, err
 	}
 	if err := m.loadBans(ctx); err != nil {
 		return nil, err
@@ -191,6 +208,9 @@ const (
 // 1 s; a login that finds a probe running is refused), so that the first
 // login after PostgreSQL is back works without waiting for a heartbeat.
 func (m *Member) Health() error {
+	if m.takenOver.Load() {
+		return fmt.Errorf("fleet: %w: %w", ErrUnavailable, errTakenOver)
+	}
 	if m.beatUp.Load() || m.probe() {
 		return nil
 	}
@@ -411,6 +431,12 @@ type admission struct {
 }
 
 func (a *admission) Relaying() {
+	a.m.mu.Lock()
+	stopping := a.m.stopping
+	a.m.mu.Unlock()
+	if stopping {
+		return
+	}
 	a.m.async(func(ctx context.Context) error {
 		_, err := a.m.st.Pool().Exec(ctx, `UPDATE edge_sessions SET relaying = true, updated_at = now() WHERE uuid = $1`, a.uuid)
 		return err
@@ -419,29 +445,39 @@ func (a *admission) Relaying() {
 
 func (a *admission) End(reason string, fromClient, fromServer int64) {
 	a.once.Do(func() {
+		m := a.m
 		pe := pendingEnd{uuid: a.uuid, reason: reason, fromClient: fromClient, fromServer: fromServer}
-		a.m.async(func(ctx context.Context) error {
-			err := a.m.recordEnds(ctx, []pendingEnd{pe})
-			if err != nil {
-				a.m.mu.Lock()
-				if len(a.m.pending) < maxPending {
-					a.m.pending = append(a.m.pending, pe)
-				}
-				a.m.mu.Unlock()
+		m.mu.Lock()
+		if m.stopping {
+			if len(m.pending) < maxPending {
+				m.pending = append(m.pending, pe)
 			}
+			m.mu.Unlock()
+			return
+		}
+		m.inflight[pe.uuid] = pe
+		m.mu.Unlock()
+		m.async(func(ctx context.Context) error {
+			err := m.recordEnds(ctx, []pendingEnd{pe})
+			m.mu.Lock()
+			delete(m.inflight, pe.uuid)
+			// once Run is ending its last batch has this end
+			if err != nil && !m.stopping && len(m.pending) < maxPending {
+				m.pending = append(m.pending, pe)
+			}
+			m.mu.Unlock()
 			return err
 		})
 	})
 }
 
-// async runs one write in the background, bounded by opTimeout.
+// async runs one write in the background, bounded by opTimeout and
+// cancelled by the end of Run.
 func (m *Member) async(f func(ctx context.Context) error) {
-	m.wg.Add(1)
 	go func() {
-		defer m.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := context.WithTimeout(m.bg, opTimeout)
 		defer cancel()
-		if err := f(ctx); err != nil {
+		if err := f(ctx); err != nil && m.bg.Err() == nil {
 			m.log.Debug("fleet write failed", "err", m.noteErr(err))
 		}
 	}()
@@ -458,18 +494,29 @@ func (m *Member) recordEnds(ctx context.Context, ends []pendingEnd) error {
 	for i, e := range ends {
 		uuids[i], reasons[i], fc[i], fs[i] = e.uuid, e.reason, e.fromClient, e.fromServer
 	}
-	_, err := m.st.Pool().Exec(ctx, `UPDATE edge_sessions s SET ended_at = now(), end_reason = v.r,
-		bytes_from_client = v.c, bytes_from_server = v.s, updated_at = now()
-		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(u, r, c, s)
-		WHERE s.uuid = v.u AND s.node = $5 AND (s.ended_at IS NULL OR s.end_reason = $6)`,
-		uuids, reasons, fc, fs, m.node, ReasonNodeLost)
+	_, err := m.st.Pool().Exec(ctx, endsSQL, uuids, reasons, fc, fs, m.node, ReasonNodeLost)
 	return err
 }
+
+// endsSQL records ends: $1..$4 the sessions' uuids, reasons and byte
+// counts, $5 the node, $6 ReasonNodeLost (a session marked lost while the
+// node was cut off gets its real end).
+const endsSQL = `UPDATE edge_sessions s SET ended_at = now(), end_reason = v.r,
+		bytes_from_client = v.c, bytes_from_server = v.s, updated_at = now()
+		FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[]) AS v(u, r, c, s)
+		WHERE s.uuid = v.u AND s.node = $5 AND (s.ended_at IS NULL OR s.end_reason = $6)`
 
 // Run keeps the node's part of the fleet until ctx ends: the heartbeat
 // (with byte counts, pending ends, dead nodes' sessions, old rows) and the
 // notification connection (stops, bans), each reconnecting with backoff.
-// At its end it records the node stopped (bounded by 2 s).
+// At its end (by edge.StopDeadline: within the server's shutdown bound)
+// it writes, in one batch of statements sent at once, every session end
+// not recorded yet (those being written are cancelled and written again
+// here: an end already recorded is left as it is), "node stopped" for any
+// session still recorded live, and the node's stopped_at. A batch that
+// does not make the deadline leaves the rows as a killed node would: the
+// next start of the node ends them ("node restarted"), the other nodes
+// after dead_after ("node lost").
 func (m *Member) Run(ctx context.Context, node edge.Node) {
 	m.mu.Lock()
 	m.nodeV = node
@@ -478,23 +525,65 @@ func (m *Member) Run(ctx context.Context, node edge.Node) {
 	wg.Add(2)
 	go func() { defer wg.Done(); m.listen(ctx) }()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
-	wg.Wait()
-	// Writes still in flight get a second, the final ones another.
-	inflight := make(chan struct{})
-	go func() { m.wg.Wait(); close(inflight) }()
-	select {
-	case <-inflight:
-	case <-time.After(time.Second):
-	}
-	fctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
+	<-ctx.Done()
+	deadline := edge.StopDeadline(ctx, time.Second)
+	// From here ends go to pending; those being written now are cancelled
+	// and written again by the batch.
 	m.mu.Lock()
-	pend := m.pending
+	m.stopping = true
+	ends := m.pending
+	m.pending = nil
+	for _, pe := range m.inflight {
+		ends = append(ends, pe)
+	}
+	m.mu.Unlock()
+	m.bgCancel()
+	// The heartbeat and the notification connection end with ctx (their
+	// statements are cancelled); wait for them (so that no heartbeat
+	// lands after the stop), but keep most of the time for the batch.
+	loops := make(chan struct{})
+	go func() { wg.Wait(); close(loops) }()
+	select {
+	case <-loops:
+	case <-time.After(time.Until(deadline) / 2):
+	}
+	// ends told since, or given back by a heartbeat that failed
+	m.mu.Lock()
+	ends = append(ends, m.pending...)
 	m.pending = nil
 	m.mu.Unlock()
-	_ = m.recordEnds(fctx, pend)
-	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL`, m.node, ReasonNodeStopped)
-	_, _ = m.st.Pool().Exec(fctx, `UPDATE edge_nodes SET stopped_at = now() WHERE name = $1`, m.node)
+	fctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	if err := m.stopBatch(fctx, ends); err != nil {
+		m.log.Warn("fleet: the stop could not be recorded within the shutdown bound: the next start of this node ends its sessions, the other nodes after dead_after",
+			"sessions", len(ends), "err", m.st.Err(err))
+	} else {
+		m.log.Debug("fleet: stop recorded", "ends", len(ends), "took", time.Since(start), "left", time.Until(deadline))
+	}
+}
+
+// stopBatch records ends, ends the sessions still recorded live as "node
+// stopped" and records the node stopped: three statements sent at once
+// (one round trip, one implicit transaction). The last two only while
+// this run holds the node name (another run that took it over has its
+// own sessions under it).
+func (m *Member) stopBatch(ctx context.Context, ends []pendingEnd) error {
+	uuids := make([]string, len(ends))
+	reasons := make([]string, len(ends))
+	fc := make([]int64, len(ends))
+	fs := make([]int64, len(ends))
+	for i, e := range ends {
+		uuids[i], reasons[i], fc[i], fs[i] = e.uuid, e.reason, e.fromClient, e.fromServer
+	}
+	b := &pgx.Batch{}
+	b.Queue(endsSQL, uuids, reasons, fc, fs, m.node, ReasonNodeLost)
+	if !m.takenOver.Load() {
+		b.Queue(`UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL
+			AND EXISTS (SELECT 1 FROM edge_nodes WHERE name = $1 AND run_id = $3)`, m.node, ReasonNodeStopped, m.run.id)
+		b.Queue(`UPDATE edge_nodes SET stopped_at = now() WHERE name = $1 AND run_id = $2`, m.node, m.run.id)
+	}
+	return m.st.Pool().SendBatch(ctx, b).Close()
 }
 
 func nextBackoff(b time.Duration) time.Duration {
@@ -638,9 +727,23 @@ func (m *Member) beat(ctx context.Context, n int) error {
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	pool := m.st.Pool()
-	if _, err := pool.Exec(ctx, `INSERT INTO edge_nodes (name, address) VALUES ($1, $2)
-		ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL`, m.node, m.o.Address); err != nil {
+	if m.takenOver.Load() {
+		return errTakenOver
+	}
+	tag, err := pool.Exec(ctx, `INSERT INTO edge_nodes (name, address, run_id, host, boot_id, pid) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (name) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL WHERE edge_nodes.run_id = $3`,
+		m.node, m.o.Address, m.run.id, m.run.host, m.run.boot, m.run.pid)
+	if err != nil {
 		return m.st.Err(err)
+	}
+	if tag.RowsAffected() == 0 {
+		// Only when this run was taken for dead (no heartbeat for
+		// DeadAfter: a partition, a stopped process) and another run of
+		// the same name started meanwhile.
+		m.takenOver.Store(true)
+		m.log.Error("fleet: another run of this node name took it over while this one could not heartbeat; this node no longer records its sessions and refuses new logins: restart it",
+			"node", m.node)
+		return errTakenOver
 	}
 	wasUp := m.up.Load()
 	m.mu.Lock()

@@ -422,6 +422,10 @@ func TestFleetRestartEndsPreviousRun(t *testing.T) {
 	if _, err := first.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "10000000000000000000000000000000", User: "u"}, edge.Limits{}); err != nil {
 		t.Fatal(err)
 	}
+	// the first run crashed: its process is gone (same machine)
+	if _, err := first.st.Pool().Exec(ctx, `UPDATE edge_nodes SET pid = $1 WHERE name = 'a'`, deadPid(t)); err != nil {
+		t.Fatal(err)
+	}
 	again := joinT(t, c.DSN(), "a", fastOpts(), false)
 	_, ss, err := ListLive(ctx, again.st, true)
 	if err != nil || len(ss) != 1 || ss[0].Ended == nil || ss[0].Reason != ReasonRestarted {

@@ -1,7 +1,10 @@
 // Command xpra-edge-bench measures xpra-edge against direct connections,
 // Debian's `xpra proxy` (3.1.3) and xpra 6.x's (with a 6.x-style client): relay throughput for 1 and many sessions,
-// added ping latency, authenticated session setup rate, memory per idle
-// session and proxy CPU per GB. It plays both ends itself (package
+// added ping latency, authenticated session setup rate and latency, memory
+// per idle session and proxy CPU per GB; edge-tcp-fleet is edge-tcp with
+// the proxy a fleet node on a private PostgreSQL cluster the bench starts
+// (package pgserver: Debian's server binaries, a temporary directory, a
+// loopback port), to show what fleet mode costs. It plays both ends itself (package
 // benchpeer), checks every byte it receives, starts the proxies on
 // loopback ports in a temporary directory and kills them when done.
 //
@@ -21,6 +24,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/pgtest/pgserver"
 )
 
 // Config is one bench run.
@@ -30,7 +35,7 @@ type Config struct {
 	BaseBin   string        // an earlier xpra-edge for the base-* scenarios (before/after in one run)
 	XpraBin   string        // Debian's xpra; empty or missing: that scenario is skipped
 	Xpra6Bin  string        // xpra 6.x (the xpra6 wrapper); empty or missing: xpra6-proxy is skipped
-	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, base-{tcp,tls,ws,wss}, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge
+	Scenarios []string      // subset of direct, edge-{tcp,tls,ws,wss}, edge-tcp-fleet, base-{tcp,tls,ws,wss}, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge
 	Sessions  int           // concurrent sessions of the many-session throughput run
 	Duration  time.Duration // streaming time of each throughput run
 	Repeat    int           // runs of each throughput measure; the best is kept
@@ -57,7 +62,7 @@ func DefaultConfig() Config {
 		EdgeBin:   "./bin/xpra-edge",
 		XpraBin:   "/usr/bin/xpra",
 		Xpra6Bin:  Xpra6Bin,
-		Scenarios: []string{"direct", "edge-tcp", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy", "edge-tcp6", "xpra6-proxy", "edge-bridge"},
+		Scenarios: []string{"direct", "edge-tcp", "edge-tcp-fleet", "edge-tls", "edge-ws", "edge-wss", "xpra-proxy", "edge-tcp6", "xpra6-proxy", "edge-bridge"},
 		Sessions:  64,
 		Duration:  3 * time.Second,
 		Repeat:    2,
@@ -96,7 +101,7 @@ func main() {
 	edge := flag.String("edge", cfg.EdgeBin, "xpra-edge `binary`")
 	xpra := flag.String("xpra", cfg.XpraBin, "Debian xpra `binary` (empty: skip the xpra proxy scenario)")
 	xpra6 := flag.String("xpra6", cfg.Xpra6Bin, "xpra 6.x `binary` (empty: skip the xpra6-proxy scenario)")
-	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge (default: direct, edge-*, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge, and base-* with -base)")
+	scen := flag.String("scenarios", "", "comma-separated `list` of direct, edge-tcp, edge-tcp-fleet, edge-tls, edge-ws, edge-wss, base-tcp, base-tls, base-ws, base-wss, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge (default: direct, edge-*, xpra-proxy, edge-tcp6, xpra6-proxy, edge-bridge, and base-* with -base; edge-tcp-fleet starts a private PostgreSQL from "+pgserver.BinDir+")")
 	base := flag.String("base", "", "an earlier xpra-edge `binary`: adds base-tcp/tls/ws/wss scenarios, measured side by side with edge-*")
 	idle := flag.Int("idle", 0, "idle sessions for the memory measure (default 1000)")
 	idle10k := flag.Bool("idle-10k", false, "measure memory at 10,000 idle sessions")

@@ -55,7 +55,11 @@ type Setup struct {
 	Failed      int     `json:"failed"`
 	Seconds     float64 `json:"seconds"`
 	PerSec      float64 `json:"per_s"`
-	FirstError  string  `json:"first_error,omitempty"`
+	// P50ms and P99ms are the time from dialing to a relayed session
+	// (the backend's hello received) of the successful setups.
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+	FirstError string  `json:"first_error,omitempty"`
 }
 
 // Idle is the memory cost of idle relayed sessions.
@@ -248,6 +252,7 @@ func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, ma
 	defer func() { <-profDone }()
 	var mu sync.Mutex
 	var next atomic.Int64
+	var took []time.Duration
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -256,7 +261,9 @@ func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, ma
 		go func() {
 			defer wg.Done()
 			for next.Add(1) <= int64(maxN) && time.Now().Before(deadline) && ctx.Err() == nil {
+				t0 := time.Now()
 				s, err := login(ctx, t, pool, benchpeer.Workload{Mode: benchpeer.ModeIdle})
+				dt := time.Since(t0)
 				mu.Lock()
 				if err != nil {
 					r.Failed++
@@ -265,6 +272,7 @@ func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, ma
 					}
 				} else {
 					r.OK++
+					took = append(took, dt)
 				}
 				mu.Unlock()
 				if s != nil {
@@ -276,6 +284,13 @@ func measureSetup(ctx context.Context, t *target, pool *benchpeer.Pool, conc, ma
 	wg.Wait()
 	r.Seconds = time.Since(start).Seconds()
 	r.PerSec = float64(r.OK) / r.Seconds
+	if len(took) > 0 {
+		slices.Sort(took)
+		at := func(q float64) float64 {
+			return float64(took[min(len(took)-1, int(q*float64(len(took))))].Microseconds()) / 1000
+		}
+		r.P50ms, r.P99ms = at(0.50), at(0.99)
+	}
 	return r
 }
 

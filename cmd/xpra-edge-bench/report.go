@@ -35,6 +35,8 @@ func metrics(rep *Report) []metric {
 			return r.Latency.AddedP99us, r.Latency.Pings > 0 && r.Name != "direct" && haveDirect
 		}},
 		{"session setups/s", func(r *Result) (float64, bool) { return r.Setup.PerSec, r.Setup.OK > 0 }},
+		{"session setup p50 ms", func(r *Result) (float64, bool) { return r.Setup.P50ms, r.Setup.OK > 0 }},
+		{"session setup p99 ms", func(r *Result) (float64, bool) { return r.Setup.P99ms, r.Setup.OK > 0 }},
 		{"idle sessions held", func(r *Result) (float64, bool) { return float64(r.Idle.Sessions), r.Idle.Sessions > 0 }},
 		{"RSS KiB per idle session", func(r *Result) (float64, bool) { return r.Idle.RSSPerSession / 1024, r.Idle.Sessions > 0 }},
 		{"PSS KiB per idle session", func(r *Result) (float64, bool) {
@@ -67,7 +69,8 @@ type ratioCol struct{ label, a, b string }
 
 // ratioCols are the ratios worth printing for the scenarios that ran:
 // each edge transport over direct, edge-tcp over xpra proxy, edge-tcp6
-// over xpra6 proxy and over edge-tcp, and each edge transport over the
+// over xpra6 proxy and over edge-tcp, edge-bridge over edge-tcp6,
+// edge-tcp-fleet over edge-tcp, and each edge transport over the
 // same transport of the -base binary.
 func (rep *Report) ratioCols() []ratioCol {
 	var out []ratioCol
@@ -94,6 +97,11 @@ func (rep *Report) ratioCols() []ratioCol {
 	// encoded again toward a 3.1.3-style server, against relayed unchanged
 	if has("edge-bridge") && has("edge-tcp6") {
 		out = append(out, ratioCol{"bridge/tcp6", "edge-bridge", "edge-tcp6"})
+	}
+	// fleet mode: the same tcp relay with the proxy a PostgreSQL fleet
+	// node (postgres auth, session registry) against a standalone one
+	if has("edge-tcp-fleet") && has("edge-tcp") {
+		out = append(out, ratioCol{"fleet/tcp", "edge-tcp-fleet", "edge-tcp"})
 	}
 	for _, x := range transports {
 		if has("edge-"+x) && has("base-"+x) {

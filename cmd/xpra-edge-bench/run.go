@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/xpra-edge/xpra-edge/internal/benchpeer"
+	"github.com/xpra-edge/xpra-edge/internal/pgtest/pgserver"
 )
 
 // Result is everything measured for one scenario.
@@ -213,7 +214,7 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string, poo
 			}
 			bin = cfg.BaseBin
 		}
-		e, err := startEdge(ctx, bin, dir, backend)
+		e, err := startEdge(ctx, bin, dir, backend, nil)
 		if err != nil {
 			return nil, nil, "xpra-edge did not start: " + err.Error()
 		}
@@ -221,11 +222,31 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string, poo
 		return e.target(name, name[strings.IndexByte(name, '-')+1:]), func() {
 			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name) })
 		}, ""
+	case "edge-tcp-fleet":
+		// edge-tcp with the proxy a fleet node: [store] postgres on a
+		// private cluster started here, users from the postgres auth
+		// module, every session admitted into and ended in the registry
+		if err := pgserver.Available(); err != nil {
+			return nil, nil, "cannot start PostgreSQL for the fleet node: " + err.Error()
+		}
+		pg, err := pgserver.New(ctx)
+		if err != nil {
+			return nil, nil, "PostgreSQL did not start: " + err.Error()
+		}
+		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend, &fleetDB{dsn: pg.DSNWithoutPassword(), password: pg.Password, node: "bench"})
+		if err != nil {
+			pg.Close()
+			return nil, nil, "xpra-edge did not start: " + err.Error()
+		}
+		var once sync.Once
+		return e.target(name, "tcp"), func() {
+			once.Do(func() { e.p.stop(5 * time.Second); keepLog(cfg.Out, e.p, name); pg.Close() })
+		}, ""
 	case "edge-bridge":
 		// the 6.x-style client (rencodeplus only) through xpra-edge to a
 		// 3.1.3-style server (no rencodeplus): xpra-edge bridges, every
 		// packet decoded and encoded again
-		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend, nil)
 		if err != nil {
 			return nil, nil, "xpra-edge did not start: " + err.Error()
 		}
@@ -238,7 +259,7 @@ func startTarget(ctx context.Context, cfg Config, name, dir, backend string, poo
 	case "edge-tcp6":
 		// the 6.x-style client (rencodeplus only) through xpra-edge,
 		// which relays it unchanged
-		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend)
+		e, err := startEdge(ctx, cfg.EdgeBin, dir, backend, nil)
 		if err != nil {
 			return nil, nil, "xpra-edge did not start: " + err.Error()
 		}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xpra-edge/xpra-edge/internal/pgtest/pgserver"
 )
 
 func requirePeers() bool { return os.Getenv("XPRA_EDGE_REQUIRE_PEERS") == "1" }
@@ -57,6 +59,14 @@ func TestSmoke(t *testing.T) {
 		}
 		t.Logf("%s left out: %s", scen, why)
 		drop[scen] = true
+	}
+	// the fleet scenario starts a private PostgreSQL
+	if err := pgserver.Available(); err != nil {
+		if requirePeers() {
+			t.Fatalf("edge-tcp-fleet: %v (XPRA_EDGE_REQUIRE_PEERS=1)", err)
+		}
+		t.Logf("edge-tcp-fleet left out: %v", err)
+		drop["edge-tcp-fleet"] = true
 	}
 	var scens []string
 	for _, s := range cfg.Scenarios {
@@ -175,5 +185,35 @@ func TestRatioColumns6(t *testing.T) {
 		if c.b == "xpra6-proxy" {
 			t.Fatalf("ratio against a skipped scenario: %+v", c)
 		}
+	}
+}
+
+// TestRatioColumnFleet: with edge-tcp-fleet and edge-tcp in a report the
+// table has a fleet/tcp column, fleet's value over tcp's, for the setup
+// latency rows too.
+func TestRatioColumnFleet(t *testing.T) {
+	rep := &Report{CPUs: 2, Sessions: 4, Results: []*Result{
+		{Name: "edge-tcp", Throughput1: Throughput{Bytes: 1, MBps: 800}, Setup: Setup{OK: 1, PerSec: 400, P50ms: 2}},
+		{Name: "edge-tcp-fleet", Throughput1: Throughput{Bytes: 1, MBps: 720}, Setup: Setup{OK: 1, PerSec: 300, P50ms: 3}},
+	}}
+	cols := rep.ratioCols()
+	if len(cols) != 1 || cols[0].label != "fleet/tcp" || cols[0].a != "edge-tcp-fleet" || cols[0].b != "edge-tcp" {
+		t.Fatalf("ratio columns %+v", cols)
+	}
+	var b strings.Builder
+	rep.WriteTable(&b)
+	want := map[string]string{"throughput 1 session MB/s": "0.90x", "session setups/s": "0.75x", "session setup p50 ms": "1.50x"}
+	for _, l := range strings.Split(b.String(), "\n") {
+		for row, w := range want {
+			if strings.HasPrefix(strings.TrimSpace(l), row) {
+				if f := strings.Fields(l); f[len(f)-1] != w {
+					t.Errorf("row %q, want ... %s", l, w)
+				}
+				delete(want, row)
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("rows missing: %v\n%s", want, b.String())
 	}
 }

@@ -102,8 +102,14 @@ type edgeInstance struct {
 	tlsConfig *tls.Config
 }
 
-func runCmd(argv ...string) error {
+func runCmd(argv ...string) error { return runCmdEnv(nil, argv...) }
+
+// runCmdEnv runs argv with env added to the bench's environment.
+func runCmdEnv(env []string, argv ...string) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%s: %w: %s", filepath.Base(argv[0]), err, out)
@@ -111,9 +117,20 @@ func runCmd(argv ...string) error {
 	return nil
 }
 
+// fleetDB makes the proxy under test a fleet node: [store] postgres is
+// dsn (without the password, which goes in $XPRA_EDGE_PG_PASSWORD as an
+// operator would give it), [store] node is node, and logins use the
+// postgres auth module.
+type fleetDB struct {
+	dsn, password, node string
+}
+
 // startEdge starts bin with a fresh sqlite database whose one user maps to
 // backend, a self-signed certificate and an admin listener with pprof.
-func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, error) {
+// With fl the node is a fleet member instead: the same sqlite file is
+// imported into the fleet's users (`xpra-edge pg DSN import`) and the
+// listener authenticates with the postgres module.
+func startEdge(ctx context.Context, bin, dir, backend string, fl *fleetDB) (*edgeInstance, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("xpra-edge binary: %w (run make build)", err)
 	}
@@ -126,6 +143,17 @@ func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, er
 	}
 	if err := runCmd(bin, "sqlite", db, "add", benchUser, benchPass, "nobody", "nogroup", "tcp://"+backend+"/"); err != nil {
 		return nil, err
+	}
+	var env []string
+	authArg := "--tcp-auth=sqlite,filename=" + db
+	storeCfg := ""
+	if fl != nil {
+		env = []string{"XPRA_EDGE_PG_PASSWORD=" + fl.password}
+		if err := runCmdEnv(env, bin, "pg", fl.dsn, "import", db); err != nil {
+			return nil, fmt.Errorf("import users into PostgreSQL: %w", err)
+		}
+		authArg = "--tcp-auth=postgres"
+		storeCfg = fmt.Sprintf("[store]\npostgres = %q\nnode = %q\n", fl.dsn, fl.node)
 	}
 	certPEM, keyPEM, pool, err := selfSigned()
 	if err != nil {
@@ -148,18 +176,18 @@ func startEdge(ctx context.Context, bin, dir, backend string) (*edgeInstance, er
 	}
 	adminAddr := "127.0.0.1:" + strconv.Itoa(aport)
 	cfg := filepath.Join(dir, "bench.toml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[admin]\nbind = %q\npprof = true\n", adminAddr)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf("[admin]\nbind = %q\npprof = true\n", adminAddr)+storeCfg), 0o600); err != nil {
 		return nil, err
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	argv := []string{bin, "proxy", ":" + strconv.Itoa(20000+port%10000),
 		"--bind-tcp=" + addr,
-		"--tcp-auth=sqlite,filename=" + db,
+		authArg,
 		"--socket-dir=" + filepath.Join(dir, "sock"),
 		"--ssl-cert=" + certFile, "--ssl-key=" + keyFile,
 		"--config=" + cfg,
 	}
-	p, err := startProc("xpra-edge", filepath.Join(dir, "xpra-edge.log"), argv, nil)
+	p, err := startProc("xpra-edge", filepath.Join(dir, "xpra-edge.log"), argv, env)
 	if err != nil {
 		return nil, err
 	}

@@ -59,8 +59,10 @@ var allowed = map[string][]string{
 	"fleet": {module + "/auth", module + "/edge", "github.com/jackc/pgx/v5"},
 	// portal: the browser portal; it imports edge for the proxy's types,
 	// edge never imports it (it is given an edge.Portal).
-	"portal":  {module + "/edge", module + "/auth", module + "/router", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
-	"tlsconf": {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns", "github.com/jackc/pgx/v5"},
+	"portal": {module + "/edge", module + "/auth", module + "/router", "github.com/coreos/go-oidc/v3", "golang.org/x/oauth2"},
+	// pgserver: pgtest's cluster without "testing" (the bench starts one)
+	"internal/pgtest/pgserver": {"github.com/jackc/pgx/v5"},
+	"tlsconf":                  {"github.com/caddyserver/certmagic", "github.com/mholt/acmez", "go.uber.org/zap", "github.com/libdns", "github.com/jackc/pgx/v5"},
 }
 
 func TestImportArrows(t *testing.T) {
@@ -79,6 +81,9 @@ func TestImportArrows(t *testing.T) {
 			}
 			if rel == "edge" && strings.HasPrefix(imp, module+"/portal") {
 				t.Errorf("edge imports portal: it must receive an edge.Portal")
+			}
+			if rel == "internal/pgtest/pgserver" && imp == "testing" {
+				t.Errorf("internal/pgtest/pgserver imports testing: cmd/xpra-edge-bench uses it outside tests")
 			}
 			if !constrained || isStd(imp) {
 				continue

@@ -1,9 +1,8 @@
-// Package pgtest runs a private PostgreSQL cluster for tests: Debian's
-// server binaries (scripts/install-test-deps.sh installs them), a data
-// directory made by initdb in a temporary directory, a server on a free
-// loopback port with its unix socket in that directory, a password-
-// protected superuser and a database. It is never the system service and
-// never listens on anything but 127.0.0.1.
+// Package pgtest runs a private PostgreSQL cluster for tests (package
+// pgserver, which does the work without "testing": Debian's server
+// binaries, initdb in a temporary directory, a server on a free loopback
+// port, a password-protected superuser and a database; never the system
+// service, never anything but 127.0.0.1).
 //
 // A missing PostgreSQL skips the test, or fails it when
 // XPRA_EDGE_REQUIRE_PEERS=1. The cluster can be stopped and started
@@ -15,352 +14,73 @@ package pgtest
 
 import (
 	"context"
-	"crypto/rand"
-	"fmt"
-	"net"
-	"net/url"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/xpra-edge/xpra-edge/internal/pgtest/pgserver"
 )
 
 // EnvRequirePeers turns a missing PostgreSQL into a failure (see
 // internal/xpratest).
 const EnvRequirePeers = "XPRA_EDGE_REQUIRE_PEERS"
 
-// BinDir is where Debian's postgresql-15 installs initdb and postgres.
-// PGTEST_BINDIR overrides it.
-var BinDir = "/usr/lib/postgresql/15/bin"
-
 // Superuser and Database are the role and database every cluster has.
 const (
-	Superuser = "edge"
-	Database  = "edge"
+	Superuser = pgserver.Superuser
+	Database  = pgserver.Database
 )
 
-// readyTimeout bounds initdb and every start of the server.
-const readyTimeout = 60 * time.Second
-
-// Cluster is one running (or stopped) private PostgreSQL server.
+// Cluster is one running (or stopped) private PostgreSQL server of a
+// test: a pgserver.Cluster whose failures fail the test.
 type Cluster struct {
-	// Port is the loopback TCP port; it stays the same across Stop/Start.
-	Port int
-	// Password is the superuser's password.
-	Password string
-	// Dir is the root of the cluster's files: data/, run/ (socket), log.
-	Dir string
-
-	t       testing.TB
-	dataDir string
-	sockDir string
-	logPath string
-	uid     int
-	gid     int
-
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	exited  chan struct{}
-	exitErr error
-}
-
-// binDir returns the server binaries' directory.
-func binDir() string {
-	if d := os.Getenv("PGTEST_BINDIR"); d != "" {
-		return d
-	}
-	return BinDir
+	*pgserver.Cluster
+	t testing.TB
 }
 
 // Require skips the test (or fails it under XPRA_EDGE_REQUIRE_PEERS=1)
 // when the PostgreSQL server binaries are missing or cannot be run.
 func Require(t testing.TB) {
 	t.Helper()
-	var missing []string
-	for _, b := range []string{"initdb", "postgres"} {
-		if fi, err := os.Stat(filepath.Join(binDir(), b)); err != nil || fi.Mode()&0o111 == 0 {
-			missing = append(missing, filepath.Join(binDir(), b))
-		}
-	}
-	if len(missing) == 0 && os.Geteuid() == 0 {
-		if _, err := user.Lookup("postgres"); err != nil {
-			missing = append(missing, "the postgres system user (postgres refuses to run as root)")
-		}
-	}
-	if len(missing) == 0 {
+	err := pgserver.Available()
+	if err == nil {
 		return
 	}
-	msg := "missing PostgreSQL: " + strings.Join(missing, ", ") + " (run scripts/install-test-deps.sh as root)"
 	if os.Getenv(EnvRequirePeers) == "1" {
-		t.Fatal(msg)
+		t.Fatal(err.Error())
 		return
 	}
-	t.Skip(msg)
+	t.Skip(err.Error())
 }
 
 // Start makes and starts a cluster that lives until the end of the test.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
 	Require(t)
-	c := &Cluster{t: t, uid: -1, gid: -1, Password: randomPassword()}
-	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("pgtest: %v", err)
-		}
-		c.uid, _ = strconv.Atoi(u.Uid)
-		c.gid, _ = strconv.Atoi(u.Gid)
-	}
-	// A short path (the socket path is limited to 107 bytes) that the
-	// postgres user can traverse.
-	root, err := os.MkdirTemp("", "pgtest-")
+	c, err := pgserver.New(context.Background())
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}
-	c.Dir = root
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	c.dataDir = filepath.Join(root, "data")
-	c.sockDir = filepath.Join(root, "run")
-	c.logPath = filepath.Join(root, "postgres.log")
-	for _, d := range []string{c.dataDir, c.sockDir} {
-		if err := os.Mkdir(d, 0o700); err != nil {
-			t.Fatalf("pgtest: %v", err)
-		}
-	}
-	pwFile := filepath.Join(root, "pwfile")
-	if err := os.WriteFile(pwFile, []byte(c.Password+"\n"), 0o600); err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	if c.uid >= 0 {
-		for _, p := range []string{c.dataDir, c.sockDir, pwFile} {
-			if err := os.Chown(p, c.uid, c.gid); err != nil {
-				t.Fatalf("pgtest: %v", err)
-			}
-		}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	initdb := c.command(ctx, filepath.Join(binDir(), "initdb"),
-		"-D", c.dataDir, "-U", Superuser, "--pwfile="+pwFile, "--auth=scram-sha-256",
-		"-E", "UTF8", "--locale=C", "--no-sync")
-	if out, err := initdb.CombinedOutput(); err != nil {
-		t.Fatalf("pgtest: initdb: %v\n%s", err, out)
-	}
-	_ = os.Remove(pwFile)
-
-	t.Cleanup(c.Stop)
-	// A free port is only probably free when postgres binds it: retry
-	// a few times with another one.
-	var lastErr error
-	for attempt := 0; attempt < 3; attempt++ {
-		c.Port = freePort(t)
-		if lastErr = c.start(); lastErr == nil {
-			break
-		}
-	}
-	if lastErr != nil {
-		t.Fatalf("pgtest: %v", lastErr)
-	}
-	c.admin(t, func(ctx context.Context, conn *pgx.Conn) {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+Database); err != nil {
-			t.Fatalf("pgtest: create database: %v", err)
-		}
-	})
-	return c
-}
-
-// admin runs f on a superuser connection to the "postgres" database,
-// bounded by 30 s.
-func (c *Cluster) admin(t testing.TB, f func(context.Context, *pgx.Conn)) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, c.dsn("postgres"))
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	defer conn.Close(context.Background())
-	f(ctx, conn)
-}
-
-// command runs a server binary as the postgres user (when root) with a
-// clean environment.
-func (c *Cluster) command(ctx context.Context, name string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "LC_ALL=C", "HOME=" + c.Dir, "TZ=UTC"}
-	cmd.Dir = c.Dir
-	// SIGQUIT is PostgreSQL's immediate shutdown: a test binary that dies
-	// (a -timeout panic, kill -9) takes its cluster with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGQUIT}
-	if c.uid >= 0 {
-		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(c.uid), Gid: uint32(c.gid)}
-	}
-	return cmd
-}
-
-// DSN is a URL for the cluster's database with the password in it.
-func (c *Cluster) DSN() string { return c.dsn(Database) }
-
-// DSNWithoutPassword is DSN without the password (give Password some
-// other way, as an operator would with XPRA_EDGE_PG_PASSWORD).
-func (c *Cluster) DSNWithoutPassword() string {
-	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", Superuser, c.Port, Database)
-}
-
-func (c *Cluster) dsn(db string) string {
-	u := url.URL{Scheme: "postgres", User: url.UserPassword(Superuser, c.Password), Host: net.JoinHostPort("127.0.0.1", strconv.Itoa(c.Port)), Path: "/" + db, RawQuery: "sslmode=disable"}
-	return u.String()
+	t.Cleanup(c.Close)
+	return &Cluster{Cluster: c, t: t}
 }
 
 // CreateDatabase makes another empty database in the cluster and returns
 // its DSN (for tests that want a fresh schema without a new cluster).
 func (c *Cluster) CreateDatabase(t testing.TB, name string) string {
 	t.Helper()
-	c.admin(t, func(ctx context.Context, conn *pgx.Conn) {
-		if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-			t.Fatalf("pgtest: create database %s: %v", name, err)
-		}
-	})
-	return c.dsn(name)
-}
-
-// Running reports whether the server process is alive.
-func (c *Cluster) Running() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cmd == nil {
-		return false
+	dsn, err := c.Cluster.CreateDatabase(context.Background(), name)
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
 	}
-	select {
-	case <-c.exited:
-		return false
-	default:
-		return true
-	}
+	return dsn
 }
 
 // Start starts a stopped cluster again on the same port and data and
 // waits until it accepts connections. It fails the test if it cannot.
 func (c *Cluster) Start() {
 	c.t.Helper()
-	if c.Running() {
-		c.t.Fatalf("pgtest: Start: already running")
-	}
-	if err := c.start(); err != nil {
-		c.t.Fatalf("pgtest: %v", err)
-	}
-}
-
-func (c *Cluster) start() error {
-	cmd := c.command(context.Background(), filepath.Join(binDir(), "postgres"),
-		"-D", c.dataDir,
-		"-p", strconv.Itoa(c.Port),
-		"-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories="+c.sockDir,
-		"-c", "fsync=off",
-		"-c", "synchronous_commit=off",
-		"-c", "full_page_writes=off",
-		"-c", "max_connections=200",
-		"-c", "shared_buffers=16MB",
-		"-c", "log_min_messages=warning",
-	)
-	logf, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return err
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start postgres: %w", err)
-	}
-	exited := make(chan struct{})
-	c.mu.Lock()
-	c.cmd, c.exited, c.exitErr = cmd, exited, nil
-	c.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		c.mu.Lock()
-		c.exitErr = err
-		c.mu.Unlock()
-		close(exited)
-	}()
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		select {
-		case <-exited:
-			return fmt.Errorf("postgres exited while starting (%v): %s", c.exitErr, c.logTail())
-		default:
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		conn, err := pgx.Connect(ctx, c.dsn("postgres"))
-		if err == nil {
-			_ = conn.Close(ctx)
-			cancel()
-			return nil
-		}
-		cancel()
-		if time.Now().After(deadline) {
-			c.kill()
-			return fmt.Errorf("postgres not ready after %s (%v): %s", readyTimeout, err, c.logTail())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Stop shuts the server down ("fast" mode: clients are disconnected) and
-// waits for it to exit; it is a no-op on a stopped cluster.
-func (c *Cluster) Stop() { c.shutdown(syscall.SIGINT) }
-
-// Crash stops the server as a power cut would for its clients: an
-// immediate shutdown (SIGQUIT: no checkpoint, clients cut at once; the
-// next Start runs crash recovery). It waits for the server to exit.
-func (c *Cluster) Crash() { c.shutdown(syscall.SIGQUIT) }
-
-// shutdown signals a running server and waits up to 20 s for it to exit,
-// then kills it.
-func (c *Cluster) shutdown(sig syscall.Signal) {
-	c.mu.Lock()
-	cmd, exited := c.cmd, c.exited
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(20 * time.Second):
-		c.kill()
-	}
-}
-
-// kill ends the server's whole process group at once.
-func (c *Cluster) kill() {
-	c.mu.Lock()
-	cmd, exited := c.cmd, c.exited
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
+	if err := c.Cluster.Start(); err != nil {
+		c.t.Fatalf("pgtest: Start: %v", err)
 	}
 }
 
@@ -370,44 +90,9 @@ func (c *Cluster) kill() {
 // were ended.
 func (c *Cluster) TerminateBackends(t testing.TB, where string) int {
 	t.Helper()
-	q := "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'"
-	if where != "" {
-		q += " AND (" + where + ")"
+	n, err := c.Cluster.TerminateBackends(context.Background(), where)
+	if err != nil {
+		t.Fatalf("pgtest: terminate backends: %v", err)
 	}
-	q += ") x"
-	var n int
-	c.admin(t, func(ctx context.Context, conn *pgx.Conn) {
-		if err := conn.QueryRow(ctx, q).Scan(&n); err != nil {
-			t.Fatalf("pgtest: terminate backends: %v", err)
-		}
-	})
 	return n
-}
-
-// logTail is the end of the server's log, for failure messages.
-func (c *Cluster) logTail() string {
-	b, err := os.ReadFile(c.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > 4000 {
-		b = b[len(b)-4000:]
-	}
-	return string(b)
-}
-
-// freePort asks the kernel for a free loopback port.
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("pgtest: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func randomPassword() string {
-	b := make([]byte, 12)
-	_, _ = rand.Read(b) // never fails on Linux
-	return fmt.Sprintf("pg-%x", b)
 }
