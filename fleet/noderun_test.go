@@ -202,7 +202,13 @@ func TestFleetStopBatchWithinDeadline(t *testing.T) {
 		}
 		late := time.Since(deadline)
 		t.Logf("%s: Run returned %v after its deadline", name, late)
-		if late > 50*time.Millisecond {
+		// Run gives up at the deadline; pgx's cancellation of the
+		// statement in flight adds a little (190 ms seen under -race on a
+		// loaded 2-core machine). Serve's own bound does not depend on it
+		// (edge TestServeBoundedWhateverTheRegistry); this checks Run is
+		// bounded by the deadline, not by the database (before: up to 2 s
+		// more, and as long as the rows stayed locked).
+		if late > 750*time.Millisecond {
 			t.Fatalf("%s: Run returned %v after its deadline", name, late)
 		}
 		if stuck {
