@@ -310,7 +310,8 @@ func TestServeBoundedWhateverTheRegistry(t *testing.T) {
 	}
 	d := time.Since(start)
 	t.Logf("Serve returned %v after the stop (drain 300ms), the registry's deadline at %v", d.Round(time.Millisecond), deadline.Sub(start).Round(time.Millisecond))
-	if d > 1350*time.Millisecond {
+	// drain + 1 s, and scheduling jitter under -race on a loaded machine
+	if d > 1500*time.Millisecond {
 		t.Fatalf("Serve returned %v after the stop, with the registry stuck", d)
 	}
 }
