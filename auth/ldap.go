@@ -335,7 +335,7 @@ func (l *LDAP) tlsConfig() (*tls.Config, error) {
 	if l.caFile == "" {
 		return tc, nil
 	}
-	pem, err := readSmall(l.caFile)
+	pem, err := ReadSmallFile(l.caFile, ldapMaxFile)
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
@@ -347,19 +347,20 @@ func (l *LDAP) tlsConfig() (*tls.Config, error) {
 	return tc, nil
 }
 
-// readSmall reads a file of at most ldapMaxFile bytes.
-func readSmall(path string) ([]byte, error) {
+// ReadSmallFile reads a file of at most max bytes (a CA bundle, a secret)
+// and refuses a larger one instead of reading it whole.
+func ReadSmallFile(path string, max int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, ldapMaxFile+1))
+	b, err := io.ReadAll(io.LimitReader(f, int64(max)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > ldapMaxFile {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, ldapMaxFile)
+	if len(b) > max {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, max)
 	}
 	return b, nil
 }
@@ -374,7 +375,7 @@ func (l *LDAP) servicePassword() (string, error) {
 		}
 		return pw, nil
 	}
-	b, err := readSmall(l.bindPWFile)
+	b, err := ReadSmallFile(l.bindPWFile, ldapMaxFile)
 	if err != nil {
 		return "", fmt.Errorf("bind-password-file: %w", err)
 	}

@@ -305,7 +305,7 @@ func (o *OIDC) secret() (string, error) {
 		}
 		return s, nil
 	case o.cfg.ClientSecretFile != "":
-		b, err := readBounded(o.cfg.ClientSecretFile)
+		b, err := auth.ReadSmallFile(o.cfg.ClientSecretFile, maxProviderBody)
 		if err != nil {
 			return "", fmt.Errorf("oidc: client secret: %w", err)
 		}
@@ -317,22 +317,6 @@ func (o *OIDC) secret() (string, error) {
 		return s, nil
 	}
 	return "", nil
-}
-
-func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxProviderBody+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxProviderBody {
-		return nil, fmt.Errorf("%s is too large", path)
-	}
-	return b, nil
 }
 
 // limitedTransport is the provider's transport: the configured CAs (read
@@ -353,7 +337,7 @@ func (t *limitedTransport) transport() (http.RoundTripper, error) {
 	}
 	tc := &tls.Config{MinVersion: tls.VersionTLS12}
 	if t.caFile != "" {
-		pem, err := readBounded(t.caFile)
+		pem, err := auth.ReadSmallFile(t.caFile, maxProviderBody)
 		if err != nil {
 			return nil, fmt.Errorf("oidc: ca_file: %w", err)
 		}
