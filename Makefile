@@ -38,6 +38,7 @@ staticcheck:
 # are required: a missing one fails the run instead of skipping.
 unit:
 	XPRA_EDGE_REQUIRE_PEERS=1 $(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -run 'Allocs' ./internal/xprawire ./internal/wsconn
 
 # Each fuzz target for a short time, one at a time (see the script: a found
 # input fails the run at once, an engine failure is retried once).

@@ -258,6 +258,10 @@ func TestWritePacketAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = pw.WritePacket(ping) }); n != 0 {
 		t.Errorf("small packet: %.1f allocations", n)
 	}
+	if raceEnabled {
+		// make unit runs this test again without -race, where it asserts.
+		t.Skip("the lz4 compressor comes from a sync.Pool, which drops entries at random under -race")
+	}
 	pw.Compressor, pw.CompressionLevel = LZ4, 1
 	big := Packet{"info-response", Dict{{"k", strings.Repeat("v", 2000)}}}
 	_ = pw.WritePacket(big)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package xprawire
+
+const raceEnabled = false
