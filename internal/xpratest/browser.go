@@ -292,9 +292,23 @@ func (b *Browser) WaitDisconnected(d time.Duration) (string, error) {
 func (b *Browser) Screenshot(path string) error {
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
-	buf, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
-	if err != nil {
-		return fmt.Errorf("screenshot: %w", err)
+	var buf []byte
+	for {
+		var err error
+		buf, err = chromedp.Run(ctx, chromedp.CaptureScreenshot())
+		if err == nil {
+			break
+		}
+		// While the page navigates (the HTML5 client leaves its page
+		// after a failed login), no page is attached for a moment.
+		if !strings.Contains(err.Error(), "Not attached to an active page") || ctx.Err() != nil {
+			return fmt.Errorf("screenshot: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("screenshot: %w", err)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	if err := os.WriteFile(path, buf, 0o644); err != nil {
 		return fmt.Errorf("screenshot: %w", err)
