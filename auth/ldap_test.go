@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -122,6 +123,14 @@ func TestLDAPBindTemplate(t *testing.T) {
 	wantFailed(t, "wrong password", err, "alice-pw")
 	_, err = doLogin(t, a, "nobody", "alice-pw", tlsTCP)
 	wantFailed(t, "unknown user", err, "alice-pw")
+	// An empty password would be an anonymous ("unauthenticated") bind,
+	// which directories accept for any DN (RFC 4513 5.1.2).
+	empty := a.Begin("alice", tlsTCP)
+	if _, err := empty.Challenge(xpraDigests, xpraSaltDigests); err != nil {
+		t.Fatal(err)
+	}
+	_, err = empty.Verify(context.Background(), []byte{}, nil)
+	wantFailed(t, "empty password", err)
 	_, err = doLogin(t, a, "bob", "bob-pw", tlsTCP)
 	wantFailed(t, "bob is not in group xpra", err)
 	if id, err := doLogin(t, a, "a,b+c", "comma-pw", tlsTCP); err != nil || id.UID != "2003" {
