@@ -326,8 +326,19 @@ func (m *Member) loadBans(ctx context.Context) error {
 	if err := rows.Err(); err != nil {
 		return m.noteErr(err)
 	}
+	// Merged, never replaced: a ban told by a notification while the
+	// query ran is not in its snapshot, and replacing the copy would lift
+	// it on this node until the next load. A ban ends only by expiring
+	// (Banned and Count drop it then), so nothing is lost by keeping.
 	m.mu.Lock()
-	m.bans = fresh
+	for k, u := range fresh {
+		if len(m.bans) >= maxBanCache {
+			break
+		}
+		if u.After(m.bans[k]) {
+			m.bans[k] = u
+		}
+	}
 	m.mu.Unlock()
 	return nil
 }

@@ -130,6 +130,15 @@ func TestFleetBansShared(t *testing.T) {
 	if banned, err := b.Failure(ctx, "192.0.2.7", p); err != nil || banned {
 		t.Fatalf("failure while banned: %v %v", banned, err)
 	}
+	// A ban told by notification while a reload of the bans was under way
+	// (it is not in the reload's snapshot) stays in force.
+	b.cacheBan("203.0.113.5", time.Now().Add(time.Minute))
+	if err := b.loadBans(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Banned("203.0.113.5") || !b.Banned("192.0.2.7") {
+		t.Fatal("reloading the bans lifted a ban told by notification")
+	}
 	// A node that joins later loads the bans in force.
 	late := joinT(t, c.DSN(), "late", fastOpts(), false)
 	if !late.Banned("192.0.2.7") {
