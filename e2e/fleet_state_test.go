@@ -120,7 +120,7 @@ func bannedAt(t *testing.T, local, addr string) bool {
 	t.Helper()
 	c := dialFromAddr(t, local, addr)
 	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	_ = c.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
 	b, _ := io.ReadAll(io.LimitReader(c, 512))
 	return strings.Contains(string(b), "too many failed logins")
 }
@@ -199,14 +199,18 @@ func TestFleetTwoNodes(t *testing.T) {
 		if r := loginFrom(t, attacker, b.addr, "alice", "wrong"); len(r) == 0 || r[0] != "authentication failed" {
 			t.Fatalf("fourth failure on b: %v", r)
 		}
+		// The ban reaches the other node by NOTIFY, normally within
+		// milliseconds; each probe that finds no ban costs its read
+		// deadline, so a loaded machine gets several probes in 10 s.
 		for _, n := range []*stateNode{a, b} {
-			deadline := time.Now().Add(3 * time.Second)
+			began := time.Now()
 			for !bannedAt(t, attacker, n.addr) {
-				if time.Now().After(deadline) {
+				if time.Since(began) > 10*time.Second {
 					t.Fatalf("node %s does not enforce the fleet's ban", n.name)
 				}
 				time.Sleep(100 * time.Millisecond)
 			}
+			t.Logf("node %s enforces the ban %v after the fourth failure", n.name, time.Since(began).Round(time.Millisecond))
 		}
 		if r := loginFrom(t, bystander, a.addr, "alice", "alice-pw"); r != nil {
 			t.Fatalf("another address was refused: %v", r)
@@ -426,8 +430,15 @@ func TestFleetTwoNodes(t *testing.T) {
 				t.Fatalf("a session of the stopped node is still live:\n%s", out)
 			}
 		}
-		if !strings.Contains(out, "ENDED(proxy shutdown) :proxy-2@a") {
-			t.Fatalf("alice's session on a not recorded ended by the shutdown:\n%s", out)
+		all, out := listFleet(t, b.cfg, true)
+		shut := 0
+		for _, s := range all {
+			if s.node == "a" && s.user == "alice" && s.state == "ENDED(proxy shutdown)" {
+				shut++
+			}
+		}
+		if shut != 1 {
+			t.Fatalf("alice's session on a not recorded ended by the shutdown (%d):\n%s", shut, out)
 		}
 	})
 }
