@@ -67,7 +67,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.DSN == "" {
 		return nil, errors.New("fleet: no PostgreSQL DSN")
 	}
-	red := newRedactor(o.Password, dsnPassword(o.DSN))
+	red := newRedactor(o.Password, dsnPassword(o.DSN), dsnSSLPassword(o.DSN))
 	cfg, err := pgxpool.ParseConfig(o.DSN)
 	if err != nil {
 		return nil, red.err(fmt.Errorf("fleet: invalid PostgreSQL DSN %s: %w", RedactDSN(o.DSN), err))
@@ -75,7 +75,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Password != "" {
 		cfg.ConnConfig.Password = o.Password
 	}
-	red = newRedactor(o.Password, dsnPassword(o.DSN), cfg.ConnConfig.Password)
+	red = newRedactor(o.Password, dsnPassword(o.DSN), dsnSSLPassword(o.DSN), cfg.ConnConfig.Password)
 	node := o.Node
 	if node == "" {
 		node = defaultNode()

@@ -201,9 +201,23 @@ func TestPasswordNeverInLogsOrErrors(t *testing.T) {
 	s = openT(t, Options{DSN: c.DSNWithoutPassword(), Password: c.Password, Logger: logger})
 	check("log", log.String(), c.Password)
 	s.Close()
+	// The passphrase of a client key (sslpassword; pgx uses it only with
+	// sslkey, but it is a secret wherever it is written).
+	const keyPass = "K3y-passphrase"
+	s = openT(t, Options{DSN: c.DSN() + "&sslpassword=" + keyPass, Logger: logger})
+	check("log", log.String(), keyPass)
+	check("RedactedDSN", s.RedactedDSN(), keyPass)
+	s.Close()
+	tlsDSN := strings.Replace(c.DSN(), "sslmode=disable", "sslmode=require", 1)
+	_, err := Open(ctxT(t), Options{DSN: tlsDSN + "&sslpassword=" + keyPass + "&sslkey=/nonexistent/key&sslcert=/nonexistent/cert", Logger: logger})
+	if err == nil {
+		t.Fatal("a missing client key accepted")
+	}
+	t.Logf("client key missing: %v", err)
+	check("error", err.Error(), keyPass)
 	// A wrong password: the error names the failure, not the password.
 	wrong := "Wr0ng-secret-Pw"
-	_, err := Open(ctxT(t), Options{DSN: c.DSNWithoutPassword(), Password: wrong, Logger: logger})
+	_, err = Open(ctxT(t), Options{DSN: c.DSNWithoutPassword(), Password: wrong, Logger: logger})
 	if err == nil || !strings.Contains(err.Error(), "password authentication failed") {
 		t.Fatalf("wrong password: %v", err)
 	}
@@ -244,6 +258,10 @@ func TestRedactDSN(t *testing.T) {
 		"host=h password=s3cret dbname=d":         "host=h password=xxxxx dbname=d",
 		"host=h password = 's3 cr\\'et' dbname=d": "host=h password = xxxxx dbname=d",
 		"postgres://u:s3cret@h:bad port/db":       "(unparsable postgres URL)",
+		// sslpassword is the passphrase of an encrypted sslkey
+		"postgres://u@h/db?sslkey=/k&sslpassword=k3y-pass":  "postgres://u@h/db?sslkey=%2Fk&sslpassword=xxxxx",
+		"host=h sslkey=/k sslpassword=k3y-pass dbname=d":    "host=h sslkey=/k sslpassword=xxxxx dbname=d",
+		"host=h password=s3cret sslpassword='k3y pass' x=y": "host=h password=xxxxx sslpassword=xxxxx x=y",
 	} {
 		if got := RedactDSN(in); got != want {
 			t.Errorf("RedactDSN(%q) = %q, want %q", in, got, want)
