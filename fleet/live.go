@@ -148,6 +148,15 @@ type Member struct {
 	stopping bool                  // Run is ending: ends go to pending, for its last batch
 	nodeV    edge.Node
 
+	// What notifications asked for, to be checked against the tables by
+	// checkNotes (a notification proves nothing: any role that may
+	// connect to the database may NOTIFY on any channel).
+	noteMu     sync.Mutex
+	noteBans   map[string]struct{} // ban keys to look up
+	noteBanAll bool                // too many: reload every ban
+	noteStops  bool                // look for this node's stop requests
+	noteKick   chan struct{}       // capacity 1: checkNotes has work
+
 	// bg is the parent of the admissions' background writes; Run's end
 	// cancels it (their ends are in its last batch).
 	bg       context.Context
@@ -180,7 +189,8 @@ func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error)
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, inflight: map[string]pendingEnd{}, run: thisRun()}
+	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, inflight: map[string]pendingEnd{}, run: thisRun(),
+		noteBans: map[string]struct{}{}, noteKick: make(chan struct{}, 1)}
 	m.bg, m.bgCancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
 	defer cancel()
@@ -522,9 +532,10 @@ func (m *Member) Run(ctx context.Context, node edge.Node) {
 	m.nodeV = node
 	m.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); m.listen(ctx) }()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); m.checkNotes(ctx) }()
 	<-ctx.Done()
 	deadline := edge.StopDeadline(ctx, time.Second)
 	// From here ends go to pending; those being written now are cancelled
@@ -658,19 +669,105 @@ func (m *Member) listenOnce(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		// A notification is only a hint: what it names is looked up in
+		// the tables (which only the fleet's role may write) before
+		// anything is stopped or banned.
 		switch n.Channel {
 		case chanStop:
-			node, uuid, _ := strings.Cut(n.Payload, "\t")
-			if node == m.node {
-				go m.stopLocal(uuid)
+			if node, _, _ := strings.Cut(n.Payload, "\t"); node == m.node {
+				m.note(func() { m.noteStops = true })
 			}
 		case chanBan:
-			key, ms, _ := strings.Cut(n.Payload, "\t")
-			if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
-				m.cacheBan(key, time.UnixMilli(v))
-			}
+			key, _, _ := strings.Cut(n.Payload, "\t")
+			m.note(func() {
+				switch {
+				case m.noteBanAll:
+				case len(key) == 0 || len(key) > maxBanKey || len(m.noteBans) >= maxNotedBans:
+					m.noteBanAll = true
+					clear(m.noteBans)
+				default:
+					m.noteBans[key] = struct{}{}
+				}
+			})
 		}
 	}
+}
+
+// Bounds of what notifications may queue for checkNotes: ban keys (an
+// address or a uid: short) and how many; past either, every ban is
+// reloaded instead.
+const (
+	maxBanKey    = 256
+	maxNotedBans = 1024
+)
+
+// note records what a notification asked for and wakes checkNotes; it
+// never blocks the notification connection.
+func (m *Member) note(f func()) {
+	m.noteMu.Lock()
+	f()
+	m.noteMu.Unlock()
+	select {
+	case m.noteKick <- struct{}{}:
+	default:
+	}
+}
+
+// checkNotes does what notifications asked for, as the tables say: it
+// ends the local sessions whose stop is recorded (pollStops) and caches
+// the bans in force of the keys named (or reloads them all). Requests
+// that arrive while one check runs are gathered into the next, so a flood
+// of notifications costs one query at a time.
+func (m *Member) checkNotes(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.noteKick:
+		}
+		m.noteMu.Lock()
+		stops, all := m.noteStops, m.noteBanAll
+		var keys []string
+		for k := range m.noteBans {
+			keys = append(keys, k)
+		}
+		m.noteStops, m.noteBanAll = false, false
+		clear(m.noteBans)
+		m.noteMu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, opTimeout)
+		var err error
+		if stops {
+			err = m.pollStops(cctx)
+		}
+		if err == nil && all {
+			err = m.loadBans(cctx)
+		} else if err == nil && len(keys) > 0 {
+			err = m.checkBans(cctx, keys)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			// The heartbeat polls stops and reloads bans anyway.
+			m.log.Debug("fleet: checking a notification failed", "err", m.st.Err(err))
+		}
+	}
+}
+
+// checkBans caches the bans in force of keys, as edge_bans has them.
+func (m *Member) checkBans(ctx context.Context, keys []string) error {
+	rows, err := m.st.Pool().Query(ctx, `SELECT key, until FROM edge_bans WHERE key = ANY($1) AND until > now()`, keys)
+	if err != nil {
+		return m.noteErr(fmt.Errorf("fleet: check bans: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var u time.Time
+		if err := rows.Scan(&k, &u); err != nil {
+			return m.noteErr(err)
+		}
+		m.cacheBan(k, u)
+	}
+	return m.noteErr(rows.Err())
 }
 
 func (m *Member) stopLocal(uuid string) {

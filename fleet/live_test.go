@@ -3,11 +3,13 @@ package fleet
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/xpra-edge/xpra-edge/edge"
 	"github.com/xpra-edge/xpra-edge/internal/pgtest"
 )
@@ -430,5 +432,75 @@ func TestFleetRestartEndsPreviousRun(t *testing.T) {
 	_, ss, err := ListLive(ctx, again.st, true)
 	if err != nil || len(ss) != 1 || ss[0].Ended == nil || ss[0].Reason != ReasonRestarted {
 		t.Fatalf("after the restart: %+v %v", ss, err)
+	}
+}
+
+// TestFleetNotificationsAreChecked: any role that may connect to the
+// database may NOTIFY on any channel, so a notification is only a hint.
+// A role without a single privilege on the fleet's tables sends a stop for
+// a live session of node a, bans for addresses nobody banned, and
+// malformed payloads: a stops nothing, bans nobody and keeps listening (a
+// real ban sent after them reaches it).
+func TestFleetNotificationsAreChecked(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), true)
+	b := joinT(t, c.DSN(), "b", fastOpts(), true)
+	ctx := ctxT(t)
+	const u = "a0000000000000000000000000000001"
+	adm, err := a.Admit(ctx, edge.SessionRecord{ID: 1, UUID: u, User: "u"}, edge.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.node.add(u, adm)
+	if _, err := a.st.Pool().Exec(ctx, `CREATE ROLE intruder LOGIN PASSWORD 'intruder-pw'`); err != nil {
+		t.Fatal(err)
+	}
+	dsn := strings.Replace(c.DSN(), "edge:"+c.Password+"@", "intruder:intruder-pw@", 1)
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, `UPDATE edge_sessions SET stop_requested_at = now()`); err == nil {
+		t.Fatal("the intruder role may write the sessions: the test proves nothing")
+	}
+	far := strconv.FormatInt(time.Now().Add(time.Hour).UnixMilli(), 10)
+	for _, n := range [][2]string{
+		{chanStop, "a\t" + u},
+		{chanBan, "192.0.2.50\t" + far},
+		{chanBan, "192.0.2.51"},
+		{chanStop, ""}, {chanStop, "a"}, {chanStop, "\t\t\t"}, {chanBan, ""}, {chanBan, "\t"},
+		{chanBan, strings.Repeat("x", 7000) + "\t" + far}, {chanBan, "192.0.2.52\tnot-a-number"},
+	} {
+		if _, err := conn.Exec(ctx, `SELECT pg_notify($1, $2)`, n[0], n[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Notifications arrive in order: once a enforces this real ban, it
+	// has had the forged ones.
+	if banned, err := b.Failure(ctx, "198.51.100.77", edge.BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute}); err != nil || !banned {
+		t.Fatal(banned, err)
+	}
+	took := waitFor(t, "the real ban seen by a", 5*time.Second, func() bool { return a.Banned("198.51.100.77") })
+	t.Logf("the real ban reached a %v after the forged notifications", took)
+	for _, k := range []string{"192.0.2.50", "192.0.2.51", "192.0.2.52"} {
+		if a.Banned(k) {
+			t.Errorf("a forged notification banned %s", k)
+		}
+	}
+	if n := a.Count(); n != 1 {
+		t.Errorf("a enforces %d bans, want 1", n)
+	}
+	select {
+	case got := <-a.node.stopped:
+		t.Fatalf("a forged notification stopped %s", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := a.Health(); err != nil {
+		t.Fatalf("a after the forged notifications: %v", err)
+	}
+	// A real stop request still works, by notification.
+	if _, err := RequestStop(ctx, b.st, ":proxy-1@a", 5*time.Second); err != nil {
+		t.Fatal(err)
 	}
 }
