@@ -141,8 +141,12 @@ type Member struct {
 	stateMu   sync.Mutex
 	lastUp    *bool // last logged state
 
+	// now is this machine's clock, for the bans' local deadlines (a
+	// test sets it off by an hour).
+	now func() time.Time
+
 	mu       sync.Mutex
-	bans     map[string]time.Time
+	bans     map[string]time.Time  // by the local clock (now): until the database says, less its clock's offset
 	pending  []pendingEnd          // ends not recorded yet (the store was down)
 	inflight map[string]pendingEnd // ends being written now, by uuid
 	stopping bool                  // Run is ending: ends go to pending, for its last batch
@@ -190,7 +194,7 @@ func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error)
 		o.Retention = DefaultRetention
 	}
 	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, inflight: map[string]pendingEnd{}, run: thisRun(),
-		noteBans: map[string]struct{}{}, noteKick: make(chan struct{}, 1)}
+		noteBans: map[string]struct{}{}, noteKick: make(chan struct{}, 1), now: time.Now}
 	m.bg, m.bgCancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
 	defer cancel()
@@ -282,7 +286,7 @@ func (m *Member) Banned(key string) bool {
 	if !ok {
 		return false
 	}
-	if time.Now().Before(until) {
+	if m.now().Before(until) {
 		return true
 	}
 	delete(m.bans, key)
@@ -293,7 +297,7 @@ func (m *Member) Banned(key string) bool {
 func (m *Member) Count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
+	now := m.now()
 	n := 0
 	for k, u := range m.bans {
 		if now.Before(u) {
@@ -305,7 +309,11 @@ func (m *Member) Count() int {
 	return n
 }
 
-func (m *Member) cacheBan(key string, until time.Time) {
+// cacheBan records a ban that the database says has left ms
+// milliseconds to run. The cache holds local deadlines: the database's
+// until is on its own clock, which may be off from this machine's.
+func (m *Member) cacheBan(key string, left int64) {
+	until := m.now().Add(time.Duration(left) * time.Millisecond)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.bans) >= maxBanCache {
@@ -319,19 +327,20 @@ func (m *Member) cacheBan(key string, until time.Time) {
 }
 
 func (m *Member) loadBans(ctx context.Context) error {
-	rows, err := m.st.Pool().Query(ctx, `SELECT key, until FROM edge_bans WHERE until > now() ORDER BY until DESC LIMIT $1`, maxBanCache)
+	rows, err := m.st.Pool().Query(ctx, `SELECT key, `+banLeft+` FROM edge_bans WHERE until > now() ORDER BY until DESC LIMIT $1`, maxBanCache)
 	if err != nil {
 		return m.noteErr(fmt.Errorf("fleet: load bans: %w", err))
 	}
 	fresh := map[string]time.Time{}
+	now := m.now()
 	for rows.Next() {
 		var k string
-		var u time.Time
-		if err := rows.Scan(&k, &u); err != nil {
+		var left int64
+		if err := rows.Scan(&k, &left); err != nil {
 			rows.Close()
 			return m.noteErr(err)
 		}
-		fresh[k] = u
+		fresh[k] = now.Add(time.Duration(left) * time.Millisecond)
 	}
 	if err := rows.Err(); err != nil {
 		return m.noteErr(err)
@@ -350,16 +359,15 @@ func (m *Member) Failure(ctx context.Context, key string, p edge.BanPolicy) (boo
 	if p.MaxFailures <= 0 {
 		return false, nil
 	}
-	var until time.Time
-	banned := false
+	var left int64 // ms the ban in force has left, by the database's clock
+	banned, inForce := false, false
 	err := pgx.BeginFunc(ctx, m.st.Pool(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('xpra-edge ban ' || $1, 0))`, key); err != nil {
 			return err
 		}
-		var existing time.Time
-		err := tx.QueryRow(ctx, `SELECT until FROM edge_bans WHERE key = $1 AND until > now()`, key).Scan(&existing)
+		err := tx.QueryRow(ctx, `SELECT `+banLeft+` FROM edge_bans WHERE key = $1 AND until > now()`, key).Scan(&left)
 		if err == nil {
-			until = existing
+			inForce = true
 			return nil // already banned
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
@@ -378,26 +386,32 @@ func (m *Member) Failure(ctx context.Context, key string, p edge.BanPolicy) (boo
 		if n < p.MaxFailures {
 			return nil
 		}
+		var until time.Time
 		if err := tx.QueryRow(ctx, `INSERT INTO edge_bans (key, until, node) VALUES ($1, now() + $2 * interval '1 millisecond', $3)
 			ON CONFLICT (key) DO UPDATE SET until = excluded.until, node = excluded.node, created_at = now()
-			RETURNING until`, key, p.BanTime.Milliseconds(), m.node).Scan(&until); err != nil {
+			RETURNING until, `+banLeft, key, p.BanTime.Milliseconds(), m.node).Scan(&until, &left); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM edge_login_failures WHERE key = $1`, key); err != nil {
 			return err
 		}
-		banned = true
+		banned, inForce = true, true
+		// (the payload's until is for older nodes; this one looks it up)
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, chanBan, key+"\t"+strconv.FormatInt(until.UnixMilli(), 10))
 		return err
 	})
 	if err != nil {
 		return false, m.noteErr(fmt.Errorf("fleet: count a failed login: %w", err))
 	}
-	if !until.IsZero() {
-		m.cacheBan(key, until)
+	if inForce {
+		m.cacheBan(key, left)
 	}
 	return banned, nil
 }
+
+// banLeft is the time a row of edge_bans has left, in milliseconds, by
+// the database's clock: what the nodes cache, each on its own clock.
+const banLeft = `(extract(epoch FROM until - now()) * 1000)::bigint`
 
 // Admit records a new session; with lim.MaxSessionsPerUser it counts the
 // user's live sessions on every node (serialized per user by an advisory
@@ -754,18 +768,18 @@ func (m *Member) checkNotes(ctx context.Context) {
 
 // checkBans caches the bans in force of keys, as edge_bans has them.
 func (m *Member) checkBans(ctx context.Context, keys []string) error {
-	rows, err := m.st.Pool().Query(ctx, `SELECT key, until FROM edge_bans WHERE key = ANY($1) AND until > now()`, keys)
+	rows, err := m.st.Pool().Query(ctx, `SELECT key, `+banLeft+` FROM edge_bans WHERE key = ANY($1) AND until > now()`, keys)
 	if err != nil {
 		return m.noteErr(fmt.Errorf("fleet: check bans: %w", err))
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var k string
-		var u time.Time
-		if err := rows.Scan(&k, &u); err != nil {
+		var left int64
+		if err := rows.Scan(&k, &left); err != nil {
 			return m.noteErr(err)
 		}
-		m.cacheBan(k, u)
+		m.cacheBan(k, left)
 	}
 	return m.noteErr(rows.Err())
 }

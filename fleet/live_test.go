@@ -65,10 +65,22 @@ type memberT struct {
 // joinT opens a store for node on dsn and runs a member until the test ends.
 func joinT(t *testing.T, dsn, node string, o MemberOptions, run bool) *memberT {
 	t.Helper()
+	return joinSkewedT(t, dsn, node, o, run, 0)
+}
+
+// joinSkewedT is joinT for a node whose clock is off by skew.
+func joinSkewedT(t *testing.T, dsn, node string, o MemberOptions, run bool, skew time.Duration) *memberT {
+	t.Helper()
 	st := openT(t, Options{DSN: dsn, Node: node})
 	m, err := NewMember(ctxT(t), st, o)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if skew != 0 {
+		m.now = func() time.Time { return time.Now().Add(skew) }
+		if err := m.loadBans(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	mt := &memberT{Member: m, node: newFakeNode(), done: make(chan struct{})}
 	if !run {
@@ -502,5 +514,50 @@ func TestFleetNotificationsAreChecked(t *testing.T) {
 	// A real stop request still works, by notification.
 	if _, err := RequestStop(ctx, b.st, ":proxy-1@a", 5*time.Second); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFleetBansIgnoreClockSkew: the database's clock says how long a ban
+// has left; a node whose own clock is off enforces it for that long on
+// its clock. Node a's clock runs an hour ahead, node b's an hour behind: a
+// one-minute ban holds on a (which would otherwise take it for long over)
+// and a two-second ban ends on b after about two seconds (not an hour
+// later).
+func TestFleetBansIgnoreClockSkew(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinSkewedT(t, c.DSN(), "a", fastOpts(), true, time.Hour)
+	b := joinSkewedT(t, c.DSN(), "b", fastOpts(), true, -time.Hour)
+	ctx := ctxT(t)
+	minute := edge.BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute}
+	if banned, err := a.Failure(ctx, "192.0.2.60", minute); err != nil || !banned {
+		t.Fatal(banned, err)
+	}
+	if !a.Banned("192.0.2.60") {
+		t.Fatal("a node whose clock is ahead does not enforce its own ban")
+	}
+	waitFor(t, "b has the ban", 5*time.Second, func() bool { return b.Banned("192.0.2.60") })
+	// A ban from the other node, and one loaded from the table.
+	if banned, err := b.Failure(ctx, "192.0.2.61", minute); err != nil || !banned {
+		t.Fatal(banned, err)
+	}
+	waitFor(t, "a has b's ban", 5*time.Second, func() bool { return a.Banned("192.0.2.61") })
+	if err := a.loadBans(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !a.Banned("192.0.2.60") || !a.Banned("192.0.2.61") || a.Count() != 2 {
+		t.Fatalf("a after reloading the bans: count %d", a.Count())
+	}
+	// A short ban ends on the node whose clock is behind.
+	short := edge.BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: 2 * time.Second}
+	start := time.Now()
+	if banned, err := a.Failure(ctx, "192.0.2.62", short); err != nil || !banned {
+		t.Fatal(banned, err)
+	}
+	waitFor(t, "b has the short ban", 5*time.Second, func() bool { return b.Banned("192.0.2.62") })
+	waitFor(t, "the short ban over on b", 10*time.Second, func() bool { return !b.Banned("192.0.2.62") })
+	took := time.Since(start)
+	t.Logf("a 2 s ban ended on the node an hour behind after %v", took)
+	if took < 1500*time.Millisecond {
+		t.Fatalf("the ban ended on b after %v", took)
 	}
 }
