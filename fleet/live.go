@@ -634,9 +634,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func (m *Member) listen(ctx context.Context) {
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		err := m.listenOnce(ctx)
+		connected, err := m.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if connected {
+			backoff = 0 // a connection that worked: the next try is quick again
 		}
 		// A lost notification connection is the quickest sign of a lost
 		// server; a probe or the heartbeat says when it answers again.
@@ -649,39 +652,59 @@ func (m *Member) listen(ctx context.Context) {
 	}
 }
 
-func (m *Member) listenOnce(ctx context.Context) error {
+// listenOnce connects, LISTENs and handles notifications until the
+// connection fails; connected says it got as far as listening. Every
+// statement is bounded by opTimeout; while no notification comes, the
+// connection is pinged every heartbeat, so that a connection the network
+// lost without a word (no FIN, no RST) is replaced within a heartbeat and
+// opTimeout rather than after the kernel's keepalive.
+func (m *Member) listenOnce(ctx context.Context) (connected bool, _ error) {
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	conn, err := pgx.ConnectConfig(cctx, m.st.Pool().Config().ConnConfig.Copy())
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() {
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = conn.Close(c)
 	}()
+	// LISTEN, then the bans and stops told while this connection was away.
+	lctx, cancel := context.WithTimeout(ctx, opTimeout)
 	for _, ch := range []string{chanStop, chanBan} {
-		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
-			return err
+		if _, err = conn.Exec(lctx, "LISTEN "+ch); err != nil {
+			break
 		}
 	}
-	// Bans and stops told while this connection was away.
-	lctx, cancel := context.WithTimeout(ctx, opTimeout)
-	err = m.loadBans(lctx)
+	if err == nil {
+		err = m.loadBans(lctx)
+	}
 	if err == nil {
 		err = m.pollStops(lctx)
 	}
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	m.listenUp.Store(true)
 	m.setState(&m.beatUp, true, nil)
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		wctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat)
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+			// Quiet for a heartbeat: is the connection still there?
+			pctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("fleet: the notification connection does not answer: %w", err)
+			}
+			continue
+		}
 		if err != nil {
-			return err
+			return true, err
 		}
 		// A notification is only a hint: what it names is looked up in
 		// the tables (which only the fleet's role may write) before

@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -570,5 +571,57 @@ func TestFleetBansIgnoreClockSkew(t *testing.T) {
 	t.Logf("a 2 s ban ended on the node an hour behind after %v", took)
 	if took < 1500*time.Millisecond {
 		t.Fatalf("the ban ended on b after %v", took)
+	}
+}
+
+// TestFleetListenerReplacesASilentConnection: the network drops the
+// notification connection without a word (no FIN, no RST: a NAT or
+// firewall that forgot it, a failover behind a virtual address). The
+// node notices within a heartbeat and a ping's timeout, connects again,
+// and hears the bans other nodes make at once again (before, it waited on
+// the dead connection for as long as the kernel's keepalive takes, tens
+// of minutes, and had other nodes' bans only from its reload every 12
+// heartbeats).
+func TestFleetListenerReplacesASilentConnection(t *testing.T) {
+	c := pgtest.Start(t)
+	px := startFreezeProxy(t, fmt.Sprintf("127.0.0.1:%d", c.Port))
+	dsn := strings.Replace(c.DSN(), fmt.Sprintf("127.0.0.1:%d", c.Port), px.addr(), 1)
+	// a reload of the bans every 12 heartbeats: 24 s
+	a := joinT(t, dsn, "a", MemberOptions{Heartbeat: 2 * time.Second, DeadAfter: 10 * time.Second}, true)
+	b := joinT(t, c.DSN(), "b", fastOpts(), true)
+	ctx := ctxT(t)
+	p := edge.BanPolicy{MaxFailures: 1, Window: time.Minute, BanTime: time.Minute}
+	ban := func(key string) {
+		t.Helper()
+		if banned, err := b.Failure(ctx, key, p); err != nil || !banned {
+			t.Fatal(banned, err)
+		}
+	}
+	ban("192.0.2.80")
+	waitFor(t, "a ban heard before the freeze", 2*time.Second, func() bool { return a.Banned("192.0.2.80") })
+	px.freeze()
+	frozen := time.Now()
+	// A new ban every half second: once a listens again, one is heard
+	// within 400 ms of being made.
+	for i := 0; ; i++ {
+		if time.Since(frozen) > 15*time.Second {
+			t.Fatal("no ban heard 15 s after the notification connection went silent")
+		}
+		key := fmt.Sprintf("198.51.100.%d", 100+i)
+		ban(key)
+		made := time.Now()
+		heard := false
+		for time.Since(made) < 400*time.Millisecond {
+			if a.Banned(key) {
+				heard = true
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if heard {
+			t.Logf("a hears bans again %v after its notification connection went silent (heartbeat 2s, ping timeout %v)", time.Since(frozen), opTimeout)
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
