@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -296,5 +297,34 @@ func TestStoreErrClassifies(t *testing.T) {
 	c.Start()
 	if _, err := s.Pool().Exec(ctxT(t), "SELECT 1"); err != nil {
 		t.Fatalf("after restart: %v", err)
+	}
+}
+
+// TestStoreCloseBounded: a database the network no longer reaches (its
+// connections silent, not closed) does not hold Close: pgx waits up to
+// 15 s for the server to see a broken connection closed, which it never
+// does here; Close returns within closeWait and a bit.
+func TestStoreCloseBounded(t *testing.T) {
+	c := pgtest.Start(t)
+	px := startFreezeProxy(t, fmt.Sprintf("127.0.0.1:%d", c.Port))
+	dsn := strings.Replace(c.DSN(), fmt.Sprintf("127.0.0.1:%d", c.Port), px.addr(), 1)
+	s, err := Open(ctxT(t), Options{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.freeze()
+	// a query times out on the silent network: its connection is broken
+	qctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
+	_, err = s.Pool().Exec(qctx, "SELECT 1")
+	cancel()
+	if err == nil {
+		t.Fatal("a query through the silenced connection answered")
+	}
+	start := time.Now()
+	s.Close()
+	took := time.Since(start)
+	t.Logf("Close returned in %v", took)
+	if took > closeWait+time.Second {
+		t.Fatalf("Close took %v with the database out of reach", took)
 	}
 }
