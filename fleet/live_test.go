@@ -625,3 +625,71 @@ func TestFleetListenerReplacesASilentConnection(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestFleetSessionsPerUserRace: two logins of one user at once on two
+// nodes, with one place left: exactly one is admitted, every time (the
+// count and the insert are serialized per user in the database). In the
+// first round the test makes the race certain: it blocks inserts into
+// edge_sessions until both admissions wait in the database (without the
+// per-user lock both would have counted no session by then).
+func TestFleetSessionsPerUserRace(t *testing.T) {
+	c := pgtest.Start(t)
+	a := joinT(t, c.DSN(), "a", fastOpts(), false)
+	b := joinT(t, c.DSN(), "b", fastOpts(), false)
+	ctx := ctxT(t)
+	lim := edge.Limits{MaxSessionsPerUser: 1}
+	blocker, err := pgx.Connect(ctx, c.DSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer blocker.Close(context.Background())
+	for round := 0; round < 20; round++ {
+		user := fmt.Sprintf("racer%d", round)
+		var tx pgx.Tx
+		if round == 0 {
+			if tx, err = blocker.Begin(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, `LOCK TABLE edge_sessions IN SHARE ROW EXCLUSIVE MODE`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		errs := make([]error, 2)
+		for i, m := range []*memberT{a, b} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				_, errs[i] = m.Admit(ctx, edge.SessionRecord{ID: round + 1, UUID: fmt.Sprintf("%02d%030d", round, i), User: user}, lim)
+			}()
+		}
+		close(start)
+		if tx != nil {
+			waitFor(t, "both admissions waiting in the database", 10*time.Second, func() bool {
+				var n int
+				if err := a.st.Pool().QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name IN ('xpra-edge a', 'xpra-edge b')`).Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n == 2
+			})
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wg.Wait()
+		admitted := 0
+		for _, err := range errs {
+			switch {
+			case err == nil:
+				admitted++
+			case !errors.Is(err, edge.ErrTooManySessions):
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		if admitted != 1 {
+			t.Fatalf("round %d: %d of 2 simultaneous logins admitted with one place", round, admitted)
+		}
+	}
+}
