@@ -602,6 +602,13 @@ func (m *Member) stopBatch(ctx context.Context, ends []pendingEnd) error {
 		uuids[i], reasons[i], fc[i], fs[i] = e.uuid, e.reason, e.fromClient, e.fromServer
 	}
 	b := &pgx.Batch{}
+	// The server gives up the batch by itself at the deadline (a lock it
+	// waits for): pgx's cancellation of a statement it gave up on is sent
+	// from a goroutine the process may not wait for, and a batch left
+	// waiting on the server would be applied whenever the lock is freed.
+	if dl, ok := ctx.Deadline(); ok {
+		b.Queue(`SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", max(1, time.Until(dl).Milliseconds())))
+	}
 	b.Queue(endsSQL, uuids, reasons, fc, fs, m.node, ReasonNodeLost)
 	if !m.takenOver.Load() {
 		b.Queue(`UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL

@@ -138,8 +138,9 @@ func (s *Store) Err(err error) error {
 	return s.redact.err(unavailable(err))
 }
 
-// closeWait bounds Close.
-const closeWait = 250 * time.Millisecond
+// closeWait bounds Close: it fits in what a shutdown leaves after the
+// registry's last batch (edge.RegistryStop's 150 ms before the bound).
+const closeWait = 100 * time.Millisecond
 
 // Close closes the pool, waiting at most closeWait: connections in use
 // are closed when they are returned, and pgx waits up to 15 s for the
