@@ -44,7 +44,10 @@ func nodeRun(t *testing.T, m *Member) (run string, hb time.Time) {
 // writes as the node and refuses logins.
 func TestFleetNodeNameHeldByLiveRun(t *testing.T) {
 	c := pgtest.Start(t)
-	opts := MemberOptions{Heartbeat: 200 * time.Millisecond, DeadAfter: 2 * time.Second}
+	// DeadAfter: the time a second node may take to open the store and
+	// be refused, after the test made the holder's heartbeat fresh (2 s
+	// was tight for that under -race on a loaded machine)
+	opts := MemberOptions{Heartbeat: 200 * time.Millisecond, DeadAfter: 10 * time.Second}
 	a := joinT(t, c.DSN(), "a", opts, true)
 	ctx := ctxT(t)
 	adm, err := a.Admit(ctx, edge.SessionRecord{ID: 1, UUID: "a1000000000000000000000000000000", User: "u"}, edge.Limits{})
@@ -62,7 +65,7 @@ func TestFleetNodeNameHeldByLiveRun(t *testing.T) {
 		return err
 	}
 	err = try()
-	if !errors.Is(err, ErrNodeNameInUse) || !strings.Contains(err.Error(), `node name "a" is held by another live run`) || !strings.Contains(err.Error(), "dead_after 2s") {
+	if !errors.Is(err, ErrNodeNameInUse) || !strings.Contains(err.Error(), `node name "a" is held by another live run`) || !strings.Contains(err.Error(), "dead_after 10s") {
 		t.Fatalf("second node of the same name: %v", err)
 	}
 	t.Logf("refused: %v", err)
@@ -92,7 +95,7 @@ func TestFleetNodeNameHeldByLiveRun(t *testing.T) {
 		t.Fatalf("name held from another machine: %v", err)
 	}
 	// ... and taken over once that heartbeat is older than DeadAfter
-	if _, err := a.st.Pool().Exec(ctx, `UPDATE edge_nodes SET heartbeat_at = now() - interval '3 seconds' WHERE name = 'a'`); err != nil {
+	if _, err := a.st.Pool().Exec(ctx, `UPDATE edge_nodes SET heartbeat_at = now() - interval '11 seconds' WHERE name = 'a'`); err != nil {
 		t.Fatal(err)
 	}
 	b := joinT(t, c.DSN(), "a", opts, true)
