@@ -662,7 +662,7 @@ func (m *Member) listen(ctx context.Context) {
 // listenOnce connects, LISTENs and handles notifications until the
 // connection fails; connected says it got as far as listening. Every
 // statement is bounded by opTimeout; while no notification comes, the
-// connection is pinged every heartbeat, so that a connection the network
+// connection is pinged every heartbeat (at least 1 s apart), so that a connection the network
 // lost without a word (no FIN, no RST) is replaced within a heartbeat and
 // opTimeout rather than after the kernel's keepalive.
 func (m *Member) listenOnce(ctx context.Context) (connected bool, _ error) {
@@ -697,7 +697,7 @@ func (m *Member) listenOnce(ctx context.Context) (connected bool, _ error) {
 	m.listenUp.Store(true)
 	m.setState(&m.beatUp, true, nil)
 	for {
-		wctx, cancel := context.WithTimeout(ctx, m.o.Heartbeat)
+		wctx, cancel := context.WithTimeout(ctx, max(m.o.Heartbeat, time.Second))
 		n, err := conn.WaitForNotification(wctx)
 		cancel()
 		if err != nil && ctx.Err() == nil && wctx.Err() != nil {
