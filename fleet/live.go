@@ -141,12 +141,25 @@ type Member struct {
 	stateMu   sync.Mutex
 	lastUp    *bool // last logged state
 
+	// now is this machine's clock, for the bans' local deadlines (a
+	// test sets it off by an hour).
+	now func() time.Time
+
 	mu       sync.Mutex
-	bans     map[string]time.Time
+	bans     map[string]time.Time  // by the local clock (now): until the database says, less its clock's offset
 	pending  []pendingEnd          // ends not recorded yet (the store was down)
 	inflight map[string]pendingEnd // ends being written now, by uuid
 	stopping bool                  // Run is ending: ends go to pending, for its last batch
 	nodeV    edge.Node
+
+	// What notifications asked for, to be checked against the tables by
+	// checkNotes (a notification proves nothing: any role that may
+	// connect to the database may NOTIFY on any channel).
+	noteMu     sync.Mutex
+	noteBans   map[string]struct{} // ban keys to look up
+	noteBanAll bool                // too many: reload every ban
+	noteStops  bool                // look for this node's stop requests
+	noteKick   chan struct{}       // capacity 1: checkNotes has work
 
 	// bg is the parent of the admissions' background writes; Run's end
 	// cancels it (their ends are in its last batch).
@@ -180,7 +193,8 @@ func NewMember(ctx context.Context, st *Store, o MemberOptions) (*Member, error)
 	if o.Retention <= 0 {
 		o.Retention = DefaultRetention
 	}
-	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, inflight: map[string]pendingEnd{}, run: thisRun()}
+	m := &Member{st: st, node: st.Node(), log: st.Logger(), o: o, bans: map[string]time.Time{}, inflight: map[string]pendingEnd{}, run: thisRun(),
+		noteBans: map[string]struct{}{}, noteKick: make(chan struct{}, 1), now: time.Now}
 	m.bg, m.bgCancel = context.WithCancel(context.Background())
 	ctx, cancel := context.WithTimeout(ctx, 2*opTimeout)
 	defer cancel()
@@ -272,7 +286,7 @@ func (m *Member) Banned(key string) bool {
 	if !ok {
 		return false
 	}
-	if time.Now().Before(until) {
+	if m.now().Before(until) {
 		return true
 	}
 	delete(m.bans, key)
@@ -283,7 +297,7 @@ func (m *Member) Banned(key string) bool {
 func (m *Member) Count() int {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := time.Now()
+	now := m.now()
 	n := 0
 	for k, u := range m.bans {
 		if now.Before(u) {
@@ -295,7 +309,11 @@ func (m *Member) Count() int {
 	return n
 }
 
-func (m *Member) cacheBan(key string, until time.Time) {
+// cacheBan records a ban that the database says has left ms
+// milliseconds to run. The cache holds local deadlines: the database's
+// until is on its own clock, which may be off from this machine's.
+func (m *Member) cacheBan(key string, left int64) {
+	until := m.now().Add(time.Duration(left) * time.Millisecond)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.bans) >= maxBanCache {
@@ -309,19 +327,20 @@ func (m *Member) cacheBan(key string, until time.Time) {
 }
 
 func (m *Member) loadBans(ctx context.Context) error {
-	rows, err := m.st.Pool().Query(ctx, `SELECT key, until FROM edge_bans WHERE until > now() ORDER BY until DESC LIMIT $1`, maxBanCache)
+	rows, err := m.st.Pool().Query(ctx, `SELECT key, `+banLeft+` FROM edge_bans WHERE until > now() ORDER BY until DESC LIMIT $1`, maxBanCache)
 	if err != nil {
 		return m.noteErr(fmt.Errorf("fleet: load bans: %w", err))
 	}
 	fresh := map[string]time.Time{}
+	now := m.now()
 	for rows.Next() {
 		var k string
-		var u time.Time
-		if err := rows.Scan(&k, &u); err != nil {
+		var left int64
+		if err := rows.Scan(&k, &left); err != nil {
 			rows.Close()
 			return m.noteErr(err)
 		}
-		fresh[k] = u
+		fresh[k] = now.Add(time.Duration(left) * time.Millisecond)
 	}
 	if err := rows.Err(); err != nil {
 		return m.noteErr(err)
@@ -351,16 +370,15 @@ func (m *Member) Failure(ctx context.Context, key string, p edge.BanPolicy) (boo
 	if p.MaxFailures <= 0 {
 		return false, nil
 	}
-	var until time.Time
-	banned := false
+	var left int64 // ms the ban in force has left, by the database's clock
+	banned, inForce := false, false
 	err := pgx.BeginFunc(ctx, m.st.Pool(), func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('xpra-edge ban ' || $1, 0))`, key); err != nil {
 			return err
 		}
-		var existing time.Time
-		err := tx.QueryRow(ctx, `SELECT until FROM edge_bans WHERE key = $1 AND until > now()`, key).Scan(&existing)
+		err := tx.QueryRow(ctx, `SELECT `+banLeft+` FROM edge_bans WHERE key = $1 AND until > now()`, key).Scan(&left)
 		if err == nil {
-			until = existing
+			inForce = true
 			return nil // already banned
 		}
 		if !errors.Is(err, pgx.ErrNoRows) {
@@ -379,26 +397,32 @@ func (m *Member) Failure(ctx context.Context, key string, p edge.BanPolicy) (boo
 		if n < p.MaxFailures {
 			return nil
 		}
+		var until time.Time
 		if err := tx.QueryRow(ctx, `INSERT INTO edge_bans (key, until, node) VALUES ($1, now() + $2 * interval '1 millisecond', $3)
 			ON CONFLICT (key) DO UPDATE SET until = excluded.until, node = excluded.node, created_at = now()
-			RETURNING until`, key, p.BanTime.Milliseconds(), m.node).Scan(&until); err != nil {
+			RETURNING until, `+banLeft, key, p.BanTime.Milliseconds(), m.node).Scan(&until, &left); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM edge_login_failures WHERE key = $1`, key); err != nil {
 			return err
 		}
-		banned = true
+		banned, inForce = true, true
+		// (the payload's until is for older nodes; this one looks it up)
 		_, err = tx.Exec(ctx, `SELECT pg_notify($1, $2)`, chanBan, key+"\t"+strconv.FormatInt(until.UnixMilli(), 10))
 		return err
 	})
 	if err != nil {
 		return false, m.noteErr(fmt.Errorf("fleet: count a failed login: %w", err))
 	}
-	if !until.IsZero() {
-		m.cacheBan(key, until)
+	if inForce {
+		m.cacheBan(key, left)
 	}
 	return banned, nil
 }
+
+// banLeft is the time a row of edge_bans has left, in milliseconds, by
+// the database's clock: what the nodes cache, each on its own clock.
+const banLeft = `(extract(epoch FROM until - now()) * 1000)::bigint`
 
 // Admit records a new session; with lim.MaxSessionsPerUser it counts the
 // user's live sessions on every node (serialized per user by an advisory
@@ -533,9 +557,10 @@ func (m *Member) Run(ctx context.Context, node edge.Node) {
 	m.nodeV = node
 	m.mu.Unlock()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); m.listen(ctx) }()
 	go func() { defer wg.Done(); m.heartbeatLoop(ctx) }()
+	go func() { defer wg.Done(); m.checkNotes(ctx) }()
 	<-ctx.Done()
 	deadline := edge.StopDeadline(ctx, time.Second)
 	// From here ends go to pending; those being written now are cancelled
@@ -588,6 +613,13 @@ func (m *Member) stopBatch(ctx context.Context, ends []pendingEnd) error {
 		uuids[i], reasons[i], fc[i], fs[i] = e.uuid, e.reason, e.fromClient, e.fromServer
 	}
 	b := &pgx.Batch{}
+	// The server gives up the batch by itself at the deadline (a lock it
+	// waits for): pgx's cancellation of a statement it gave up on is sent
+	// from a goroutine the process may not wait for, and a batch left
+	// waiting on the server would be applied whenever the lock is freed.
+	if dl, ok := ctx.Deadline(); ok {
+		b.Queue(`SELECT set_config('lock_timeout', $1, true)`, fmt.Sprintf("%dms", max(1, time.Until(dl).Milliseconds())))
+	}
 	b.Queue(endsSQL, uuids, reasons, fc, fs, m.node, ReasonNodeLost)
 	if !m.takenOver.Load() {
 		b.Queue(`UPDATE edge_sessions SET ended_at = now(), end_reason = $2 WHERE node = $1 AND ended_at IS NULL
@@ -620,9 +652,12 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 func (m *Member) listen(ctx context.Context) {
 	var backoff time.Duration
 	for ctx.Err() == nil {
-		err := m.listenOnce(ctx)
+		connected, err := m.listenOnce(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if connected {
+			backoff = 0 // a connection that worked: the next try is quick again
 		}
 		// A lost notification connection is the quickest sign of a lost
 		// server; a probe or the heartbeat says when it answers again.
@@ -635,53 +670,159 @@ func (m *Member) listen(ctx context.Context) {
 	}
 }
 
-func (m *Member) listenOnce(ctx context.Context) error {
+// listenOnce connects, LISTENs and handles notifications until the
+// connection fails; connected says it got as far as listening. Every
+// statement is bounded by opTimeout; while no notification comes, the
+// connection is pinged every heartbeat (at least 1 s apart), so that a connection the network
+// lost without a word (no FIN, no RST) is replaced within a heartbeat and
+// opTimeout rather than after the kernel's keepalive.
+func (m *Member) listenOnce(ctx context.Context) (connected bool, _ error) {
 	cctx, cancel := context.WithTimeout(ctx, opTimeout)
 	conn, err := pgx.ConnectConfig(cctx, m.st.Pool().Config().ConnConfig.Copy())
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer func() {
 		c, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		_ = conn.Close(c)
 	}()
+	// LISTEN, then the bans and stops told while this connection was away.
+	lctx, cancel := context.WithTimeout(ctx, opTimeout)
 	for _, ch := range []string{chanStop, chanBan} {
-		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
-			return err
+		if _, err = conn.Exec(lctx, "LISTEN "+ch); err != nil {
+			break
 		}
 	}
-	// Bans and stops told while this connection was away.
-	lctx, cancel := context.WithTimeout(ctx, opTimeout)
-	err = m.loadBans(lctx)
+	if err == nil {
+		err = m.loadBans(lctx)
+	}
 	if err == nil {
 		err = m.pollStops(lctx)
 	}
 	cancel()
 	if err != nil {
-		return err
+		return false, err
 	}
 	m.listenUp.Store(true)
 	m.setState(&m.beatUp, true, nil)
 	for {
-		n, err := conn.WaitForNotification(ctx)
-		if err != nil {
-			return err
+		wctx, cancel := context.WithTimeout(ctx, max(m.o.Heartbeat, time.Second))
+		n, err := conn.WaitForNotification(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+			// Quiet for a heartbeat: is the connection still there?
+			pctx, cancel := context.WithTimeout(ctx, opTimeout)
+			err = conn.Ping(pctx)
+			cancel()
+			if err != nil {
+				return true, fmt.Errorf("fleet: the notification connection does not answer: %w", err)
+			}
+			continue
 		}
+		if err != nil {
+			return true, err
+		}
+		// A notification is only a hint: what it names is looked up in
+		// the tables (which only the fleet's role may write) before
+		// anything is stopped or banned.
 		switch n.Channel {
 		case chanStop:
-			node, uuid, _ := strings.Cut(n.Payload, "\t")
-			if node == m.node {
-				go m.stopLocal(uuid)
+			if node, _, _ := strings.Cut(n.Payload, "\t"); node == m.node {
+				m.note(func() { m.noteStops = true })
 			}
 		case chanBan:
-			key, ms, _ := strings.Cut(n.Payload, "\t")
-			if v, err := strconv.ParseInt(ms, 10, 64); err == nil {
-				m.cacheBan(key, time.UnixMilli(v))
-			}
+			key, _, _ := strings.Cut(n.Payload, "\t")
+			m.note(func() {
+				switch {
+				case m.noteBanAll:
+				case len(key) == 0 || len(key) > maxBanKey || len(m.noteBans) >= maxNotedBans:
+					m.noteBanAll = true
+					clear(m.noteBans)
+				default:
+					m.noteBans[key] = struct{}{}
+				}
+			})
 		}
 	}
+}
+
+// Bounds of what notifications may queue for checkNotes: ban keys (an
+// address or a uid: short) and how many; past either, every ban is
+// reloaded instead.
+const (
+	maxBanKey    = 256
+	maxNotedBans = 1024
+)
+
+// note records what a notification asked for and wakes checkNotes; it
+// never blocks the notification connection.
+func (m *Member) note(f func()) {
+	m.noteMu.Lock()
+	f()
+	m.noteMu.Unlock()
+	select {
+	case m.noteKick <- struct{}{}:
+	default:
+	}
+}
+
+// checkNotes does what notifications asked for, as the tables say: it
+// ends the local sessions whose stop is recorded (pollStops) and caches
+// the bans in force of the keys named (or reloads them all). Requests
+// that arrive while one check runs are gathered into the next, so a flood
+// of notifications costs one query at a time.
+func (m *Member) checkNotes(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.noteKick:
+		}
+		m.noteMu.Lock()
+		stops, all := m.noteStops, m.noteBanAll
+		var keys []string
+		for k := range m.noteBans {
+			keys = append(keys, k)
+		}
+		m.noteStops, m.noteBanAll = false, false
+		clear(m.noteBans)
+		m.noteMu.Unlock()
+		cctx, cancel := context.WithTimeout(ctx, opTimeout)
+		var err error
+		if stops {
+			err = m.pollStops(cctx)
+		}
+		if err == nil && all {
+			err = m.loadBans(cctx)
+		} else if err == nil && len(keys) > 0 {
+			err = m.checkBans(cctx, keys)
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			// The heartbeat polls stops and reloads bans anyway.
+			m.log.Debug("fleet: checking a notification failed", "err", m.st.Err(err))
+		}
+	}
+}
+
+// checkBans caches the bans in force of keys, as edge_bans has them.
+func (m *Member) checkBans(ctx context.Context, keys []string) error {
+	rows, err := m.st.Pool().Query(ctx, `SELECT key, `+banLeft+` FROM edge_bans WHERE key = ANY($1) AND until > now()`, keys)
+	if err != nil {
+		return m.noteErr(fmt.Errorf("fleet: check bans: %w", err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k string
+		var left int64
+		if err := rows.Scan(&k, &left); err != nil {
+			return m.noteErr(err)
+		}
+		m.cacheBan(k, left)
+	}
+	return m.noteErr(rows.Err())
 }
 
 func (m *Member) stopLocal(uuid string) {

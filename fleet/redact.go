@@ -6,10 +6,11 @@ import (
 	"strings"
 )
 
-// RedactDSN returns dsn with its password replaced by "xxxxx", for logs
-// and errors. It handles URLs (postgres://user:pw@host/db?password=pw)
-// and key/value strings (host=h password=pw); anything it cannot parse
-// is replaced as a whole.
+// RedactDSN returns dsn with its secrets (the password and sslpassword,
+// the passphrase of an encrypted sslkey) replaced by "xxxxx", for logs and
+// errors. It handles URLs (postgres://user:pw@host/db?password=pw) and
+// key/value strings (host=h password=pw); anything it cannot parse is
+// replaced as a whole.
 func RedactDSN(dsn string) string {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		u, err := url.Parse(dsn)
@@ -22,8 +23,14 @@ func RedactDSN(dsn string) string {
 			}
 		}
 		q := u.Query()
-		if q.Has("password") {
-			q.Set("password", "xxxxx")
+		changed := false
+		for _, k := range secretParams {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+				changed = true
+			}
+		}
+		if changed {
 			u.RawQuery = q.Encode()
 		}
 		return u.String()
@@ -31,9 +38,34 @@ func RedactDSN(dsn string) string {
 	return kvPassword.ReplaceAllString(dsn, "${1}xxxxx")
 }
 
-// kvPassword matches password=VALUE in a key/value DSN: a quoted value
-// (with \' escapes) or up to the next blank.
-var kvPassword = regexp.MustCompile(`(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+// secretParams are the DSN parameters that hold secrets.
+var secretParams = []string{"password", "sslpassword"}
+
+// kvPassword matches password=VALUE and sslpassword=VALUE in a key/value
+// DSN: a quoted value (with \' escapes) or up to the next blank.
+var kvPassword = regexp.MustCompile(`(?i)(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s]*)`)
+
+// dsnSSLPassword is the sslpassword a DSN carries (pgx keeps it out of
+// its Config), so that it can be redacted from error texts.
+func dsnSSLPassword(dsn string) string {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return ""
+		}
+		return u.Query().Get("sslpassword")
+	}
+	for _, m := range kvPassword.FindAllStringSubmatch(dsn, -1) {
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(m[1])), "sslpassword") {
+			v := m[2]
+			if len(v) >= 2 && v[0] == '\'' {
+				v = strings.ReplaceAll(v[1:len(v)-1], `\'`, `'`)
+			}
+			return v
+		}
+	}
+	return ""
+}
 
 // redactor removes secrets from error texts while keeping the error
 // chain for errors.Is/As.

@@ -67,7 +67,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.DSN == "" {
 		return nil, errors.New("fleet: no PostgreSQL DSN")
 	}
-	red := newRedactor(o.Password, dsnPassword(o.DSN))
+	red := newRedactor(o.Password, dsnPassword(o.DSN), dsnSSLPassword(o.DSN))
 	cfg, err := pgxpool.ParseConfig(o.DSN)
 	if err != nil {
 		return nil, red.err(fmt.Errorf("fleet: invalid PostgreSQL DSN %s: %w", RedactDSN(o.DSN), err))
@@ -75,7 +75,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Password != "" {
 		cfg.ConnConfig.Password = o.Password
 	}
-	red = newRedactor(o.Password, dsnPassword(o.DSN), cfg.ConnConfig.Password)
+	red = newRedactor(o.Password, dsnPassword(o.DSN), dsnSSLPassword(o.DSN), cfg.ConnConfig.Password)
 	node := o.Node
 	if node == "" {
 		node = defaultNode()
@@ -138,8 +138,26 @@ func (s *Store) Err(err error) error {
 	return s.redact.err(unavailable(err))
 }
 
-// Close closes the pool (waiting for connections in use to be returned).
-func (s *Store) Close() { s.pool.Close() }
+// closeWait bounds Close: it fits in what a shutdown leaves after the
+// registry's last batch (edge.RegistryStop's 150 ms before the bound).
+const closeWait = 100 * time.Millisecond
+
+// Close closes the pool, waiting at most closeWait: connections in use
+// are closed when they are returned, and pgx waits up to 15 s for the
+// server to see a broken connection closed, which a database the network
+// no longer reaches never does (a process stopping would wait that long
+// past its shutdown bound). What is left finishes in the background.
+func (s *Store) Close() {
+	done := make(chan struct{})
+	go func() { defer close(done); s.pool.Close() }()
+	t := time.NewTimer(closeWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("fleet: the database connections are not all closed yet; leaving them to close in the background", "database", s.dsn, "waited", closeWait)
+	}
+}
 
 // unavailable wraps ErrUnavailable around errors that mean the database
 // was not reached or the connection was lost; SQL errors the server

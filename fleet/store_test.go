@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -201,9 +202,23 @@ func TestPasswordNeverInLogsOrErrors(t *testing.T) {
 	s = openT(t, Options{DSN: c.DSNWithoutPassword(), Password: c.Password, Logger: logger})
 	check("log", log.String(), c.Password)
 	s.Close()
+	// The passphrase of a client key (sslpassword; pgx uses it only with
+	// sslkey, but it is a secret wherever it is written).
+	const keyPass = "K3y-passphrase"
+	s = openT(t, Options{DSN: c.DSN() + "&sslpassword=" + keyPass, Logger: logger})
+	check("log", log.String(), keyPass)
+	check("RedactedDSN", s.RedactedDSN(), keyPass)
+	s.Close()
+	tlsDSN := strings.Replace(c.DSN(), "sslmode=disable", "sslmode=require", 1)
+	_, err := Open(ctxT(t), Options{DSN: tlsDSN + "&sslpassword=" + keyPass + "&sslkey=/nonexistent/key&sslcert=/nonexistent/cert", Logger: logger})
+	if err == nil {
+		t.Fatal("a missing client key accepted")
+	}
+	t.Logf("client key missing: %v", err)
+	check("error", err.Error(), keyPass)
 	// A wrong password: the error names the failure, not the password.
 	wrong := "Wr0ng-secret-Pw"
-	_, err := Open(ctxT(t), Options{DSN: c.DSNWithoutPassword(), Password: wrong, Logger: logger})
+	_, err = Open(ctxT(t), Options{DSN: c.DSNWithoutPassword(), Password: wrong, Logger: logger})
 	if err == nil || !strings.Contains(err.Error(), "password authentication failed") {
 		t.Fatalf("wrong password: %v", err)
 	}
@@ -244,6 +259,10 @@ func TestRedactDSN(t *testing.T) {
 		"host=h password=s3cret dbname=d":         "host=h password=xxxxx dbname=d",
 		"host=h password = 's3 cr\\'et' dbname=d": "host=h password = xxxxx dbname=d",
 		"postgres://u:s3cret@h:bad port/db":       "(unparsable postgres URL)",
+		// sslpassword is the passphrase of an encrypted sslkey
+		"postgres://u@h/db?sslkey=/k&sslpassword=k3y-pass":  "postgres://u@h/db?sslkey=%2Fk&sslpassword=xxxxx",
+		"host=h sslkey=/k sslpassword=k3y-pass dbname=d":    "host=h sslkey=/k sslpassword=xxxxx dbname=d",
+		"host=h password=s3cret sslpassword='k3y pass' x=y": "host=h password=xxxxx sslpassword=xxxxx x=y",
 	} {
 		if got := RedactDSN(in); got != want {
 			t.Errorf("RedactDSN(%q) = %q, want %q", in, got, want)
@@ -278,5 +297,34 @@ func TestStoreErrClassifies(t *testing.T) {
 	c.Start()
 	if _, err := s.Pool().Exec(ctxT(t), "SELECT 1"); err != nil {
 		t.Fatalf("after restart: %v", err)
+	}
+}
+
+// TestStoreCloseBounded: a database the network no longer reaches (its
+// connections silent, not closed) does not hold Close: pgx waits up to
+// 15 s for the server to see a broken connection closed, which it never
+// does here; Close returns within closeWait and a bit.
+func TestStoreCloseBounded(t *testing.T) {
+	c := pgtest.Start(t)
+	px := startFreezeProxy(t, fmt.Sprintf("127.0.0.1:%d", c.Port))
+	dsn := strings.Replace(c.DSN(), fmt.Sprintf("127.0.0.1:%d", c.Port), px.addr(), 1)
+	s, err := Open(ctxT(t), Options{DSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	px.freeze()
+	// a query times out on the silent network: its connection is broken
+	qctx, cancel := context.WithTimeout(ctxT(t), 300*time.Millisecond)
+	_, err = s.Pool().Exec(qctx, "SELECT 1")
+	cancel()
+	if err == nil {
+		t.Fatal("a query through the silenced connection answered")
+	}
+	start := time.Now()
+	s.Close()
+	took := time.Since(start)
+	t.Logf("Close returned in %v", took)
+	if took > closeWait+time.Second {
+		t.Fatalf("Close took %v with the database out of reach", took)
 	}
 }

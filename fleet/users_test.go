@@ -248,3 +248,28 @@ func TestImportSQLite(t *testing.T) {
 		t.Fatal("import of a missing file succeeded")
 	}
 }
+
+// TestImportSQLiteAllOrNothing: an import that fails part way (here the
+// file's last user has a NUL byte in its password, which sqlite stores and
+// PostgreSQL's text refuses) changes nothing: the user it had replaced
+// keeps its rows, the one it had added is not there.
+func TestImportSQLiteAllOrNothing(t *testing.T) {
+	c := pgtest.Start(t)
+	s := openT(t, Options{DSN: c.DSN()})
+	cli(t, s, "add", "u1", "old")
+	before := cli(t, s, "list")
+	file := filepath.Join(t.TempDir(), "users.sdb")
+	makeSQLite(t, file, [][]*string{
+		{p("u1"), p("new"), nil, nil, nil, nil, nil},
+		{p("u2"), p("pw2"), nil, nil, nil, nil, nil},
+		{p("u3"), p("bad\x00pw"), nil, nil, nil, nil, nil},
+	})
+	if res, err := s.Users().ImportSQLite(ctxT(t), file); err == nil {
+		t.Fatalf("import of a password with a NUL byte succeeded: %v", res)
+	} else {
+		t.Logf("import refused: %v", err)
+	}
+	if after := cli(t, s, "list"); after != before {
+		t.Fatalf("a failed import changed the table:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
