@@ -351,8 +351,8 @@ func (m *Member) loadBans(ctx context.Context) error {
 	// (Banned and Count drop it then), so nothing is lost by keeping.
 	m.mu.Lock()
 	for k, u := range fresh {
-		if len(m.bans) >= maxBanCache {
-			break
+		if _, ok := m.bans[k]; !ok && len(m.bans) >= maxBanCache {
+			continue
 		}
 		if u.After(m.bans[k]) {
 			m.bans[k] = u

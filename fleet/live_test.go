@@ -150,7 +150,7 @@ func TestFleetBansShared(t *testing.T) {
 	}
 	// A ban told by notification while a reload of the bans was under way
 	// (it is not in the reload's snapshot) stays in force.
-	b.cacheBan("203.0.113.5", time.Now().Add(time.Minute))
+	b.cacheBan("203.0.113.5", time.Minute.Milliseconds())
 	if err := b.loadBans(ctx); err != nil {
 		t.Fatal(err)
 	}
