@@ -8,7 +8,6 @@ import (
 	"errors"
 	"html/template"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -543,7 +542,7 @@ func (p *Portal) redirectBegin(w http.ResponseWriter, r *http.Request) {
 		p.showLogin(w, r, http.StatusServiceUnavailable, "the identity provider cannot be reached, try again later", "")
 		return
 	}
-	c := p.store.addFlow(m.Name(), fl, hostOf(info.Remote))
+	c := p.store.addFlow(m.Name(), fl, edge.ClientKey(info.Remote))
 	if c == "" {
 		http.Error(w, "too many logins in progress from your address, try again later", http.StatusTooManyRequests)
 		return
@@ -597,14 +596,6 @@ func (p *Portal) redirectMethod(name string) RedirectMethod {
 		}
 	}
 	return nil
-}
-
-// hostOf is the host of a host:port address.
-func hostOf(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
 }
 
 // callbackURL is a redirect method's callback as the browser sees it.

@@ -37,7 +37,7 @@ type flow struct {
 	method  string
 	data    Flow
 	expires time.Time
-	addr    string // the client host that began it
+	addr    string // the client that began it (edge.ClientKey)
 }
 
 // store holds logins, their tickets and pending redirect flows, bounded.
@@ -47,13 +47,14 @@ type store struct {
 	logins map[[32]byte]*login
 	order  *list.List // oldest first
 	flows  map[[32]byte]*flow
-	// flowsBy counts the pending flows of each client host.
+	// flowsBy counts the pending flows of each client (edge.ClientKey).
 	flowsBy map[string]int
 }
 
 // Bounds of pending redirect logins: in all (when full, the oldest goes)
-// and per client host (beyond it, that host's new ones are refused), so
-// that one address cannot crowd out everybody's logins in progress.
+// and per client (edge.ClientKey: an IPv6 /64 is one; beyond it, that
+// client's new ones are refused), so that one client cannot crowd out
+// everybody's logins in progress.
 const (
 	maxFlows        = 10000
 	maxFlowsPerAddr = 16
@@ -183,7 +184,7 @@ func (s *store) consume(cookie, username string, match func(secret []byte) bool)
 	return nil, false
 }
 
-// addFlow keeps a redirect login's flow begun by client host addr and
+// addFlow keeps a redirect login's flow begun by client addr and
 // returns its cookie value ("" when addr has too many pending).
 func (s *store) addFlow(method string, data Flow, addr string) string {
 	c := randomToken()
