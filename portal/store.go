@@ -34,10 +34,12 @@ type ticket struct {
 
 // flow is a pending redirect login.
 type flow struct {
+	key     [32]byte
 	method  string
 	data    Flow
 	expires time.Time
 	addr    string // the client that began it (edge.ClientKey)
+	elem    *list.Element
 }
 
 // store holds logins, their tickets and pending redirect flows, bounded.
@@ -47,6 +49,9 @@ type store struct {
 	logins map[[32]byte]*login
 	order  *list.List // oldest first
 	flows  map[[32]byte]*flow
+	// flowOrder holds the flows oldest first: all last FlowTTL, so the
+	// front is the first to expire and the one to evict.
+	flowOrder *list.List
 	// flowsBy counts the pending flows of each client (edge.ClientKey).
 	flowsBy map[string]int
 }
@@ -61,7 +66,7 @@ const (
 )
 
 func newStore(now func() time.Time) *store {
-	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}, flowsBy: map[string]int{}}
+	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}, flowOrder: list.New(), flowsBy: map[string]int{}}
 }
 
 // add starts a login and returns its cookie value.
@@ -185,39 +190,38 @@ func (s *store) consume(cookie, username string, match func(secret []byte) bool)
 }
 
 // addFlow keeps a redirect login's flow begun by client addr and
-// returns its cookie value ("" when addr has too many pending).
+// returns its cookie value ("" when addr has too many pending). It costs
+// O(1) (amortized) whatever is held: expired flows go from the old end,
+// and when full the oldest goes, never a scan of every flow under the
+// lock that every portal request needs.
 func (s *store) addFlow(method string, data Flow, addr string) string {
 	c := randomToken()
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.flows) >= maxFlows || s.flowsBy[addr] >= maxFlowsPerAddr {
-		for k, f := range s.flows {
-			if !now.Before(f.expires) {
-				s.dropFlowLocked(k, f)
-			}
+	for e := s.flowOrder.Front(); e != nil; e = s.flowOrder.Front() {
+		if f := e.Value.(*flow); !now.Before(f.expires) {
+			s.dropFlowLocked(f)
+			continue
 		}
+		break
 	}
 	if s.flowsBy[addr] >= maxFlowsPerAddr {
 		return ""
 	}
 	if len(s.flows) >= maxFlows {
-		var oldestK [32]byte
-		var oldest *flow
-		for k, f := range s.flows {
-			if oldest == nil || f.expires.Before(oldest.expires) {
-				oldestK, oldest = k, f
-			}
-		}
-		s.dropFlowLocked(oldestK, oldest)
+		s.dropFlowLocked(s.flowOrder.Front().Value.(*flow))
 	}
-	s.flows[tokenKey(c)] = &flow{method: method, data: data, expires: now.Add(FlowTTL), addr: addr}
+	f := &flow{key: tokenKey(c), method: method, data: data, expires: now.Add(FlowTTL), addr: addr}
+	f.elem = s.flowOrder.PushBack(f)
+	s.flows[f.key] = f
 	s.flowsBy[addr]++
 	return c
 }
 
-func (s *store) dropFlowLocked(k [32]byte, f *flow) {
-	delete(s.flows, k)
+func (s *store) dropFlowLocked(f *flow) {
+	delete(s.flows, f.key)
+	s.flowOrder.Remove(f.elem)
 	if s.flowsBy[f.addr]--; s.flowsBy[f.addr] <= 0 {
 		delete(s.flowsBy, f.addr)
 	}
@@ -235,7 +239,7 @@ func (s *store) takeFlow(cookie, method string) (Flow, bool) {
 	if f == nil {
 		return nil, false
 	}
-	s.dropFlowLocked(k, f)
+	s.dropFlowLocked(f)
 	if f.method != method || !s.now().Before(f.expires) {
 		return nil, false
 	}
