@@ -51,6 +51,9 @@ const (
 	// MaxLogins bounds the portal logins held at once (the oldest go
 	// first when full).
 	MaxLogins = 10000
+	// maxLoginsPerUser bounds one user's logins (their oldest go first),
+	// so that no one account fills MaxLogins.
+	maxLoginsPerUser = 32
 	// maxTicketsPerLogin bounds one login's pending tickets.
 	maxTicketsPerLogin = 8
 	// maxBody bounds every request body the portal reads.

@@ -20,7 +20,8 @@ type login struct {
 	used    time.Time
 	method  string
 	tickets []*ticket
-	elem    *list.Element
+	elem    *list.Element // in store.order
+	uelem   *list.Element // in store.byUser[user]
 }
 
 // ticket is a pending "open": single use, short-lived, bound to its login
@@ -48,6 +49,8 @@ type store struct {
 	now    func() time.Time
 	logins map[[32]byte]*login
 	order  *list.List // oldest first
+	// byUser holds each user's logins, oldest first.
+	byUser map[string]*list.List
 	flows  map[[32]byte]*flow
 	// flowOrder holds the flows oldest first: all last FlowTTL, so the
 	// front is the first to expire and the one to evict.
@@ -66,10 +69,12 @@ const (
 )
 
 func newStore(now func() time.Time) *store {
-	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}, flowOrder: list.New(), flowsBy: map[string]int{}}
+	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), byUser: map[string]*list.List{}, flows: map[[32]byte]*flow{}, flowOrder: list.New(), flowsBy: map[string]int{}}
 }
 
-// add starts a login and returns its cookie value.
+// add starts a login and returns its cookie value. When the user holds
+// maxLoginsPerUser logins their oldest goes, and when the store holds
+// MaxLogins the oldest of all goes.
 func (s *store) add(res Result, admin bool, method string) (cookie string, l *login) {
 	cookie = randomToken()
 	now := s.now()
@@ -77,10 +82,22 @@ func (s *store) add(res Result, admin bool, method string) (cookie string, l *lo
 		csrf: randomToken(), created: now, used: now, method: method}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ul := s.byUser[l.user]; ul != nil {
+		for ul.Len() >= maxLoginsPerUser {
+			s.removeLocked(ul.Front().Value.(*login))
+		}
+	}
 	for len(s.logins) >= MaxLogins {
 		s.removeLocked(s.order.Front().Value.(*login))
 	}
+	// Looked up again: the removals drop a user's list when it empties.
+	ul := s.byUser[l.user]
+	if ul == nil {
+		ul = list.New()
+		s.byUser[l.user] = ul
+	}
 	l.elem = s.order.PushBack(l)
+	l.uelem = ul.PushBack(l)
 	s.logins[l.key] = l
 	return cookie, l
 }
@@ -119,6 +136,12 @@ func (s *store) remove(l *login) {
 func (s *store) removeLocked(l *login) {
 	delete(s.logins, l.key)
 	s.order.Remove(l.elem)
+	if ul := s.byUser[l.user]; ul != nil {
+		ul.Remove(l.uelem)
+		if ul.Len() == 0 {
+			delete(s.byUser, l.user)
+		}
+	}
 	for _, t := range l.tickets {
 		clear(t.secret)
 	}
