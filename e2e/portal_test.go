@@ -230,11 +230,18 @@ admin_users = [%q]
 	}
 
 	// A second use of the same ticket (the client page loaded again with
-	// it) is refused.
-	if err := b.Eval(`(() => { sessionStorage.setItem("password", localStorage.getItem("captured-ticket")); location.href = "/client/index.html"; return true; })()`, nil); err != nil {
+	// it) is refused. The stopped client first leaves for connect.html
+	// (its close callback, which also rewrites sessionStorage): wait for
+	// that, so that the page read next is the reloaded client's and not
+	// the stopped one still showing the admin's stop (WaitDisconnected
+	// may have seen its reason before it left).
+	if err := b.WaitTrue(`location.pathname.endsWith("/connect.html")`, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.WaitTrue(`location.pathname === "/client/index.html"`, 10*time.Second); err != nil {
+	if err := b.Eval(`(() => { sessionStorage.setItem("password", localStorage.getItem("captured-ticket")); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Navigate(base + "/client/index.html"); err != nil {
 		t.Fatal(err)
 	}
 	err = b.WaitDrawn(30 * time.Second)
