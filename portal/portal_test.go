@@ -508,3 +508,35 @@ func TestStart(t *testing.T) {
 		t.Errorf("started session's ticket: %+v %v", tg, err)
 	}
 }
+
+// A ticket dies with its login: one minted just before the login's end
+// (LoginTTL) or its idle end (IdleTTL) is refused once that has passed,
+// although the ticket's own 60 s have not.
+func TestTicketDiesWithItsLogin(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	_, sessions := b.login("alice", "alice-pw")
+	// Keep the login in use until 30 s before its 12 hours end.
+	for range 12 {
+		e.advance(DefaultLoginTTL/12 - 30*time.Second/12)
+		if page := bodyOf(t, b.do("GET", "/", nil)); !strings.Contains(page, `id="user">alice<`) {
+			t.Fatalf("login ended early")
+		}
+	}
+	ticket := b.open(sessions, 0, ":10")
+	e.advance(40 * time.Second)
+	if _, err := b.wsLogin("alice", ticket); err == nil {
+		t.Errorf("a ticket of a login past its %v was accepted", DefaultLoginTTL)
+	}
+
+	// Idle: the ticket is the login's last use; an hour later the login
+	// has ended (the idle bound set to less than a ticket's life).
+	e.p.cfg.IdleTTL = 30 * time.Second
+	c := e.browser()
+	_, sessions = c.login("alice", "alice-pw")
+	ticket = c.open(sessions, 0, ":10")
+	e.advance(40 * time.Second)
+	if _, err := c.wsLogin("alice", ticket); err == nil {
+		t.Errorf("a ticket of a login idle past %v was accepted", e.p.cfg.IdleTTL)
+	}
+}

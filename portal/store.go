@@ -116,12 +116,17 @@ func (s *store) get(cookie string, loginTTL, idleTTL time.Duration) *login {
 	if l == nil {
 		return nil
 	}
-	if now.Sub(l.created) > loginTTL || now.Sub(l.used) > idleTTL {
+	if !l.live(now, loginTTL, idleTTL) {
 		s.removeLocked(l)
 		return nil
 	}
 	l.used = now
 	return l
+}
+
+// live reports whether l is within its bounds at now.
+func (l *login) live(now time.Time, loginTTL, idleTTL time.Duration) bool {
+	return now.Sub(l.created) <= loginTTL && now.Sub(l.used) <= idleTTL
 }
 
 // remove ends a login (logout) and its pending tickets.
@@ -175,30 +180,41 @@ func (s *store) pruneLocked(l *login) {
 	l.tickets = kept
 }
 
-// pending reports whether the login of a cookie value holds a live ticket.
-func (s *store) pending(cookie string) bool {
+// pending reports whether the live login of a cookie value holds a live
+// ticket (a login past its bounds is removed, its tickets with it).
+func (s *store) pending(cookie string, loginTTL, idleTTL time.Duration) bool {
 	if cookie == "" {
 		return false
 	}
 	k := tokenKey(cookie)
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.logins[k]
 	if l == nil {
+		return false
+	}
+	if !l.live(now, loginTTL, idleTTL) {
+		s.removeLocked(l)
 		return false
 	}
 	s.pruneLocked(l)
 	return len(l.tickets) > 0
 }
 
-// consume finds the live ticket of the cookie's login for username whose
-// secret match accepts, removes it (single use) and returns it.
-func (s *store) consume(cookie, username string, match func(secret []byte) bool) (*ticket, bool) {
+// consume finds the live ticket of the cookie's live login for username
+// whose secret match accepts, removes it (single use) and returns it.
+func (s *store) consume(cookie, username string, match func(secret []byte) bool, loginTTL, idleTTL time.Duration) (*ticket, bool) {
 	k := tokenKey(cookie)
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.logins[k]
 	if l == nil {
+		return nil, false
+	}
+	if !l.live(now, loginTTL, idleTTL) {
+		s.removeLocked(l)
 		return nil, false
 	}
 	s.pruneLocked(l)
