@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -413,6 +414,41 @@ func TestOIDCNameIsNoSystemUser(t *testing.T) {
 		}
 		if resp.StatusCode != want {
 			t.Fatalf("local_sessions=%v: admin view for erin (system group xpra-admins): %d, want %d", local, resp.StatusCode, want)
+		}
+	}
+}
+
+// The groups claim, missing or of another shape than a list of strings
+// (or one string), gives no group: with allowed_groups that is a refused
+// login (counted), never a crash or a group made of the wrong value; the
+// strings of a mixed list count, the rest are ignored.
+func TestOIDCGroupsClaimShapes(t *testing.T) {
+	o, err := NewOIDC(OIDCConfig{Issuer: "https://op.test", ClientID: "x", AllowedGroups: []string{"xpra-users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []any{nil, 7, true, map[string]any{"xpra-users": true}, []any{7, nil, []any{"xpra-users"}}, "xpra-users-not", []any{""}} {
+		claims := map[string]any{"preferred_username": "carol"}
+		if g != nil {
+			claims["groups"] = g
+		}
+		if res, err := o.result(claims); !errors.Is(err, auth.ErrFailed) {
+			t.Errorf("groups claim %#v: %+v %v, want a refusal", g, res, err)
+		}
+	}
+	for _, g := range []any{"xpra-users", []any{"a", 7, "xpra-users", map[string]any{}}} {
+		res, err := o.result(map[string]any{"preferred_username": "carol", "groups": g})
+		if err != nil || !slices.Contains(res.Groups, "xpra-users") || slices.Contains(res.Groups, "7") {
+			t.Errorf("groups claim %#v: %+v %v", g, res, err)
+		}
+	}
+	for _, n := range []any{nil, 7, []any{"carol"}, "", "a b", "a/b", "a:b", strings.Repeat("x", 257), "a\x00b"} {
+		claims := map[string]any{"groups": "xpra-users"}
+		if n != nil {
+			claims["preferred_username"] = n
+		}
+		if res, err := o.result(claims); !errors.Is(err, auth.ErrFailed) {
+			t.Errorf("name claim %#v: %+v %v, want a refusal", n, res, err)
 		}
 	}
 }
