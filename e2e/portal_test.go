@@ -190,7 +190,7 @@ admin_users = [%q]
 
 	// The admin view, in another tab, lists the live session.
 	adm := b.NewTab(t, base+"/admin/")
-	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 1`, 10*time.Second); err != nil {
+	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 1`, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := adm.Navigate(base + "/admin/sessions.json"); err != nil {
@@ -222,7 +222,10 @@ admin_users = [%q]
 		t.Fatalf("after the admin's stop the client shows %q (%v)", reason, err)
 	}
 	t.Logf("the client shows %q after the admin's stop", reason)
-	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 0`, 10*time.Second); err != nil {
+	// The admin page the stop leads to lists none. The stop waits up to
+	// 5 s for the session to end before it answers, then that page
+	// loads: 30 s leaves room on a loaded machine.
+	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 0`, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if !op.waitLog("portal admin stopped a session", 5*time.Second) {
@@ -259,7 +262,7 @@ admin_users = [%q]
 	if err := adm.Eval(`(() => { document.getElementById("logout").click(); return true; })()`, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := adm.WaitTrue(`document.getElementById("signin")`, 10*time.Second); err != nil {
+	if err := adm.WaitTrue(`document.getElementById("signin")`, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	shot(adm, "portal-7-logged-out.png")
