@@ -190,7 +190,7 @@ admin_users = [%q]
 
 	// The admin view, in another tab, lists the live session.
 	adm := b.NewTab(t, base+"/admin/")
-	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 1`, 10*time.Second); err != nil {
+	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 1`, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := adm.Navigate(base + "/admin/sessions.json"); err != nil {
@@ -222,7 +222,10 @@ admin_users = [%q]
 		t.Fatalf("after the admin's stop the client shows %q (%v)", reason, err)
 	}
 	t.Logf("the client shows %q after the admin's stop", reason)
-	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 0`, 10*time.Second); err != nil {
+	// The admin page the stop leads to lists none. The stop waits up to
+	// 5 s for the session to end before it answers, then that page
+	// loads: 30 s leaves room on a loaded machine.
+	if err := adm.WaitTrue(`document.querySelectorAll("tr.live").length === 0`, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if !op.waitLog("portal admin stopped a session", 5*time.Second) {
@@ -230,11 +233,18 @@ admin_users = [%q]
 	}
 
 	// A second use of the same ticket (the client page loaded again with
-	// it) is refused.
-	if err := b.Eval(`(() => { sessionStorage.setItem("password", localStorage.getItem("captured-ticket")); location.href = "/client/index.html"; return true; })()`, nil); err != nil {
+	// it) is refused. The stopped client first leaves for connect.html
+	// (its close callback, which also rewrites sessionStorage): wait for
+	// that, so that the page read next is the reloaded client's and not
+	// the stopped one still showing the admin's stop (WaitDisconnected
+	// may have seen its reason before it left).
+	if err := b.WaitTrue(`location.pathname.endsWith("/connect.html")`, 20*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.WaitTrue(`location.pathname === "/client/index.html"`, 10*time.Second); err != nil {
+	if err := b.Eval(`(() => { sessionStorage.setItem("password", localStorage.getItem("captured-ticket")); return true; })()`, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Navigate(base + "/client/index.html"); err != nil {
 		t.Fatal(err)
 	}
 	err = b.WaitDrawn(30 * time.Second)
@@ -252,7 +262,7 @@ admin_users = [%q]
 	if err := adm.Eval(`(() => { document.getElementById("logout").click(); return true; })()`, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := adm.WaitTrue(`document.getElementById("signin")`, 10*time.Second); err != nil {
+	if err := adm.WaitTrue(`document.getElementById("signin")`, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	shot(adm, "portal-7-logged-out.png")

@@ -67,6 +67,11 @@ func RequestInfoOf(r *http.Request) (RequestInfo, bool) {
 	}, true
 }
 
+// ClientKey is the key a client address (host:port or host) is counted
+// and banned by: an IPv4 address, an IPv6 /64 (one host owns a whole
+// /64). Per-client bounds elsewhere (the portal's) count clients alike.
+func ClientKey(remote string) string { return banKey(hostOf(remote)) }
+
 // Banned reports whether a client address (host:port or host) is banned
 // after repeated failed logins (xpra and portal logins count alike).
 func (s *Server) Banned(remote string) bool { return s.banned(remote) }

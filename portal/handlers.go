@@ -8,7 +8,6 @@ import (
 	"errors"
 	"html/template"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -366,27 +365,43 @@ func startedAt(t router.Target) time.Time {
 	return fi.ModTime()
 }
 
-// requireLogin returns the request's login when its form carries the
-// login's CSRF token; it answers the request otherwise.
-func (p *Portal) requireLogin(w http.ResponseWriter, r *http.Request) *login {
+// What a handler requires of a request's login, beyond being one.
+type need int
+
+const (
+	needCSRF  need = 1 << iota // its form carries the login's CSRF token (every POST)
+	needAdmin                  // the login is an administrator's
+)
+
+// require returns the request's live login when it meets what the
+// handler needs; it answers the request otherwise (401 without a login,
+// 403 for a non-administrator or a missing or wrong CSRF token, 400 for a
+// form it cannot parse).
+func (p *Portal) require(w http.ResponseWriter, r *http.Request, n need) *login {
 	l := p.current(r)
 	if l == nil {
 		http.Error(w, "not logged in", http.StatusUnauthorized)
 		return nil
 	}
-	if err := r.ParseForm(); err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
+	if n&needAdmin != 0 && !l.admin {
+		http.Error(w, "forbidden: not an administrator", http.StatusForbidden)
 		return nil
 	}
-	if !checkCSRF(r, l.csrf) {
-		http.Error(w, "invalid or missing CSRF token", http.StatusForbidden)
-		return nil
+	if n&needCSRF != 0 {
+		if err := r.ParseForm(); err != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return nil
+		}
+		if !checkCSRF(r, l.csrf) {
+			http.Error(w, "invalid or missing CSRF token", http.StatusForbidden)
+			return nil
+		}
 	}
 	return l
 }
 
 func (p *Portal) logout(w http.ResponseWriter, r *http.Request) {
-	l := p.requireLogin(w, r)
+	l := p.require(w, r, needCSRF)
 	if l == nil {
 		return
 	}
@@ -405,7 +420,7 @@ type openData struct {
 // open mints a ticket for one of the user's sessions and shows the page
 // that hands it to the HTML5 client (in sessionStorage, never in a URL).
 func (p *Portal) open(w http.ResponseWriter, r *http.Request) {
-	l := p.requireLogin(w, r)
+	l := p.require(w, r, needCSRF)
 	if l == nil {
 		return
 	}
@@ -428,7 +443,7 @@ func (p *Portal) handOff(w http.ResponseWriter, l *login, t router.Target) {
 
 // start starts a new session (system-wide mode) and opens it.
 func (p *Portal) start(w http.ResponseWriter, r *http.Request) {
-	l := p.requireLogin(w, r)
+	l := p.require(w, r, needCSRF)
 	if l == nil {
 		return
 	}
@@ -472,21 +487,8 @@ func (p *Portal) adminRows() []adminRow {
 	return rows
 }
 
-func (p *Portal) requireAdmin(w http.ResponseWriter, r *http.Request) *login {
-	l := p.current(r)
-	if l == nil {
-		http.Error(w, "not logged in", http.StatusUnauthorized)
-		return nil
-	}
-	if !l.admin {
-		http.Error(w, "forbidden: not an administrator", http.StatusForbidden)
-		return nil
-	}
-	return l
-}
-
 func (p *Portal) admin(w http.ResponseWriter, r *http.Request) {
-	l := p.requireAdmin(w, r)
+	l := p.require(w, r, needAdmin)
 	if l == nil {
 		return
 	}
@@ -494,7 +496,7 @@ func (p *Portal) admin(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) adminJSON(w http.ResponseWriter, r *http.Request) {
-	if p.requireAdmin(w, r) == nil {
+	if p.require(w, r, needAdmin) == nil {
 		return
 	}
 	rows := p.adminRows()
@@ -506,12 +508,8 @@ func (p *Portal) adminJSON(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) adminStop(w http.ResponseWriter, r *http.Request) {
-	l := p.requireAdmin(w, r)
+	l := p.require(w, r, needAdmin|needCSRF)
 	if l == nil {
-		return
-	}
-	if err := r.ParseForm(); err != nil || !checkCSRF(r, l.csrf) {
-		http.Error(w, "invalid or missing CSRF token", http.StatusForbidden)
 		return
 	}
 	id, err := strconv.Atoi(r.PostFormValue("id"))
@@ -543,7 +541,7 @@ func (p *Portal) redirectBegin(w http.ResponseWriter, r *http.Request) {
 		p.showLogin(w, r, http.StatusServiceUnavailable, "the identity provider cannot be reached, try again later", "")
 		return
 	}
-	c := p.store.addFlow(m.Name(), fl, hostOf(info.Remote))
+	c := p.store.addFlow(m.Name(), fl, edge.ClientKey(info.Remote))
 	if c == "" {
 		http.Error(w, "too many logins in progress from your address, try again later", http.StatusTooManyRequests)
 		return
@@ -597,14 +595,6 @@ func (p *Portal) redirectMethod(name string) RedirectMethod {
 		}
 	}
 	return nil
-}
-
-// hostOf is the host of a host:port address.
-func hostOf(addr string) string {
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
-	}
-	return addr
 }
 
 // callbackURL is a redirect method's callback as the browser sees it.

@@ -13,7 +13,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,8 +43,24 @@ type oidcEnv struct {
 	portal *httptest.Server
 	px     *fakeProxy
 	m      *OIDC
+	p      *Portal
 	pool   *x509.CertPool
+	log    *lockedBuffer // the portal's log, at debug level
 }
+
+// lockedBuffer is a log sink safe for the portal's handler goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 const oidcSecret = "client-secret-for-the-test"
 
@@ -51,7 +69,7 @@ const oidcSecret = "client-secret-for-the-test"
 // and open tcp://127.0.0.1:5/20; xpra-admins is the admin group.
 func newOIDCEnv(t *testing.T, mod func(*OIDCConfig)) *oidcEnv {
 	t.Helper()
-	e := &oidcEnv{t: t, px: &fakeProxy{}}
+	e := &oidcEnv{t: t, px: &fakeProxy{}, log: &lockedBuffer{}}
 	e.portal = httptest.NewUnstartedServer(nil)
 	e.portal.StartTLS()
 	t.Cleanup(e.portal.Close)
@@ -86,7 +104,7 @@ func newOIDCEnv(t *testing.T, mod func(*OIDCConfig)) *oidcEnv {
 	e.m = m
 	p := New(Config{
 		Methods:    []Method{m},
-		Logger:     slog.New(slog.DiscardHandler),
+		Logger:     slog.New(slog.NewTextHandler(e.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		AdminGroup: "xpra-admins",
 		Info: func(r *http.Request) (edge.RequestInfo, bool) {
 			return edge.RequestInfo{Remote: "192.0.2.7:4000", TLS: true, HTTPS: true, Listener: "test"}, true
@@ -94,6 +112,7 @@ func newOIDCEnv(t *testing.T, mod func(*OIDCConfig)) *oidcEnv {
 		SystemGroups: func(string) []string { return nil },
 	})
 	p.Attach(displaysProxy{e.px})
+	e.p = p
 	e.portal.Config.Handler = p
 	e.pool = e.op.CAPool.Clone()
 	e.pool.AddCert(e.portal.Certificate())
@@ -413,6 +432,110 @@ func TestOIDCNameIsNoSystemUser(t *testing.T) {
 		}
 		if resp.StatusCode != want {
 			t.Fatalf("local_sessions=%v: admin view for erin (system group xpra-admins): %d, want %d", local, resp.StatusCode, want)
+		}
+	}
+}
+
+// The groups claim, missing or of another shape than a list of strings
+// (or one string), gives no group: with allowed_groups that is a refused
+// login (counted), never a crash or a group made of the wrong value; the
+// strings of a mixed list count, the rest are ignored.
+func TestOIDCGroupsClaimShapes(t *testing.T) {
+	o, err := NewOIDC(OIDCConfig{Issuer: "https://op.test", ClientID: "x", AllowedGroups: []string{"xpra-users"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []any{nil, 7, true, map[string]any{"xpra-users": true}, []any{7, nil, []any{"xpra-users"}}, "xpra-users-not", []any{""}} {
+		claims := map[string]any{"preferred_username": "carol"}
+		if g != nil {
+			claims["groups"] = g
+		}
+		if res, err := o.result(claims); !errors.Is(err, auth.ErrFailed) {
+			t.Errorf("groups claim %#v: %+v %v, want a refusal", g, res, err)
+		}
+	}
+	for _, g := range []any{"xpra-users", []any{"a", 7, "xpra-users", map[string]any{}}} {
+		res, err := o.result(map[string]any{"preferred_username": "carol", "groups": g})
+		if err != nil || !slices.Contains(res.Groups, "xpra-users") || slices.Contains(res.Groups, "7") {
+			t.Errorf("groups claim %#v: %+v %v", g, res, err)
+		}
+	}
+	for _, n := range []any{nil, 7, []any{"carol"}, "", "a b", "a/b", "a:b", strings.Repeat("x", 257), "a\x00b"} {
+		claims := map[string]any{"groups": "xpra-users"}
+		if n != nil {
+			claims["preferred_username"] = n
+		}
+		if res, err := o.result(claims); !errors.Is(err, auth.ErrFailed) {
+			t.Errorf("name claim %#v: %+v %v, want a refusal", n, res, err)
+		}
+	}
+}
+
+// Nothing secret of a login reaches the portal's log (at debug level):
+// not the authorization code, the state, the nonce or the PKCE verifier
+// (a refused callback and a replayed one included), not the login, flow
+// or CSRF cookies, not a ticket, not the client secret.
+func TestOIDCSecretsNotLogged(t *testing.T) {
+	e := newOIDCEnv(t, nil)
+	var secrets []string
+	c := e.client(true)
+	resp, _ := e.signInAtProvider(c, e.portal.URL+"/login/oidc", "carol", "carol-pw")
+	cb, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || cb.Query().Get("code") == "" {
+		t.Fatalf("redirect to the callback: %q", resp.Header.Get("Location"))
+	}
+	secrets = append(secrets, cb.Query().Get("code"), cb.Query().Get("state"))
+	e.p.store.mu.Lock()
+	for _, f := range e.p.store.flows {
+		secrets = append(secrets, f.data["nonce"], f.data["verifier"], f.data["state"])
+	}
+	e.p.store.mu.Unlock()
+	portalURL, _ := url.Parse(e.portal.URL)
+	for _, ck := range c.Jar.Cookies(portalURL) {
+		secrets = append(secrets, ck.Value)
+	}
+	// A tampered state first (refused; the flow is gone), then a fresh
+	// login through to the session list and a ticket.
+	q := cb.Query()
+	q.Set("state", q.Get("state")+"x")
+	bad := *cb
+	bad.RawQuery = q.Encode()
+	if resp, _ := get(t, c, bad.String()); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("tampered state: %d", resp.StatusCode)
+	}
+	if resp, _ := get(t, c, cb.String()); resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("callback after the flow was used: %d", resp.StatusCode)
+	}
+	c = e.client(false)
+	if resp, page := e.signInAtProvider(c, e.portal.URL+"/login/oidc", "carol", "carol-pw"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("login: %d\n%s", resp.StatusCode, page)
+	}
+	_, sessions := get(t, c, e.portal.URL+"/")
+	csrf := csrfOf(t, sessions)
+	resp, err = c.PostForm(e.portal.URL+"/open", url.Values{"csrf": {csrf}, "session": {"0"}, "display": {":20"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := readAll(t, resp)
+	resp.Body.Close()
+	m := ticketRe.FindStringSubmatch(page)
+	if m == nil {
+		t.Fatalf("no ticket: %d\n%s", resp.StatusCode, page)
+	}
+	secrets = append(secrets, csrf, m[1], oidcSecret)
+	for _, ck := range c.Jar.Cookies(portalURL) {
+		secrets = append(secrets, ck.Value)
+	}
+	log := e.log.String()
+	if !strings.Contains(log, "portal login") || !strings.Contains(log, "ticket minted") || !strings.Contains(log, "portal login refused") {
+		t.Fatalf("the log lacks the login, the refusal or the ticket:\n%s", log)
+	}
+	for _, s := range secrets {
+		if len(s) < 16 {
+			t.Fatalf("secret %q too short to look for", s)
+		}
+		if strings.Contains(log, s) {
+			t.Errorf("the portal's log holds %q:\n%s", s, log)
 		}
 	}
 }

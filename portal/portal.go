@@ -51,6 +51,10 @@ const (
 	// MaxLogins bounds the portal logins held at once (the oldest go
 	// first when full).
 	MaxLogins = 10000
+	// maxLoginsPerUser bounds one user's logins (their oldest go first),
+	// so that no one account fills MaxLogins; generous for an account
+	// many people share (a class, a kiosk), each browser a login.
+	maxLoginsPerUser = 256
 	// maxTicketsPerLogin bounds one login's pending tickets.
 	maxTicketsPerLogin = 8
 	// maxBody bounds every request body the portal reads.

@@ -508,3 +508,74 @@ func TestStart(t *testing.T) {
 		t.Errorf("started session's ticket: %+v %v", tg, err)
 	}
 }
+
+// A ticket dies with its login: one minted just before the login's end
+// (LoginTTL) or its idle end (IdleTTL) is refused once that has passed,
+// although the ticket's own 60 s have not.
+func TestTicketDiesWithItsLogin(t *testing.T) {
+	e := newEnv(t)
+	b := e.browser()
+	_, sessions := b.login("alice", "alice-pw")
+	// Keep the login in use until 30 s before its 12 hours end.
+	for range 12 {
+		e.advance(DefaultLoginTTL/12 - 30*time.Second/12)
+		if page := bodyOf(t, b.do("GET", "/", nil)); !strings.Contains(page, `id="user">alice<`) {
+			t.Fatalf("login ended early")
+		}
+	}
+	ticket := b.open(sessions, 0, ":10")
+	e.advance(40 * time.Second)
+	if _, err := b.wsLogin("alice", ticket); err == nil {
+		t.Errorf("a ticket of a login past its %v was accepted", DefaultLoginTTL)
+	}
+
+	// Idle: the ticket is the login's last use; an hour later the login
+	// has ended (the idle bound set to less than a ticket's life).
+	e.p.cfg.IdleTTL = 30 * time.Second
+	c := e.browser()
+	_, sessions = c.login("alice", "alice-pw")
+	ticket = c.open(sessions, 0, ":10")
+	e.advance(40 * time.Second)
+	if _, err := c.wsLogin("alice", ticket); err == nil {
+		t.Errorf("a ticket of a login idle past %v was accepted", e.p.cfg.IdleTTL)
+	}
+}
+
+// A login always sets a new cookie value of the server's making and ends
+// the browser's previous login: a value planted before the login (or the
+// old login's) is no login afterwards, and the CSRF token changes too. (A
+// password login needs the login page, which a logged-in browser is sent
+// away from; a redirect login can follow another in the same browser.)
+func TestLoginRotatesCookie(t *testing.T) {
+	e := newEnv(t)
+	idp := &fakeIdP{}
+	mod, _ := auth.New(auth.Spec{Name: "toml"}, auth.Options{Users: []auth.User{{Name: "alice", Password: "alice-pw"}}})
+	e.p = New(Config{Logger: slog.New(slog.DiscardHandler), Methods: []Method{idp, &ModuleLogin{Module: mod}},
+		Info: func(*http.Request) (edge.RequestInfo, bool) {
+			return edge.RequestInfo{Remote: "192.0.2.1:4000", TLS: true, HTTPS: true, Listener: "test"}, true
+		}, SystemGroups: func(string) []string { return nil }})
+	e.p.Attach(e.px)
+	b := e.browser()
+	b.cookies[cookieName] = &http.Cookie{Name: cookieName, Value: "planted-by-an-attacker"}
+	_, sessions := b.login("alice", "alice-pw")
+	first := *b.cookies[cookieName]
+	if first.Value == "planted-by-an-attacker" || len(first.Value) < 40 || !strings.Contains(sessions, `id="user">alice<`) {
+		t.Fatalf("login cookie %q, page:\n%s", first.Value, sessions)
+	}
+	b.do("GET", "/login/idp", nil)
+	if resp := b.do("GET", "/login/idp/callback?state=state-1", nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("second login: %s", resp.Status)
+	}
+	second := *b.cookies[cookieName]
+	sessions2 := bodyOf(t, b.do("GET", "/", nil))
+	if second.Value == first.Value || csrfOf(t, sessions2) == csrfOf(t, sessions) {
+		t.Errorf("a second login kept the cookie or the CSRF token")
+	}
+	for _, v := range []string{first.Value, "planted-by-an-attacker"} {
+		old := e.browser()
+		old.cookies[cookieName] = &http.Cookie{Name: cookieName, Value: v}
+		if page := bodyOf(t, old.do("GET", "/", nil)); !strings.Contains(page, `name="password"`) {
+			t.Errorf("cookie %q is a login", v)
+		}
+	}
+}

@@ -156,3 +156,32 @@ func TestFlowBounds(t *testing.T) {
 		t.Errorf("%d flows held, bound %d", n, maxFlows)
 	}
 }
+
+// The per-host bound of pending redirect logins counts an IPv6 client by
+// its /64, as the ban table does: one host owns a whole /64, so counting
+// each address on its own would let it begin any number of logins and
+// evict everybody's logins in progress.
+func TestFlowBoundPerIPv6Prefix(t *testing.T) {
+	e := newEnv(t)
+	idp := &fakeIdP{}
+	var remote string
+	e.p = New(Config{Logger: slog.New(slog.DiscardHandler), Methods: []Method{idp},
+		Info: func(*http.Request) (edge.RequestInfo, bool) {
+			return edge.RequestInfo{Remote: remote, TLS: true, HTTPS: true, Listener: "test"}, true
+		}, SystemGroups: func(string) []string { return nil }})
+	e.p.Attach(e.px)
+	for i := range maxFlowsPerAddr {
+		remote = fmt.Sprintf("[2001:db8:1:2::%x]:4000", i+1)
+		if resp := e.browser().do("GET", "/login/idp", nil); resp.StatusCode != http.StatusFound {
+			t.Fatalf("begin %d from %s: %s", i, remote, resp.Status)
+		}
+	}
+	remote = "[2001:db8:1:2:ffff::1]:4000" // same /64
+	if resp := e.browser().do("GET", "/login/idp", nil); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("begin %d from the same /64: %s, want 429", maxFlowsPerAddr+1, resp.Status)
+	}
+	remote = "[2001:db8:1:3::1]:4000" // another /64
+	if resp := e.browser().do("GET", "/login/idp", nil); resp.StatusCode != http.StatusFound {
+		t.Errorf("begin from another /64: %s", resp.Status)
+	}
+}

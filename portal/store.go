@@ -20,7 +20,8 @@ type login struct {
 	used    time.Time
 	method  string
 	tickets []*ticket
-	elem    *list.Element
+	elem    *list.Element // in store.order
+	uelem   *list.Element // in store.byUser[user]
 }
 
 // ticket is a pending "open": single use, short-lived, bound to its login
@@ -34,10 +35,12 @@ type ticket struct {
 
 // flow is a pending redirect login.
 type flow struct {
+	key     [32]byte
 	method  string
 	data    Flow
 	expires time.Time
-	addr    string // the client host that began it
+	addr    string // the client that began it (edge.ClientKey)
+	elem    *list.Element
 }
 
 // store holds logins, their tickets and pending redirect flows, bounded.
@@ -46,24 +49,32 @@ type store struct {
 	now    func() time.Time
 	logins map[[32]byte]*login
 	order  *list.List // oldest first
+	// byUser holds each user's logins, oldest first.
+	byUser map[string]*list.List
 	flows  map[[32]byte]*flow
-	// flowsBy counts the pending flows of each client host.
+	// flowOrder holds the flows oldest first: all last FlowTTL, so the
+	// front is the first to expire and the one to evict.
+	flowOrder *list.List
+	// flowsBy counts the pending flows of each client (edge.ClientKey).
 	flowsBy map[string]int
 }
 
 // Bounds of pending redirect logins: in all (when full, the oldest goes)
-// and per client host (beyond it, that host's new ones are refused), so
-// that one address cannot crowd out everybody's logins in progress.
+// and per client (edge.ClientKey: an IPv6 /64 is one; beyond it, that
+// client's new ones are refused), so that one client cannot crowd out
+// everybody's logins in progress.
 const (
 	maxFlows        = 10000
 	maxFlowsPerAddr = 16
 )
 
 func newStore(now func() time.Time) *store {
-	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), flows: map[[32]byte]*flow{}, flowsBy: map[string]int{}}
+	return &store{now: now, logins: map[[32]byte]*login{}, order: list.New(), byUser: map[string]*list.List{}, flows: map[[32]byte]*flow{}, flowOrder: list.New(), flowsBy: map[string]int{}}
 }
 
-// add starts a login and returns its cookie value.
+// add starts a login and returns its cookie value. When the user holds
+// maxLoginsPerUser logins their oldest goes, and when the store holds
+// MaxLogins the oldest of all goes.
 func (s *store) add(res Result, admin bool, method string) (cookie string, l *login) {
 	cookie = randomToken()
 	now := s.now()
@@ -71,10 +82,22 @@ func (s *store) add(res Result, admin bool, method string) (cookie string, l *lo
 		csrf: randomToken(), created: now, used: now, method: method}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if ul := s.byUser[l.user]; ul != nil {
+		for ul.Len() >= maxLoginsPerUser {
+			s.removeLocked(ul.Front().Value.(*login))
+		}
+	}
 	for len(s.logins) >= MaxLogins {
 		s.removeLocked(s.order.Front().Value.(*login))
 	}
+	// Looked up again: the removals drop a user's list when it empties.
+	ul := s.byUser[l.user]
+	if ul == nil {
+		ul = list.New()
+		s.byUser[l.user] = ul
+	}
 	l.elem = s.order.PushBack(l)
+	l.uelem = ul.PushBack(l)
 	s.logins[l.key] = l
 	return cookie, l
 }
@@ -93,12 +116,17 @@ func (s *store) get(cookie string, loginTTL, idleTTL time.Duration) *login {
 	if l == nil {
 		return nil
 	}
-	if now.Sub(l.created) > loginTTL || now.Sub(l.used) > idleTTL {
+	if !l.live(now, loginTTL, idleTTL) {
 		s.removeLocked(l)
 		return nil
 	}
 	l.used = now
 	return l
+}
+
+// live reports whether l is within its bounds at now.
+func (l *login) live(now time.Time, loginTTL, idleTTL time.Duration) bool {
+	return now.Sub(l.created) <= loginTTL && now.Sub(l.used) <= idleTTL
 }
 
 // remove ends a login (logout) and its pending tickets.
@@ -113,6 +141,12 @@ func (s *store) remove(l *login) {
 func (s *store) removeLocked(l *login) {
 	delete(s.logins, l.key)
 	s.order.Remove(l.elem)
+	if ul := s.byUser[l.user]; ul != nil {
+		ul.Remove(l.uelem)
+		if ul.Len() == 0 {
+			delete(s.byUser, l.user)
+		}
+	}
 	for _, t := range l.tickets {
 		clear(t.secret)
 	}
@@ -146,30 +180,41 @@ func (s *store) pruneLocked(l *login) {
 	l.tickets = kept
 }
 
-// pending reports whether the login of a cookie value holds a live ticket.
-func (s *store) pending(cookie string) bool {
+// pending reports whether the live login of a cookie value holds a live
+// ticket (a login past its bounds is removed, its tickets with it).
+func (s *store) pending(cookie string, loginTTL, idleTTL time.Duration) bool {
 	if cookie == "" {
 		return false
 	}
 	k := tokenKey(cookie)
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.logins[k]
 	if l == nil {
+		return false
+	}
+	if !l.live(now, loginTTL, idleTTL) {
+		s.removeLocked(l)
 		return false
 	}
 	s.pruneLocked(l)
 	return len(l.tickets) > 0
 }
 
-// consume finds the live ticket of the cookie's login for username whose
-// secret match accepts, removes it (single use) and returns it.
-func (s *store) consume(cookie, username string, match func(secret []byte) bool) (*ticket, bool) {
+// consume finds the live ticket of the cookie's live login for username
+// whose secret match accepts, removes it (single use) and returns it.
+func (s *store) consume(cookie, username string, match func(secret []byte) bool, loginTTL, idleTTL time.Duration) (*ticket, bool) {
 	k := tokenKey(cookie)
+	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.logins[k]
 	if l == nil {
+		return nil, false
+	}
+	if !l.live(now, loginTTL, idleTTL) {
+		s.removeLocked(l)
 		return nil, false
 	}
 	s.pruneLocked(l)
@@ -183,40 +228,39 @@ func (s *store) consume(cookie, username string, match func(secret []byte) bool)
 	return nil, false
 }
 
-// addFlow keeps a redirect login's flow begun by client host addr and
-// returns its cookie value ("" when addr has too many pending).
+// addFlow keeps a redirect login's flow begun by client addr and
+// returns its cookie value ("" when addr has too many pending). It costs
+// O(1) (amortized) whatever is held: expired flows go from the old end,
+// and when full the oldest goes, never a scan of every flow under the
+// lock that every portal request needs.
 func (s *store) addFlow(method string, data Flow, addr string) string {
 	c := randomToken()
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.flows) >= maxFlows || s.flowsBy[addr] >= maxFlowsPerAddr {
-		for k, f := range s.flows {
-			if !now.Before(f.expires) {
-				s.dropFlowLocked(k, f)
-			}
+	for e := s.flowOrder.Front(); e != nil; e = s.flowOrder.Front() {
+		if f := e.Value.(*flow); !now.Before(f.expires) {
+			s.dropFlowLocked(f)
+			continue
 		}
+		break
 	}
 	if s.flowsBy[addr] >= maxFlowsPerAddr {
 		return ""
 	}
 	if len(s.flows) >= maxFlows {
-		var oldestK [32]byte
-		var oldest *flow
-		for k, f := range s.flows {
-			if oldest == nil || f.expires.Before(oldest.expires) {
-				oldestK, oldest = k, f
-			}
-		}
-		s.dropFlowLocked(oldestK, oldest)
+		s.dropFlowLocked(s.flowOrder.Front().Value.(*flow))
 	}
-	s.flows[tokenKey(c)] = &flow{method: method, data: data, expires: now.Add(FlowTTL), addr: addr}
+	f := &flow{key: tokenKey(c), method: method, data: data, expires: now.Add(FlowTTL), addr: addr}
+	f.elem = s.flowOrder.PushBack(f)
+	s.flows[f.key] = f
 	s.flowsBy[addr]++
 	return c
 }
 
-func (s *store) dropFlowLocked(k [32]byte, f *flow) {
-	delete(s.flows, k)
+func (s *store) dropFlowLocked(f *flow) {
+	delete(s.flows, f.key)
+	s.flowOrder.Remove(f.elem)
 	if s.flowsBy[f.addr]--; s.flowsBy[f.addr] <= 0 {
 		delete(s.flowsBy, f.addr)
 	}
@@ -234,7 +278,7 @@ func (s *store) takeFlow(cookie, method string) (Flow, bool) {
 	if f == nil {
 		return nil, false
 	}
-	s.dropFlowLocked(k, f)
+	s.dropFlowLocked(f)
 	if f.method != method || !s.now().Before(f.expires) {
 		return nil, false
 	}

@@ -18,7 +18,7 @@ const TicketModule = "portal-ticket"
 // logs in with the ticket; any other keeps the listener's module.
 func (p *Portal) TicketAuth(r *http.Request) (auth.Authenticator, bool) {
 	c, err := r.Cookie(cookieName)
-	if err != nil || c.Value == "" || !p.store.pending(c.Value) {
+	if err != nil || c.Value == "" || !p.store.pending(c.Value, p.cfg.LoginTTL, p.cfg.IdleTTL) {
 		return nil, false
 	}
 	return &ticketAuth{p: p, cookie: c.Value}, true
@@ -36,7 +36,7 @@ func (a *ticketAuth) Name() string { return TicketModule }
 func (a *ticketAuth) Begin(username string, t auth.Transport) auth.Login {
 	tl := &ticketLogin{}
 	tl.Login = auth.NewSecretLogin(TicketModule, username, t, func(_ context.Context, user string, match func([]byte) bool) (auth.Identity, error) {
-		tk, ok := a.p.store.consume(a.cookie, user, match)
+		tk, ok := a.p.store.consume(a.cookie, user, match, a.p.cfg.LoginTTL, a.p.cfg.IdleTTL)
 		if !ok {
 			return auth.Identity{}, fmt.Errorf("%s: %w: no pending ticket of this portal login matches", TicketModule, auth.ErrFailed)
 		}
