@@ -20,7 +20,8 @@ Usage:
                                             manage a user database (xpra's schema)
   xpra-edge pg DSN|--config=FILE create|list|add|remove|authenticate|import FILE.sdb ...
                                             the same verbs on the fleet's PostgreSQL users table
-                                            (import copies an xpra sqlite file; docs/FLEET.md)
+                                            (import copies an xpra sqlite file; "postgres" is the
+                                            same command; docs/FLEET.md)
   xpra-edge list [--socket-dir DIR]         list the proxy and its sessions (like "xpra list")
   xpra-edge list --fleet [--all] (--config FILE | --postgres DSN)
                                             list every node and live session of a fleet
