@@ -22,7 +22,8 @@ Usage:
                                             the same verbs on the fleet's PostgreSQL users table
                                             (import copies an xpra sqlite file; "postgres" is the
                                             same command; docs/FLEET.md)
-  xpra-edge list [--socket-dir DIR]         list the proxy and its sessions (like "xpra list")
+  xpra-edge list [--socket-dir DIR]         list the xpra sockets of this host (LIVE, DEAD, UNKNOWN):
+                                            the proxy's, its sessions' and others (like "xpra list")
   xpra-edge list --fleet [--all] (--config FILE | --postgres DSN)
                                             list every node and live session of a fleet
                                             (--all: ended ones too; docs/FLEET.md)
