@@ -52,7 +52,8 @@ Proxy options (xpra's spelling; "--opt=value" or "--opt value"):
                                          --bind-ssl, --bind-ws, --bind-wss are the same
   --bind=PATH[,auth=...]                 listen on a unix socket (repeatable)
   --tcp-auth=MODULE[,k=v...]             default auth for --bind-tcp (also MODULE:k=v;
-                                         --ssl-auth, --ws-auth, --wss-auth are the same)
+                                         --ssl-auth, --ws-auth, --wss-auth are the same);
+                                         without --bind-tcp, the file's auth when it sets none
   --auth=MODULE[,k=v...]                 default auth for --bind unix sockets
   --socket-dir=DIR                       where control sockets are created
   --socket-dirs=DIR[:DIR...]             where users' local sessions are searched
