@@ -4,9 +4,10 @@
 # xpra server needs to draw a window (python3-pil) and to speak rencode, and chromium for the HTML5
 # client tests, and PostgreSQL's server binaries for the fleet tests; then a real xpra 6.x built from PyPI's source release (scripts/install-xpra6.sh).
 #
-# Idempotent and fast: when every package is already installed it only runs dpkg-query and exits.
-# Otherwise it runs one `apt-get update` and one `apt-get install` of the missing packages.
-# Needs nothing but Debian's own mirrors.
+# Idempotent and fast: when every package is already installed it only runs dpkg-query, then
+# install-xpra6.sh. Otherwise it runs one `apt-get update` and one `apt-get install` of the missing
+# packages, from Debian's own mirrors; install-xpra6.sh, which it runs last, also downloads xpra's
+# source release and Cython from PyPI the first time.
 set -euo pipefail
 
 PACKAGES=(

@@ -127,6 +127,17 @@ func TestHelpListsEveryCommand(t *testing.T) {
 	}
 }
 
+// TestSubcommandHelp: "xpra-edge COMMAND --help" prints the usage and
+// succeeds instead of taking --help for a target, file or argument.
+func TestSubcommandHelp(t *testing.T) {
+	for _, cmd := range []string{"list", "info", "id", "stop", "reload", "check-config", "hash-password", "version", "proxy"} {
+		var out, errb bytes.Buffer
+		if code := run([]string{cmd, "--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "xpra-edge "+cmd) {
+			t.Errorf("xpra-edge %s --help: exit %d, stdout %q, stderr %q", cmd, code, out.String(), errb.String())
+		}
+	}
+}
+
 func TestSSLOnAloneGetsADefaultStateDir(t *testing.T) {
 	t.Setenv("XDG_STATE_HOME", t.TempDir())
 	f, _, err := parseProxyArgs([]string{":7", "--bind-tcp=127.0.0.1:2,auth=allow", "--ssl=on"})

@@ -1,6 +1,10 @@
 // Package config is xpra-edge's TOML configuration: the schema, strict
-// decoding (unknown keys are errors), the defaults in one place, and
-// validation whose errors name the element at fault.
+// decoding (unknown keys are errors), and validation whose errors name the
+// element at fault. A zero value means the default of the package that
+// uses the setting (edge.DefaultLimits, edge.DefaultBanPolicy,
+// fleet.DefaultHeartbeat, sessions.DefaultMaxPerUser, portal.DefaultLoginTTL,
+// ...); config.example.toml documents each one. Only tls.state_dir is filled
+// in here (FillDefaults).
 //
 // It only describes configuration; building servers from it is cmd's job.
 package config

@@ -1,6 +1,8 @@
-// Package xpratest is the test harness that runs the real xpra 3.1.3 peers
-// (Debian's /usr/bin/xpra server and client, Xvfb, xterm, chromium) for
-// end-to-end tests of xpra-edge and for proving facts about xpra itself.
+// Package xpratest is the test harness that runs the real xpra peers
+// (Debian's /usr/bin/xpra 3.1.3 server and client, the xpra 6.x server and
+// client of /usr/local/bin/xpra6 that scripts/install-xpra6.sh builds, Xvfb,
+// xterm, chromium) for end-to-end tests of xpra-edge and for proving facts
+// about xpra itself.
 //
 // Its job: start and stop real processes with a bounded lifetime, keep them
 // off the invoking user's real configuration, sockets and displays (every
