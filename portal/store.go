@@ -182,7 +182,8 @@ func (s *store) pruneLocked(l *login) {
 
 // pending reports whether the live login of a cookie value holds a live
 // ticket (a login past its bounds is removed, its tickets with it).
-func (s *store) pending(cookie string, loginTTL, idleTTL time.Duration) bool {
+// live reports whether cookie names a live login (expired ones go).
+func (s *store) live(cookie string, loginTTL, idleTTL time.Duration) bool {
 	if cookie == "" {
 		return false
 	}
@@ -198,34 +199,35 @@ func (s *store) pending(cookie string, loginTTL, idleTTL time.Duration) bool {
 		s.removeLocked(l)
 		return false
 	}
-	s.pruneLocked(l)
-	return len(l.tickets) > 0
+	return true
 }
 
 // consume finds the live ticket of the cookie's live login for username
 // whose secret match accepts, removes it (single use) and returns it.
-func (s *store) consume(cookie, username string, match func(secret []byte) bool, loginTTL, idleTTL time.Duration) (*ticket, bool) {
+// pending says whether the login held any live ticket at all.
+func (s *store) consume(cookie, username string, match func(secret []byte) bool, loginTTL, idleTTL time.Duration) (tk *ticket, pending, ok bool) {
 	k := tokenKey(cookie)
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	l := s.logins[k]
 	if l == nil {
-		return nil, false
+		return nil, false, false
 	}
 	if !l.live(now, loginTTL, idleTTL) {
 		s.removeLocked(l)
-		return nil, false
+		return nil, false, false
 	}
 	s.pruneLocked(l)
+	pending = len(l.tickets) > 0
 	for i, t := range l.tickets {
 		userOK := subtle.ConstantTimeCompare([]byte(t.user), []byte(username)) == 1
 		if match(t.secret) && userOK {
 			l.tickets = append(l.tickets[:i:i], l.tickets[i+1:]...)
-			return t, true
+			return t, true, true
 		}
 	}
-	return nil, false
+	return nil, pending, false
 }
 
 // addFlow keeps a redirect login's flow begun by client addr and
