@@ -36,6 +36,10 @@ const sqliteUsage = `usage:
 //
 // See UsersCLI for what they do.
 func SQLiteCLI(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
+		fmt.Fprint(stdout, sqliteUsage)
+		return 0
+	}
 	if len(args) < 2 {
 		fmt.Fprintln(stderr, "invalid number of arguments")
 		fmt.Fprint(stderr, sqliteUsage)

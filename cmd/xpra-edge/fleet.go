@@ -174,6 +174,10 @@ The password may be left out of DSN and given in $XPRA_EDGE_PG_PASSWORD.
 // against the fleet's users table, plus import of an xpra sqlite file.
 // DSN may be --config=FILE to use the file's [store] postgres.
 func runPG(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && (args[0] == "--help" || args[0] == "-h") {
+		fmt.Fprint(stdout, pgUsage)
+		return 0
+	}
 	if len(args) < 2 {
 		fmt.Fprintln(stderr, "invalid number of arguments")
 		fmt.Fprint(stderr, pgUsage)

@@ -130,7 +130,7 @@ func TestHelpListsEveryCommand(t *testing.T) {
 // TestSubcommandHelp: "xpra-edge COMMAND --help" prints the usage and
 // succeeds instead of taking --help for a target, file or argument.
 func TestSubcommandHelp(t *testing.T) {
-	for _, cmd := range []string{"list", "info", "id", "stop", "reload", "check-config", "hash-password", "version", "proxy"} {
+	for _, cmd := range []string{"list", "info", "id", "stop", "reload", "check-config", "hash-password", "version", "proxy", "sqlite", "pg"} {
 		var out, errb bytes.Buffer
 		if code := run([]string{cmd, "--help"}, &out, &errb); code != 0 || !strings.Contains(out.String(), "xpra-edge "+cmd) {
 			t.Errorf("xpra-edge %s --help: exit %d, stdout %q, stderr %q", cmd, code, out.String(), errb.String())
