@@ -159,6 +159,7 @@ var binaryArgs = map[string][]int{
 	"send-file":          {6},
 	"send-file-chunk":    {3},
 	"clipboard-contents": {6, 7},
+	"clipboard-token":    {7},
 	"webcam-frame":       {6},
 	"print":              {2},
 }
@@ -323,9 +324,9 @@ func capKey(k any) (string, bool) {
 func translateCaps(d xprawire.Dict, from, to xprawire.Encoding) xprawire.Dict {
 	switch {
 	case legacyEncoding(from) && !legacyEncoding(to):
-		return modernizeCaps(d)
+		return modernClipboardCaps(modernizeCaps(d))
 	case !legacyEncoding(from) && legacyEncoding(to):
-		return legacyKeymap(flattenCaps(d))
+		return legacyClipboardCaps(legacyKeymap(flattenCaps(d)))
 	}
 	return d
 }
@@ -364,6 +365,7 @@ func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Pac
 			}
 			p[i] = modernize(p[i])
 		}
+		modernizeClipboardData(p, typ)
 	}
 	if to == xprawire.Bencode {
 		for i := range p {
