@@ -39,6 +39,8 @@ import (
 //     receiver has the compressor, else they are decompressed (bounded)
 //     and sent uncompressed.
 //   - keyboard: the 6.x keymap also under 3.1's xkbmap_* names.
+//   - clipboard: 3.1's flat clipboard.* caps and 6.x's "clipboard"
+//     dictionary, each for the other (bridge_clipboard.go).
 //
 // Packet names need no translation: xpra 6 still accepts every 3.1 name
 // (its legacy aliases, XPRA_BACKWARDS_COMPATIBLE on by default) and sends
