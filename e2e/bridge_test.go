@@ -19,12 +19,16 @@ import (
 // and the keys typed on its display reach the xterm's shell (the typed
 // command creates a file on the server's side).
 
+// clipboardArgs switch the clipboard on in both directions (the default
+// of both generations, spelled out: the bridge tests prove it crosses).
+var clipboardArgs = []string{"--clipboard=yes", "--clipboard-direction=both"}
+
 func TestBridge3To6(t *testing.T) { bridge(t, xpratest.Xpra3, xpratest.Xpra6) }
 
 func TestBridge6To3(t *testing.T) { bridge(t, xpratest.Xpra6, xpratest.Xpra3) }
 
 func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
-	xpratest.RequirePeers(t, clientGen.String(), serverGen.String(), "Xvfb", "xterm", "xdotool")
+	xpratest.RequirePeers(t, clientGen.String(), serverGen.String(), "Xvfb", "xterm", "xdotool", "xclip")
 	dir := t.TempDir()
 	if err := os.Chmod(dir, 0o777); err != nil {
 		t.Fatal(err)
@@ -42,7 +46,7 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 	addr := xpratest.FreeTCPAddr(t)
 	p := startProxy(t, addr, fmt.Sprintf(":%d", xpratest.FreeDisplay(t)), "--bind-tcp="+addr+",auth=sqlite,filename="+db,
 		"--socket-dir="+filepath.Join(dir, "ctl"))
-	c := xpratest.Attach(t, "tcp://foo:bar@"+addr+"/", xpratest.ClientOptions{Gen: clientGen})
+	c := xpratest.Attach(t, "tcp://foo:bar@"+addr+"/", xpratest.ClientOptions{Gen: clientGen, Args: clipboardArgs})
 	fail := func(format string, args ...any) {
 		t.Helper()
 		t.Fatalf(format+"\nclient:\n%s\nserver:\n%s\nproxy:\n%s", append(args, c.Output(), srv.Log(), p.log.String())...)
@@ -90,6 +94,23 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 			fail("the typed command never ran in the %s server's xterm (no %s)", serverGen, marker)
 		}
 	}
+	// The clipboard crosses both ways: text owned by xclip in the
+	// server display's CLIPBOARD selection is read on the client's display
+	// (the client claims the selection on the server's token and fetches
+	// the contents when xclip asks it), and the reverse. The texts are
+	// longer than 512 bytes, so that each side compresses them (a raw
+	// chunk: lz4 or zlib from 3.1, brotli from 6.x).
+	long := strings.Repeat(" the quick brown fox", 40)
+	toClient := "edge-clip-to-client " + serverGen.String() + " ✓" + long
+	srv.X().SetSelection(t, "clipboard", toClient)
+	if got, err := c.Xvfb.X().WaitSelection("clipboard", toClient, 30*time.Second); err != nil {
+		fail("the server's clipboard did not reach the %s client (%.80q): %v", clientGen, got, err)
+	}
+	toServer := "edge-clip-to-server " + clientGen.String() + " ✓" + long
+	c.Xvfb.X().SetSelection(t, "clipboard", toServer)
+	if got, err := srv.X().WaitSelection("clipboard", toServer, 30*time.Second); err != nil {
+		fail("the client's clipboard did not reach the %s server (%.80q): %v", serverGen, got, err)
+	}
 	c.Stop()
 	if !p.waitLog("session ended", 10*time.Second) {
 		fail("the session did not end")
@@ -106,9 +127,13 @@ func bridge(t *testing.T, clientGen, serverGen xpratest.Gen) {
 	c2.Stop()
 	// Neither peer failed to handle a packet it got across the bridge
 	// (a draw whose pixels it cannot decode, a packet of the wrong shape,
-	// an unknown type): the window test alone would not see a few.
+	// an unknown type, a clipboard packet out of place): the window and
+	// clipboard checks alone would not see a few.
 	for name, out := range map[string]string{clientGen.String() + " client": c.Output(), serverGen.String() + " server": srv.Log()} {
-		for _, bad := range []string{"Error processing", "Error drawing", "unknown packet type", "unknown or invalid packet type", "Received invalid packet"} {
+		for _, bad := range []string{"Error processing", "Error drawing", "unknown packet type", "unknown or invalid packet type", "Received invalid packet",
+			// the clipboard: a packet its receiver had no use for, or
+			// 3.1 finding the peer's hello lacks a feature 6.x has
+			"unexpected clipboard packet", "no clipboard packet handler", "does not include contents slice fix"} {
 			if lines := grepLines(out, bad); len(lines) > 0 {
 				t.Errorf("the %s logged %q %d times, first: %s", name, bad, len(lines), lines[0])
 			}

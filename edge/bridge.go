@@ -39,6 +39,8 @@ import (
 //     receiver has the compressor, else they are decompressed (bounded)
 //     and sent uncompressed.
 //   - keyboard: the 6.x keymap also under 3.1's xkbmap_* names.
+//   - clipboard: 3.1's flat clipboard.* caps and 6.x's "clipboard"
+//     dictionary, each for the other (bridge_clipboard.go).
 //
 // Packet names need no translation: xpra 6 still accepts every 3.1 name
 // (its legacy aliases, XPRA_BACKWARDS_COMPATIBLE on by default) and sends
@@ -159,6 +161,7 @@ var binaryArgs = map[string][]int{
 	"send-file":          {6},
 	"send-file-chunk":    {3},
 	"clipboard-contents": {6, 7},
+	"clipboard-token":    {7},
 	"webcam-frame":       {6},
 	"print":              {2},
 }
@@ -323,9 +326,9 @@ func capKey(k any) (string, bool) {
 func translateCaps(d xprawire.Dict, from, to xprawire.Encoding) xprawire.Dict {
 	switch {
 	case legacyEncoding(from) && !legacyEncoding(to):
-		return modernizeCaps(d)
+		return modernClipboardCaps(modernizeCaps(d))
 	case !legacyEncoding(from) && legacyEncoding(to):
-		return legacyKeymap(flattenCaps(d))
+		return legacyClipboardCaps(legacyKeymap(flattenCaps(d)))
 	}
 	return d
 }
@@ -364,6 +367,7 @@ func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Pac
 			}
 			p[i] = modernize(p[i])
 		}
+		modernizeClipboardData(p, typ)
 	}
 	if to == xprawire.Bencode {
 		for i := range p {

@@ -20,6 +20,7 @@ PACKAGES=(
 	xterm           # the application started in test sessions
 	x11-utils       # xwininfo, xprop: prove a remote window is mapped on the client's display
 	xdotool         # type and click into test sessions
+	xclip           # own and read X selections: the clipboard tests (e2e TestBridge*) set and read CLIPBOARD on both displays
 	libpam0g        # PAM itself (the pam module loads libpam.so.0 at run time: no -dev package)
 	chromium        # the HTML5 client, headless
 	procps          # ps, pkill (process checks in tests)
@@ -63,7 +64,7 @@ fi
 apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}"
 
 # Sanity: the binaries the harness execs.
-for b in xpra Xvfb xterm xwininfo xprop xdotool chromium runuser setpriv useradd chpasswd slapd slapadd; do
+for b in xpra Xvfb xterm xwininfo xprop xdotool xclip chromium runuser setpriv useradd chpasswd slapd slapadd; do
 	command -v "$b" >/dev/null || { echo "install-test-deps: $b still missing" >&2; exit 1; }
 done
 for b in initdb postgres; do
