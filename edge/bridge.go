@@ -255,13 +255,25 @@ func modernizeCaps(d xprawire.Dict) xprawire.Dict {
 	return d
 }
 
+// flatCapsMax bounds the bytes of keys flattenCaps builds. Each flat key
+// repeats its prefix, so one long key over many small entries ({"keymap":
+// {"AAAA…": {"0": 1, "1": 1, …}}}) would make keyLen*entries bytes: a
+// 1 MiB hello, terabytes. No xpra peer reads a hello or a keymap-changed
+// over its 16 MiB packet limit anyway.
+const flatCapsMax = 16 << 20
+
+var errFlatCapsTooLarge = fmt.Errorf("capabilities flatten to over %d MiB of keys", flatCapsMax>>20)
+
 // flattenCaps turns nested capability dictionaries into the flat keys
 // xpra 3.1 reads: {"a": {"": v, "b": w}} becomes "a": v, "a.b": w. Keys
-// in keepDictCaps keep their dictionary. Depth is bounded by the decoder.
-func flattenCaps(d xprawire.Dict) xprawire.Dict {
+// in keepDictCaps keep their dictionary. Depth is bounded by the decoder,
+// the keys it builds by flatCapsMax (errFlatCapsTooLarge, found before
+// more is built).
+func flattenCaps(d xprawire.Dict) (xprawire.Dict, error) {
 	out := make(xprawire.Dict, 0, len(d))
-	var walk func(prefix string, d xprawire.Dict)
-	walk = func(prefix string, d xprawire.Dict) {
+	budget := flatCapsMax
+	var walk func(prefix string, d xprawire.Dict) error
+	walk = func(prefix string, d xprawire.Dict) error {
 		for _, kv := range d {
 			k, ok := capKey(kv.Key)
 			if !ok {
@@ -272,13 +284,20 @@ func flattenCaps(d xprawire.Dict) xprawire.Dict {
 			}
 			full := k
 			if prefix != "" {
-				full = prefix + "." + k
-				if k == "" {
-					full = prefix
+				full = prefix
+				if k != "" {
+					n := len(prefix) + 1 + len(k)
+					if n > budget {
+						return errFlatCapsTooLarge
+					}
+					budget -= n
+					full = prefix + "." + k
 				}
 			}
 			if sub, isDict := kv.Value.(xprawire.Dict); isDict && full != "" && !keepDictCaps[full] {
-				walk(full, sub)
+				if err := walk(full, sub); err != nil {
+					return err
+				}
 				continue
 			}
 			if full == "" {
@@ -286,8 +305,11 @@ func flattenCaps(d xprawire.Dict) xprawire.Dict {
 			}
 			out = append(out, xprawire.KV{Key: full, Value: kv.Value})
 		}
+		return nil
 	}
-	walk("", d)
+	if err := walk("", d); err != nil {
+		return nil, err
+	}
 	// A flat key may also have come nested ("a.b" and {"a": {"b"}}): the
 	// last one wins, as a dict update would.
 	seen := make(map[string]int, len(out))
@@ -305,7 +327,7 @@ func flattenCaps(d xprawire.Dict) xprawire.Dict {
 		seen[k] = len(dedup)
 		dedup = append(dedup, kv)
 	}
-	return dedup
+	return dedup, nil
 }
 
 func capKey(k any) (string, bool) {
@@ -320,21 +342,26 @@ func capKey(k any) (string, bool) {
 
 // translateCaps adapts a hello's capabilities decoded from a peer writing
 // from, for a peer that reads to.
-func translateCaps(d xprawire.Dict, from, to xprawire.Encoding) xprawire.Dict {
+func translateCaps(d xprawire.Dict, from, to xprawire.Encoding) (xprawire.Dict, error) {
 	switch {
 	case legacyEncoding(from) && !legacyEncoding(to):
-		return modernizeCaps(d)
+		return modernizeCaps(d), nil
 	case !legacyEncoding(from) && legacyEncoding(to):
-		return legacyKeymap(flattenCaps(d))
+		flat, err := flattenCaps(d)
+		if err != nil {
+			return nil, err
+		}
+		return legacyKeymap(flat), nil
 	}
-	return d
+	return d, nil
 }
 
 // translatePacket adapts a packet decoded from a peer writing from for a
-// peer that reads to. It changes p in place and returns it.
-func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Packet {
+// peer that reads to. It changes p in place and returns it; an error
+// (errFlatCapsTooLarge) is a packet that cannot be translated.
+func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) (xprawire.Packet, error) {
 	if len(p) == 0 {
-		return p
+		return p, nil
 	}
 	if b, ok := p[0].([]byte); ok {
 		p[0] = string(b)
@@ -343,14 +370,22 @@ func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Pac
 	if typ == "hello" {
 		if len(p) > 1 {
 			if d, ok := p[1].(xprawire.Dict); ok {
-				p[1] = translateCaps(d, from, to)
+				d, err := translateCaps(d, from, to)
+				if err != nil {
+					return nil, fmt.Errorf("hello: %w", err)
+				}
+				p[1] = d
 			}
 		}
-		return p
+		return p, nil
 	}
 	if !legacyEncoding(from) && legacyEncoding(to) && typ == "keymap-changed" && len(p) > 1 {
 		if d, ok := p[1].(xprawire.Dict); ok {
-			p[1] = legacyKeymap(flattenCaps(d))
+			flat, err := flattenCaps(d)
+			if err != nil {
+				return nil, fmt.Errorf("keymap-changed: %w", err)
+			}
+			p[1] = legacyKeymap(flat)
 		}
 	}
 	if legacyEncoding(from) && !legacyEncoding(to) {
@@ -370,7 +405,7 @@ func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Pac
 			p[i] = bencodable(p[i])
 		}
 	}
-	return p
+	return p, nil
 }
 
 // bencodable replaces what bencode cannot carry (None, floats) with what
@@ -577,7 +612,11 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			fail(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
 			return
 		}
-		p = translatePacket(p, srcPeer.encoding, dstPeer.encoding)
+		p, err = translatePacket(p, srcPeer.encoding, dstPeer.encoding)
+		if err != nil {
+			fail(from.errorReason(fmt.Errorf("translate: %w", err)), tellBoth)
+			return
+		}
 		typ := p.Type()
 		if from == legClient {
 			if reason := clientRefusal(typ, nil, afterChunk); reason != "" {

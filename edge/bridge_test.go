@@ -21,7 +21,7 @@ import (
 func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 	opts := xprawire.Dict{{Key: []byte("zlib"), Value: int64(0)}, {Key: []byte("bench.tag"), Value: []byte("abc")}}
 	p := xprawire.Packet{[]byte("draw"), int64(1), int64(0), int64(0), int64(8), int64(8), []byte("rgb24"), []byte("ascii pixels"), int64(3), int64(24), opts}
-	p = translatePacket(p, xprawire.Rencode, xprawire.RencodePlus)
+	p = mustTranslate(t, p, xprawire.Rencode, xprawire.RencodePlus)
 	if p[0] != "draw" || p[6] != "rgb24" {
 		t.Fatalf("type/encoding not str: %#v %#v", p[0], p[6])
 	}
@@ -33,7 +33,7 @@ func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 		t.Fatalf("options %#v", d)
 	}
 	// Invalid UTF-8 stays bytes (rencodeplus could not carry it as str).
-	q := translatePacket(xprawire.Packet{[]byte("key-action"), int64(1), []byte{0xff, 0xfe}}, xprawire.Rencode, xprawire.RencodePlus)
+	q := mustTranslate(t, xprawire.Packet{[]byte("key-action"), int64(1), []byte{0xff, 0xfe}}, xprawire.Rencode, xprawire.RencodePlus)
 	if _, ok := q[2].([]byte); !ok {
 		t.Fatalf("invalid utf-8 became %T", q[2])
 	}
@@ -43,7 +43,7 @@ func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 		for i := 1; i <= 10; i++ {
 			p = append(p, []byte("text"))
 		}
-		p = translatePacket(p, xprawire.Bencode, xprawire.RencodePlus)
+		p = mustTranslate(t, p, xprawire.Bencode, xprawire.RencodePlus)
 		for _, i := range idx {
 			if _, ok := p[i].([]byte); !ok {
 				t.Errorf("%s[%d] became %T", typ, i, p[i])
@@ -51,7 +51,7 @@ func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 		}
 	}
 	// Toward an old peer nothing changes but the type name.
-	r := translatePacket(xprawire.Packet{"draw", "x", []byte("y")}, xprawire.RencodePlus, xprawire.Rencode)
+	r := mustTranslate(t, xprawire.Packet{"draw", "x", []byte("y")}, xprawire.RencodePlus, xprawire.Rencode)
 	if r[1] != "x" || !bytes.Equal(r[2].([]byte), []byte("y")) {
 		t.Fatalf("%#v", r)
 	}
@@ -64,7 +64,7 @@ func TestTranslateCapsModern(t *testing.T) {
 		{Key: []byte("encodings"), Value: []any{[]byte("png"), []byte("rgb24")}},
 		{Key: []byte("challenge_client_salt"), Value: []byte("saltsalt")},
 	}
-	d = translateCaps(d, xprawire.Rencode, xprawire.RencodePlus)
+	d = mustTranslateCaps(t, d, xprawire.Rencode, xprawire.RencodePlus)
 	c := xprawire.Caps{Dict: d}
 	if v, _ := d.Get("version"); v != "3.1.3" {
 		t.Fatalf("version %#v", v)
@@ -92,7 +92,7 @@ func TestTranslateCapsLegacy(t *testing.T) {
 		{Key: "keymap", Value: keymap},
 		{Key: "encoding.core", Value: []any{"jpeg"}}, // a flat duplicate: the last wins
 	}
-	d = translateCaps(d, xprawire.RencodePlus, xprawire.Rencode)
+	d = mustTranslateCaps(t, d, xprawire.RencodePlus, xprawire.Rencode)
 	want := map[string]string{
 		"version":              "6.5",
 		"encoding":             "auto",
@@ -118,7 +118,7 @@ func TestTranslateCapsLegacy(t *testing.T) {
 		}
 	}
 	// keymap-changed carries the same dictionary.
-	p := translatePacket(xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: keymap}}, true}, xprawire.RencodePlus, xprawire.Rencode)
+	p := mustTranslate(t, xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: keymap}}, true}, xprawire.RencodePlus, xprawire.Rencode)
 	if v, ok := p[1].(xprawire.Dict).Get("xkbmap_layout"); !ok || v != "us" {
 		t.Fatalf("keymap-changed %#v", p[1])
 	}
@@ -126,7 +126,7 @@ func TestTranslateCapsLegacy(t *testing.T) {
 
 // bencode peers cannot carry None or floats.
 func TestTranslateBencode(t *testing.T) {
-	p := translatePacket(xprawire.Packet{"x", nil, 1.5, []any{nil}, xprawire.Dict{{Key: "f", Value: float32(2)}}}, xprawire.RencodePlus, xprawire.Bencode)
+	p := mustTranslate(t, xprawire.Packet{"x", nil, 1.5, []any{nil}, xprawire.Dict{{Key: "f", Value: float32(2)}}}, xprawire.RencodePlus, xprawire.Bencode)
 	if _, err := xprawire.Marshal(xprawire.Bencode, []any(p)); err != nil {
 		t.Fatal(err)
 	}
@@ -320,5 +320,94 @@ func TestBridgeBounds(t *testing.T) {
 	}
 	if r := waitDisconnect(t, xc, 5*time.Second); len(r) < 2 || !strings.Contains(r[1], "without a type name") {
 		t.Fatalf("an integer packet type was told %q", r)
+	}
+}
+
+// capsBomb is a 6.x keymap of one long key over many small entries:
+// flattened for a 3.1 peer, every entry would repeat the long key
+// ("keymap.AAAA….k1", …): keyLen*entries bytes of keys from a packet of
+// about keyLen+4*entries bytes (a 1 MiB hello of this shape flattens to
+// terabytes).
+func capsBomb(keyLen, entries int) xprawire.Dict {
+	inner := make(xprawire.Dict, entries)
+	for i := range inner {
+		inner[i] = xprawire.KV{Key: fmt.Sprint(i), Value: int64(1)}
+	}
+	return xprawire.Dict{{Key: "keymap", Value: xprawire.Dict{{Key: strings.Repeat("A", keyLen), Value: inner}}}}
+}
+
+// Flattening is bounded: what would build more than flatCapsMax bytes of
+// keys is refused, before it is built.
+func TestFlattenCapsBounded(t *testing.T) {
+	const keyLen, entries = 64 << 10, 1024 // 64 MiB of keys once flat
+	before := heapNow()
+	_, err := translateCaps(capsBomb(keyLen, entries), xprawire.RencodePlus, xprawire.Rencode)
+	if err == nil {
+		t.Fatal("a caps bomb was flattened")
+	}
+	if grew := int64(heapNow()) - int64(before); grew > 2*flatCapsMax {
+		t.Fatalf("refusing it held %d MiB", grew>>20)
+	}
+	_, err = translatePacket(xprawire.Packet{"keymap-changed", capsBomb(keyLen, entries)}, xprawire.RencodePlus, xprawire.Rencode)
+	if err == nil {
+		t.Fatal("a keymap-changed bomb was flattened")
+	}
+	// Toward a 6.x peer nothing is flattened.
+	if _, err := translatePacket(xprawire.Packet{"keymap-changed", capsBomb(keyLen, entries)}, xprawire.Rencode, xprawire.RencodePlus); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Bridged, a 6.x client whose keymap-changed would flatten to more keys
+// than any peer reads is disconnected with the reason, and nothing of it
+// reaches the 3.1 backend.
+func TestBridgeCapsBomb(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	xc, _ := f.rawLogin6()
+	// 40 MiB of keys once flat, from a 48 KiB packet
+	if err := xc.Send(xprawire.Packet{"keymap-changed", capsBomb(40<<10, 1024)}); err != nil {
+		t.Fatal(err)
+	}
+	r := waitDisconnect(t, xc, 10*time.Second)
+	if len(r) < 2 || !strings.Contains(r[1], "keymap-changed") || !strings.Contains(r[1], "capabilities") {
+		t.Fatalf("the caps bomb was told %q", r)
+	}
+}
+
+func mustTranslate(t *testing.T, p xprawire.Packet, from, to xprawire.Encoding) xprawire.Packet {
+	t.Helper()
+	p, err := translatePacket(p, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustTranslateCaps(t *testing.T, d xprawire.Dict, from, to xprawire.Encoding) xprawire.Dict {
+	t.Helper()
+	d, err := translateCaps(d, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// The same shape in a 6.x client's hello, which is flattened for the 3.1
+// backend during the handshake: the login is refused with the reason.
+func TestBridgeHelloCapsBomb(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	c := f.dial()
+	xc := xpraclient.New(c, xprawire.RencodePlus)
+	caps := xpraclient.BaseCaps("foo")
+	caps.Set("version", "6.5.5")
+	caps.Set("rencode", false)
+	caps.Set("bencode", false)
+	caps.Set("encoders", []any{"rencodeplus"})
+	caps.Set("compressors", []any{"lz4"})
+	caps.Set("zlib", false)
+	caps = append(caps, capsBomb(40<<10, 1024)...)
+	_, err := xc.Hello(caps, []byte("bar"), true, false, 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "capabilities cannot be translated") {
+		t.Fatalf("the hello bomb: %v", err)
 	}
 }
