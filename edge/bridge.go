@@ -654,7 +654,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			err = err2
 		}
 		if err != nil {
-			if errors.Is(err, xprawire.ErrUnencodable) {
+			if errors.Is(err, xprawire.ErrUnencodable) || errors.Is(err, xprawire.ErrTooLarge) {
 				sess.end(fmt.Sprintf("bridge: %s packet cannot be encoded for the %s: %v", typ, from.other(), err), tellBoth)
 				return
 			}

@@ -2,8 +2,10 @@ package edge
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -409,5 +411,28 @@ func TestBridgeHelloCapsBomb(t *testing.T) {
 	_, err := xc.Hello(caps, []byte("bar"), true, false, 10*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "capabilities cannot be translated") {
 		t.Fatalf("the hello bomb: %v", err)
+	}
+}
+
+// Re-encoded, a packet can grow (here the 3.1 keymap names double a 6.x
+// keymap): one that would be over the packet size limit for its receiver
+// is not sent; the session ends with the reason.
+func TestBridgeGrowthOverLimit(t *testing.T) {
+	f := newBridgeFixture(t, func(c *Config) { c.State.Limits.MaxPacketSize = 1 << 20 })
+	xc, _ := f.rawLogin6()
+	// 700 KiB of hex digits lz4 does not compress: 1.4 MiB once the
+	// keymap is there twice
+	rnd := make([]byte, 350<<10)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range rnd {
+		rnd[i] = byte(r.Uint32())
+	}
+	keymap := xprawire.Dict{{Key: "keycodes", Value: hex.EncodeToString(rnd)}}
+	if err := xc.Send(xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: keymap}}}); err != nil {
+		t.Fatal(err)
+	}
+	reasons := waitDisconnect(t, xc, 10*time.Second)
+	if len(reasons) < 2 || !strings.Contains(reasons[1], "keymap-changed packet cannot be encoded for the server") || !strings.Contains(reasons[1], "limit 1048576") {
+		t.Fatalf("the packet grown past the limit was told %q", reasons)
 	}
 }

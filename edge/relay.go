@@ -172,6 +172,15 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 
 	sess.c.writeTimeout = sess.lim.WriteTimeout
 	sess.b.writeTimeout = sess.lim.WriteTimeout
+	if sess.bridged {
+		// Bridged packets are encoded again, and can grow (bencode, the
+		// 3.1 keymap names): none goes to a peer over the packet limit.
+		for _, x := range []*xconn{sess.c, sess.b} {
+			x.lockWriter()
+			x.pw.MaxSize = sess.lim.MaxPacketSize
+			_ = x.unlockWriter()
+		}
+	}
 	sess.pinging = sess.client.pingEcho || sess.server.pingEcho
 	// The handshake is over: drop what only it needed.
 	sess.client.forget()

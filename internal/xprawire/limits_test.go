@@ -124,3 +124,24 @@ func TestBrotliWindowShrunkToLimit(t *testing.T) {
 		t.Errorf("4 brotli bombs under a 1 MiB limit allocated %d MiB in all, want under 12 MiB each", got>>20)
 	}
 }
+
+// A PacketWriter with MaxSize writes no main record larger than it (its
+// peer would refuse it): ErrTooLarge, and nothing is written.
+func TestPacketWriterMaxSize(t *testing.T) {
+	big := make([]byte, 3000)
+	for i := range big {
+		big[i] = byte(rand.Uint32())
+	}
+	for _, c := range []Compressor{NoCompression, LZ4} {
+		var buf bytes.Buffer
+		pw := NewPacketWriter(NewFrameWriter(&buf), RencodePlus)
+		pw.Compressor, pw.CompressionLevel = c, 1
+		pw.MaxSize = 2000
+		if err := pw.WritePacket(Packet{"x", big}); !errors.Is(err, ErrTooLarge) || buf.Len() != 0 {
+			t.Errorf("%v: a 3000-byte packet under MaxSize 2000: %v, %d bytes written", c, err, buf.Len())
+		}
+		if err := pw.WritePacket(Packet{"x", big[:1000]}); err != nil || buf.Len() == 0 {
+			t.Errorf("%v: a 1000-byte packet under MaxSize 2000: %v", c, err)
+		}
+	}
+}

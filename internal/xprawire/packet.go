@@ -332,6 +332,7 @@ type PacketWriter struct {
 	CompressionLevel int        // 0: never compress
 	Flush            bool       // set FlagFlush on main records (only for peers that advertised "flush")
 	LargeArgSize     int        // []byte arguments (index>=1) larger than this go as raw chunks when level>0; 0 never
+	MaxSize          int        // main records whose payload (encoded, compressed) is larger are ErrTooLarge, unwritten; 0: AbsMaxPacketSize
 
 	buf, zbuf []byte  // reused encode and compress buffers
 	frames    []Frame // reused by WritePacket
@@ -437,6 +438,9 @@ func (pw *PacketWriter) encode(p Packet, own bool) ([]Frame, error) {
 		payload, h.Level = out, lvl
 	} else if own {
 		payload = bytes.Clone(body)
+	}
+	if pw.MaxSize > 0 && len(payload) > pw.MaxSize {
+		return nil, fmt.Errorf("%w: %q packet of %d bytes once encoded, limit %d", ErrTooLarge, p.Type(), len(payload), pw.MaxSize)
 	}
 	h.Size = uint32(len(payload))
 	frames = append(frames, Frame{Header: h, Payload: payload})
