@@ -344,18 +344,33 @@ func NewPacketWriter(fw *FrameWriter, e Encoding) *PacketWriter {
 }
 
 // WritePacket encodes p and writes its records in one vectored write. The
-// writer's buffers are reused, so steady-state writes of plain packets
-// allocate little; a PacketWriter is not safe for concurrent use.
+// writer's buffers are reused (up to writerKeepMax), so steady-state writes
+// of plain packets allocate little; a PacketWriter is not safe for
+// concurrent use.
 func (pw *PacketWriter) WritePacket(p Packet) error {
 	frames, err := pw.encode(p, false)
 	if err != nil {
 		return err
 	}
 	if len(frames) == 1 {
-		return pw.Frames.WriteFrame(frames[0].Header, frames[0].Payload)
+		err = pw.Frames.WriteFrame(frames[0].Header, frames[0].Payload)
+	} else {
+		err = pw.Frames.WriteFrames(frames)
 	}
-	return pw.Frames.WriteFrames(frames)
+	// An occasional large packet does not make the writer hold its size
+	// for as long as it lives.
+	if cap(pw.buf) > writerKeepMax {
+		pw.buf = nil
+	}
+	if cap(pw.zbuf) > writerKeepMax {
+		pw.zbuf = nil
+	}
+	return err
 }
+
+// writerKeepMax is the largest encode or compress buffer a PacketWriter
+// keeps for the next packet.
+const writerKeepMax = 1 << 20
 
 // EncodePacket returns the records WritePacket would write (raw chunks first,
 // then the main record) without writing them.
