@@ -451,10 +451,6 @@ func bridgeChunk(c *xprawire.RawChunk, to *peer, max int) error {
 	return nil
 }
 
-// chunkKeepMax is the largest raw chunk buffer a bridged leg keeps for
-// the next chunk; larger ones are allocated for their chunk only.
-const chunkKeepMax = 1 << 20
-
 // bridge is the relay of a bridged session. Raw chunks (pixels, icons,
 // cursors: the bulk of the bytes) need no translation: each is passed on
 // as it arrives, as in the relay (spliced kernel to kernel between TCP
@@ -477,7 +473,6 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 	srcTCP, _ := src.Conn.(*net.TCPConn)
 	dstTCP, _ := dst.Conn.(*net.TCPConn)
 	canSplice := srcTCP != nil && dstTCP != nil
-	var chunkBufs [xprawire.MaxChunkIndex + 1][]byte
 	group := false // dst's writer is ours: a chunk is written, its main packet not yet
 	maxIndex := 0  // highest chunk index of the group
 	fail := func(reason string, tell tellMask) {
@@ -560,22 +555,13 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 				}
 				continue
 			}
-			buf := chunkBufs[h.Index]
-			if n := int(h.Size); cap(buf) < n || (cap(buf) > chunkKeepMax && n < cap(buf)/8) {
-				buf = make([]byte, n)
-			}
-			buf = buf[:h.Size]
-			if _, err := io.ReadFull(src.br, buf); err != nil {
-				if err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
+			// Each chunk is written before the next frame is read, so
+			// the frame reader's one buffer (which it shrinks as in the
+			// relay) holds it.
+			buf, err := src.frames.Payload(h)
+			if err != nil {
 				readFailed(err)
 				return
-			}
-			if cap(buf) <= chunkKeepMax {
-				chunkBufs[h.Index] = buf
-			} else {
-				chunkBufs[h.Index] = nil // an idle session keeps no large buffer
 			}
 			src.bytesIn.Add(int64(xprawire.HeaderSize + len(buf)))
 			c := xprawire.RawChunk{Data: buf, Level: h.Level}
@@ -587,7 +573,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			}
 			take()
 			h.Level, h.Size = c.Level, uint32(len(c.Data))
-			err := dst.writeFrame(h, c.Data)
+			err = dst.writeFrame(h, c.Data)
 			dst.writes.Add(1)
 			if err != nil {
 				writeFailed(err)

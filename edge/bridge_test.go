@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -434,5 +435,65 @@ func TestBridgeGrowthOverLimit(t *testing.T) {
 	reasons := waitDisconnect(t, xc, 10*time.Second)
 	if len(reasons) < 2 || !strings.Contains(reasons[1], "keymap-changed packet cannot be encoded for the server") || !strings.Contains(reasons[1], "limit 1048576") {
 		t.Fatalf("the packet grown past the limit was told %q", reasons)
+	}
+}
+
+// A bridged leg keeps no buffer per raw chunk index: after chunks at
+// every index (1-15, in groups of three, each 900 KiB and decompressed
+// for a receiver without its compressor) an idle session holds about one
+// chunk, not fifteen.
+func TestBridgeChunkBuffersBounded(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	xc, c := f.rawLogin6()
+	rnd := make([]byte, 900<<10)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range rnd {
+		rnd[i] = byte(r.Uint32())
+	}
+	chunk, lvl, err := xprawire.Compress(nil, xprawire.Brotli, 1, rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	base := heapNow()
+	fw := xprawire.NewFrameWriter(c)
+	for first := 1; first <= xprawire.MaxChunkIndex; first += 3 {
+		for i := first; i < first+3; i++ {
+			if err := fw.WriteFrame(xprawire.Header{Index: uint8(i), Level: lvl}, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		main := make(xprawire.Packet, xprawire.MaxChunkIndex+1)
+		main[0] = "bench-blob"
+		for i := 1; i < len(main); i++ {
+			main[i] = []byte{}
+		}
+		if err := xc.Send(main); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the backend's echo comes after it has read them all
+	if err := xc.Send(xprawire.Packet{"ping", int64(1), int64(1), "t"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := xc.Read(deadline)
+		if err != nil {
+			t.Fatalf("no ping_echo: %v", err)
+		}
+		if p.Type() == "ping_echo" {
+			break
+		}
+		if p.Type() == "disconnect" {
+			t.Fatalf("disconnected: %q", xpraclient.Reasons(p))
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	var grow int64 = int64(heapNow()) - int64(base)
+	t.Logf("after 15 raw chunks of 900 KiB: heap %+d KiB", grow>>10)
+	if grow > 6<<20 {
+		t.Errorf("an idle bridged session holds %d MiB after 15 raw chunks of 900 KiB", grow>>20)
 	}
 }
