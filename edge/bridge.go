@@ -201,11 +201,19 @@ var keepDictCaps = map[string]bool{
 // without which its server has no keycodes and drops every key. d is
 // flat.
 func legacyKeymap(d xprawire.Dict) xprawire.Dict {
+	// the xkbmap_* names the peer sent itself win (one pass: a lookup per
+	// key in d would be quadratic in a keymap of many entries)
+	has := map[string]bool{}
+	for _, kv := range d {
+		if k, _ := kv.Key.(string); strings.HasPrefix(k, "xkbmap_") {
+			has[k] = true
+		}
+	}
 	var add xprawire.Dict
 	for _, kv := range d {
 		k, _ := kv.Key.(string)
 		if rest, ok := strings.CutPrefix(k, "keymap."); ok && rest != "" {
-			if _, has := d.Get("xkbmap_" + rest); has {
+			if has["xkbmap_"+rest] {
 				continue
 			}
 			add = append(add, xprawire.KV{Key: "xkbmap_" + rest, Value: kv.Value})

@@ -497,3 +497,36 @@ func TestBridgeChunkBuffersBounded(t *testing.T) {
 		t.Errorf("an idle bridged session holds %d MiB after 15 raw chunks of 900 KiB", grow>>20)
 	}
 }
+
+// Giving a 6.x keymap its 3.1 names takes time linear in its size: a
+// keymap-changed of many small entries (1.4 million fit in the 16 MiB of
+// keys flattening allows) must not hold a core for minutes. Before, each
+// keymap.* key looked its xkbmap_* name up in the whole dictionary.
+func TestLegacyKeymapLinear(t *testing.T) {
+	const n = 100_000
+	inner := make(xprawire.Dict, n)
+	for i := range inner {
+		inner[i] = xprawire.KV{Key: fmt.Sprint(i), Value: int64(1)}
+	}
+	p := xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: inner}, {Key: "xkbmap_7", Value: int64(2)}}}
+	done := make(chan xprawire.Packet, 1)
+	start := time.Now()
+	go func() { q, _ := translatePacket(p, xprawire.RencodePlus, xprawire.Rencode); done <- q }()
+	select {
+	case p = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a keymap of %d entries took over 5 s to translate", n)
+	}
+	t.Logf("%d keymap entries translated in %v", n, time.Since(start))
+	d := p[1].(xprawire.Dict)
+	if len(d) != 2*n {
+		t.Fatalf("%d entries, want %d", len(d), 2*n)
+	}
+	// a name the peer sent itself wins
+	if v, _ := d.Get("xkbmap_7"); v != int64(2) {
+		t.Fatalf("xkbmap_7 = %v", v)
+	}
+	if v, _ := d.Get("xkbmap_8"); v != int64(1) {
+		t.Fatalf("xkbmap_8 = %v", v)
+	}
+}
