@@ -530,3 +530,35 @@ func TestLegacyKeymapLinear(t *testing.T) {
 		t.Fatalf("xkbmap_8 = %v", v)
 	}
 }
+
+// A peer's disconnect reason is the session's end reason (logged, kept
+// by the shared store): a long one is cut, and containers are not
+// printed whole.
+func TestBridgeDisconnectReasonBounded(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	xc, _ := f.rawLogin6()
+	many := make([]any, 10_000)
+	for i := range many {
+		many[i] = int64(i)
+	}
+	if err := xc.Send(xprawire.Packet{"disconnect", strings.Repeat("A", 64<<10), many, []byte("\xff")}); err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for deadline := time.Now().Add(10 * time.Second); line == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end")
+		}
+		for _, l := range strings.Split(f.log.String(), "\n") {
+			if strings.Contains(l, "session ended") {
+				line = l
+			}
+		}
+	}
+	if len(line) > 2*maxReasonLen || !strings.Contains(line, "client disconnected: AAAA") {
+		t.Fatalf("the session ended with a reason of %d bytes: %.300s…", len(line), line)
+	}
+	if s := packetStrings([]any{"a", many, int64(3), "\xff"}); s != "a: [list of 10000]: 3: \uFFFD" {
+		t.Fatalf("packetStrings: %q", s)
+	}
+}
