@@ -481,34 +481,18 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 	srcTCP, _ := src.Conn.(*net.TCPConn)
 	dstTCP, _ := dst.Conn.(*net.TCPConn)
 	canSplice := srcTCP != nil && dstTCP != nil
-	group := false // dst's writer is ours: a chunk is written, its main packet not yet
-	maxIndex := 0  // highest chunk index of the group
-	fail := func(reason string, tell tellMask) {
-		if group {
-			group = false
-			_ = dst.unlockWriter()
-		}
-		sess.end(reason, tell)
-	}
-	readFailed := func(err error) {
-		if from == legClient {
-			sess.goneOnce.Do(func() { close(sess.clientGone) })
-		}
-		fail(from.readFailReason(err, group, wt))
-	}
-	writeFailed := func(err error) {
-		fail(writeFailReason(from.other(), err, wt), from.tell())
-	}
+	maxIndex := 0 // highest chunk index of the group
+	f := &legFailure{sess: sess, dst: dst, from: from, wt: wt}
 	take := func() {
-		if !group {
+		if !f.group {
 			dst.lockWriter()
-			group = true
+			f.group = true
 		}
 	}
 	for {
 		var deadline time.Time
 		switch {
-		case group:
+		case f.group:
 			deadline = time.Now().Add(wt)
 		case idle > 0:
 			deadline = time.Now().Add(idle)
@@ -516,11 +500,11 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		_ = src.SetReadDeadline(deadline)
 		h, err := src.frames.NextHeader()
 		if err != nil {
-			readFailed(err)
+			f.readFailed(err)
 			return
 		}
 		if h.Flags&xprawire.FlagCipher != 0 {
-			fail(from.errorReason(xprawire.ErrCipher), tellBoth)
+			f.fail(from.errorReason(xprawire.ErrCipher), tellBoth)
 			return
 		}
 		if h.Index > 0 {
@@ -532,33 +516,15 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			if !asIs {
 				comp, err := h.Level.Compressor()
 				if err != nil {
-					fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
+					f.fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
 					return
 				}
 				asIs = contains(dstPeer.compressors, comp.String())
 			}
 			if asIs && canSplice && h.Size >= spliceMin {
 				take()
-				var hb [xprawire.HeaderSize]byte
-				h.Put(hb[:])
-				dst.armWrite(wt)
-				_, err := dst.Conn.Write(hb[:])
-				var n int64
-				if err == nil {
-					n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
-				}
-				dst.writes.Add(1)
-				src.bytesIn.Add(xprawire.HeaderSize + n)
-				if err != nil {
-					var ne net.Error
-					switch {
-					case errors.As(err, &ne) && ne.Timeout() && !writable(dstTCP):
-						writeFailed(err)
-					case errors.As(err, &ne) && ne.Timeout():
-						readFailed(err)
-					default:
-						fail("relay error", tellBoth)
-					}
+				if err := spliceChunk(src, dst, srcTCP, dstTCP, h, wt); err != nil {
+					f.spliceFailed(err, dstTCP)
 					return
 				}
 				continue
@@ -568,14 +534,14 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			// relay) holds it.
 			buf, err := src.frames.Payload(h)
 			if err != nil {
-				readFailed(err)
+				f.readFailed(err)
 				return
 			}
 			src.bytesIn.Add(int64(xprawire.HeaderSize + len(buf)))
 			c := xprawire.RawChunk{Data: buf, Level: h.Level}
 			if !asIs {
 				if err := bridgeChunk(&c, dstPeer, limit); err != nil {
-					fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
+					f.fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
 					return
 				}
 			}
@@ -584,41 +550,41 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			err = dst.writeFrame(h, c.Data)
 			dst.writes.Add(1)
 			if err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
 			continue
 		}
 		payload, err := src.frames.Payload(h)
 		if err != nil {
-			readFailed(err)
+			f.readFailed(err)
 			return
 		}
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
 		src.packetsIn.Add(1)
-		afterChunk := group
+		afterChunk := f.group
 		p, err := xprawire.DecodeMainLimit(h, payload, limit)
 		if err == nil && maxIndex >= len(p) {
 			err = fmt.Errorf("raw chunk %d for a packet of %d elements", maxIndex, len(p))
 		}
 		maxIndex = 0
 		if err != nil {
-			fail(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
+			f.fail(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
 			return
 		}
 		p, err = translatePacket(p, srcPeer.encoding, dstPeer.encoding)
 		if err != nil {
-			fail(from.errorReason(fmt.Errorf("translate: %w", err)), tellBoth)
+			f.fail(from.errorReason(fmt.Errorf("translate: %w", err)), tellBoth)
 			return
 		}
 		typ := p.Type()
 		if from == legClient {
 			if reason := clientRefusal(typ, nil, afterChunk); reason != "" {
-				fail(reason, tellBoth)
+				f.fail(reason, tellBoth)
 				return
 			}
 		} else if typ == "" {
-			fail(from.errorReason(errors.New("a packet without a type name")), tellBoth)
+			f.fail(from.errorReason(errors.New("a packet without a type name")), tellBoth)
 			return
 		}
 		if !afterChunk && !legacyEncoding(srcPeer.encoding) && legacyEncoding(dstPeer.encoding) && dropForLegacy[typ] {
@@ -629,7 +595,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		if !afterChunk && sess.intercepted(typ, from) {
 			end, err := sess.handle(src, dst, from, typ, p)
 			if err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
 			if end {
@@ -637,10 +603,10 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			}
 			continue
 		}
-		if !group {
+		if !f.group {
 			dst.lockWriter()
 		}
-		group = false
+		f.group = false
 		dst.armWrite(wt)
 		err = dst.pw.WritePacket(p)
 		dst.writes.Add(1)
