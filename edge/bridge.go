@@ -483,6 +483,16 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 	canSplice := srcTCP != nil && dstTCP != nil
 	maxIndex := 0 // highest chunk index of the group
 	f := &legFailure{sess: sess, dst: dst, from: from, wt: wt}
+	// sendFailed ends the session after a packet of type typ was not
+	// sent to dst: one its encoder cannot carry (or over the packet size
+	// limit once encoded) is not a failed write.
+	sendFailed := func(typ string, err error) {
+		if errors.Is(err, xprawire.ErrUnencodable) || errors.Is(err, xprawire.ErrTooLarge) {
+			f.fail(fmt.Sprintf("bridge: %s packet cannot be encoded for the %s: %v", typ, from.other(), err), tellBoth)
+			return
+		}
+		f.writeFailed(err)
+	}
 	take := func() {
 		if !f.group {
 			dst.lockWriter()
@@ -595,7 +605,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		if !afterChunk && sess.intercepted(typ, from) {
 			end, err := sess.handle(src, dst, from, typ, p)
 			if err != nil {
-				f.writeFailed(err)
+				sendFailed(typ, err)
 				return
 			}
 			if end {
@@ -614,11 +624,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			err = err2
 		}
 		if err != nil {
-			if errors.Is(err, xprawire.ErrUnencodable) || errors.Is(err, xprawire.ErrTooLarge) {
-				sess.end(fmt.Sprintf("bridge: %s packet cannot be encoded for the %s: %v", typ, from.other(), err), tellBoth)
-				return
-			}
-			sess.end(writeFailReason(from.other(), err, wt), from.tell())
+			sendFailed(typ, err)
 			return
 		}
 	}

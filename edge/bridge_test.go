@@ -562,3 +562,23 @@ func TestBridgeDisconnectReasonBounded(t *testing.T) {
 		t.Fatalf("packetStrings: %q", s)
 	}
 }
+
+// A packet the proxy intercepts and sends on itself (info-response, with
+// the proxy's own info added) that cannot be encoded for the other leg
+// ends the session with that reason, as any other bridged packet; before,
+// it was taken for a failed write ("client connection lost", the client
+// untold).
+func TestBridgeInterceptedUnencodable(t *testing.T) {
+	var in bytes.Buffer
+	pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(&in), xprawire.RencodePlus)
+	// a list key: rencodeplus carries it, bencode does not
+	info := xprawire.Dict{{Key: []any{int64(1)}, Value: int64(2)}}
+	if err := pw.WritePacket(xprawire.Packet{"info-response", info}); err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := runBridge(t, legServer, bridgeGens[0], bridgeGens[2], in.Bytes())
+	reason, _ := sess.reason.Load().(string)
+	if !strings.Contains(reason, "info-response packet cannot be encoded for the client") {
+		t.Fatalf("the session ended with %q", reason)
+	}
+}

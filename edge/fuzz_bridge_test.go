@@ -76,48 +76,13 @@ func FuzzBridge(f *testing.F) {
 	f.Add(byte(0), frames(xprawire.RencodePlus, xprawire.LZ4, draw, xprawire.Packet{"disconnect", "bye"}))
 	f.Add(byte(1), append([]byte{xprawire.Magic, 0, 0, 7, 0, 0, 0, 3}, 1, 2, 3))
 
-	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, mode byte, data []byte) {
 		from := leg(mode & 1)
 		srcPeer := bridgeGens[int(mode>>1)%len(bridgeGens)]
 		dstPeer := bridgeGens[(int(mode>>1)+1+int(mode>>3)%2)%len(bridgeGens)]
-		srcConn := &fuzzConn{r: bytes.NewReader(data)}
-		dstConn := &captureConn{fuzzConn: fuzzConn{r: bytes.NewReader(nil)}}
-		src, dst := newXconn(srcConn, nil), newXconn(dstConn, nil)
-		lim := DefaultLimits
-		lim.MaxPacketSize = 1 << 20
-		for _, x := range []*xconn{src, dst} {
-			x.frames.SetMaxSize(uint32(lim.MaxPacketSize))
-			x.writeTimeout = lim.WriteTimeout
-		}
-		src.setPeer(srcPeer)
-		dst.setPeer(dstPeer)
-		dst.pw.MaxSize = lim.MaxPacketSize
-		sess := &session{lim: lim, log: discard, ending: make(chan struct{}), clientGone: make(chan struct{}), done: make(chan struct{}), bridged: true}
-		// end does not linger for a client that is not there
-		sess.goneOnce.Do(func() { close(sess.clientGone) })
-		if from == legClient {
-			sess.c, sess.b, sess.client, sess.server = src, dst, srcPeer, dstPeer
-		} else {
-			sess.c, sess.b, sess.client, sess.server = dst, src, dstPeer, srcPeer
-		}
-		done := make(chan struct{})
-		go func() { defer close(done); sess.bridge(src, dst, from) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("the bridge did not return in 10 s on %q", data)
-		}
-		select {
-		case <-sess.ending:
-		default:
-			t.Fatal("the bridge returned but the session did not end")
-		}
+		_, out := runBridge(t, from, srcPeer, dstPeer, data)
 		// Everything written to dst: raw chunks, and main packets that
 		// decode in dst's encoder.
-		dstConn.wmu.Lock()
-		out := bytes.Clone(dstConn.out.Bytes())
-		dstConn.wmu.Unlock()
 		fr := xprawire.NewFrameReader(bufio.NewReader(bytes.NewReader(out)))
 		fr.SetMaxSize(xprawire.AbsMaxPacketSize)
 		for {
@@ -148,4 +113,47 @@ func FuzzBridge(f *testing.F) {
 			}
 		}
 	})
+}
+
+var discardLog = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// runBridge runs the bridge of a session between two peers over data,
+// what the leg from sends, until it ends (it must, within 10 s), and
+// returns the session and what was written to the other leg.
+func runBridge(t *testing.T, from leg, srcPeer, dstPeer *peer, data []byte) (*session, []byte) {
+	srcConn := &fuzzConn{r: bytes.NewReader(data)}
+	dstConn := &captureConn{fuzzConn: fuzzConn{r: bytes.NewReader(nil)}}
+	src, dst := newXconn(srcConn, nil), newXconn(dstConn, nil)
+	lim := DefaultLimits
+	lim.MaxPacketSize = 1 << 20
+	for _, x := range []*xconn{src, dst} {
+		x.frames.SetMaxSize(uint32(lim.MaxPacketSize))
+		x.writeTimeout = lim.WriteTimeout
+	}
+	src.setPeer(srcPeer)
+	dst.setPeer(dstPeer)
+	dst.pw.MaxSize = lim.MaxPacketSize
+	sess := &session{lim: lim, log: discardLog, ending: make(chan struct{}), clientGone: make(chan struct{}), done: make(chan struct{}), bridged: true}
+	// end does not linger for a client that is not there
+	sess.goneOnce.Do(func() { close(sess.clientGone) })
+	if from == legClient {
+		sess.c, sess.b, sess.client, sess.server = src, dst, srcPeer, dstPeer
+	} else {
+		sess.c, sess.b, sess.client, sess.server = dst, src, dstPeer, srcPeer
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); sess.bridge(src, dst, from) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the bridge did not return in 10 s on %q", data)
+	}
+	select {
+	case <-sess.ending:
+	default:
+		t.Fatal("the bridge returned but the session did not end")
+	}
+	dstConn.wmu.Lock()
+	defer dstConn.wmu.Unlock()
+	return sess, bytes.Clone(dstConn.out.Bytes())
 }
