@@ -162,7 +162,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 	if e, ok := s.backendEnc.get(t.String(), clientEnc); ok {
 		enc, bridging = e, !contains(h.client.encoders, e.String())
 	}
-	var mkHello func(keepChallenge bool) xprawire.Dict
+	var mkHello func(keepChallenge bool) (xprawire.Dict, error)
 	for attempt := 0; ; attempt++ {
 		dialStart := time.Now()
 		bc, encrypted, err = h.st.Dialer.Dial(ctx, t)
@@ -182,17 +182,24 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 		}
 		sess.b = b
 		backendEnc, isBridging, isEncrypted := enc, bridging, encrypted
-		mkHello = func(keepChallenge bool) xprawire.Dict {
+		mkHello = func(keepChallenge bool) (xprawire.Dict, error) {
 			d := clientHelloForBackend(h.client, keepChallenge, isEncrypted, info, opts)
 			if isBridging {
 				bridgeHelloCaps(&d, h.client, backendEnc)
-				d = translateCaps(d, h.client.encoding, backendEnc)
+				var err error
+				if d, err = translateCaps(d, h.client.encoding, backendEnc); err != nil {
+					return nil, tell(reasonInvalidRequest, fmt.Errorf("client hello for the backend: %w", err), "the client's capabilities cannot be translated for the backend")
+				}
 			}
-			return d
+			return d, nil
 		}
 		deadline = time.Now().Add(lim.BackendHandshakeTimeout)
 		_ = bc.SetWriteDeadline(deadline)
-		if err := b.send(xprawire.Packet{"hello", mkHello(false)}); err != nil {
+		hello, err := mkHello(false)
+		if err != nil {
+			return nil, err
+		}
+		if err := b.send(xprawire.Packet{"hello", hello}); err != nil {
 			return nil, tell(reasonSessionMissing, fmt.Errorf("send hello to backend: %w", err), "failed to connect to display")
 		}
 		first, firstErr = b.readPacket(deadline)
@@ -225,7 +232,10 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			return nil, tell(reasonSessionMissing, fmt.Errorf("backend handshake: %w", err), "failed to connect to display")
 		}
 		if bridging && p.Type() != "hello" {
-			p = translatePacket(p, enc, h.client.encoding)
+			typ := p.Type()
+			if p, err = translatePacket(p, enc, h.client.encoding); err != nil {
+				return nil, tell(reasonServerError, fmt.Errorf("backend %s packet: %w", typ, err))
+			}
 		}
 		switch p.Type() {
 		case "hello":
@@ -253,7 +263,10 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 			fwd := serverHelloForClient(server, h.client, info)
 			if sess.bridged {
 				setCodecCaps(&fwd, h.client.encoders, h.client.compressors)
-				fwd = translateCaps(fwd, server.encoding, h.client.encoding)
+				if fwd, err = translateCaps(fwd, server.encoding, h.client.encoding); err != nil {
+					s.unregister(sess)
+					return nil, tell(reasonServerError, fmt.Errorf("backend hello: %w", err))
+				}
 			}
 			if err := h.x.sendDeadline(xprawire.Packet{"hello", fwd}, lim.WriteTimeout); err != nil {
 				s.unregister(sess)
@@ -297,7 +310,7 @@ func (h *handshake) connectBackend(ctx context.Context, t router.Target) (*sessi
 
 // backendChallenge answers the backend's challenge with the stored
 // password, or passes it to the client and forwards the client's answer.
-func (h *handshake) backendChallenge(p xprawire.Packet, t router.Target, b *xconn, encrypted bool, mkHello func(keepChallenge bool) xprawire.Dict) error {
+func (h *handshake) backendChallenge(p xprawire.Packet, t router.Target, b *xconn, encrypted bool, mkHello func(keepChallenge bool) (xprawire.Dict, error)) error {
 	ch, err := xpraclient.ParseChallenge(p)
 	if err != nil {
 		return tell(reasonServerError, err)
@@ -307,7 +320,10 @@ func (h *handshake) backendChallenge(p xprawire.Packet, t router.Target, b *xcon
 		if err != nil {
 			return tell(reasonAuthError, fmt.Errorf("answer backend challenge: %w", err), "authentication with the backend failed")
 		}
-		hello := mkHello(false)
+		hello, err := mkHello(false)
+		if err != nil {
+			return err
+		}
 		hello.Set("challenge_response", resp)
 		hello.Set("challenge_client_salt", salt)
 		return h.sendBackend(b, hello)
@@ -332,7 +348,11 @@ func (h *handshake) backendChallenge(p xprawire.Packet, t router.Target, b *xcon
 	if err := h.updateClient(caps); err != nil {
 		return err
 	}
-	return h.sendBackend(b, mkHello(true))
+	hello, err := mkHello(true)
+	if err != nil {
+		return err
+	}
+	return h.sendBackend(b, hello)
 }
 
 // reversibleDigest reports whether a challenge digest lets whoever reads

@@ -204,11 +204,19 @@ var keepDictCaps = map[string]bool{
 // without which its server has no keycodes and drops every key. d is
 // flat.
 func legacyKeymap(d xprawire.Dict) xprawire.Dict {
+	// the xkbmap_* names the peer sent itself win (one pass: a lookup per
+	// key in d would be quadratic in a keymap of many entries)
+	has := map[string]bool{}
+	for _, kv := range d {
+		if k, _ := kv.Key.(string); strings.HasPrefix(k, "xkbmap_") {
+			has[k] = true
+		}
+	}
 	var add xprawire.Dict
 	for _, kv := range d {
 		k, _ := kv.Key.(string)
 		if rest, ok := strings.CutPrefix(k, "keymap."); ok && rest != "" {
-			if _, has := d.Get("xkbmap_" + rest); has {
+			if has["xkbmap_"+rest] {
 				continue
 			}
 			add = append(add, xprawire.KV{Key: "xkbmap_" + rest, Value: kv.Value})
@@ -258,13 +266,25 @@ func modernizeCaps(d xprawire.Dict) xprawire.Dict {
 	return d
 }
 
+// flatCapsMax bounds the bytes of keys flattenCaps builds. Each flat key
+// repeats its prefix, so one long key over many small entries ({"keymap":
+// {"AAAA…": {"0": 1, "1": 1, …}}}) would make keyLen*entries bytes: a
+// 1 MiB hello, terabytes. No xpra peer reads a hello or a keymap-changed
+// over its 16 MiB packet limit anyway.
+const flatCapsMax = 16 << 20
+
+var errFlatCapsTooLarge = fmt.Errorf("capabilities flatten to over %d MiB of keys", flatCapsMax>>20)
+
 // flattenCaps turns nested capability dictionaries into the flat keys
 // xpra 3.1 reads: {"a": {"": v, "b": w}} becomes "a": v, "a.b": w. Keys
-// in keepDictCaps keep their dictionary. Depth is bounded by the decoder.
-func flattenCaps(d xprawire.Dict) xprawire.Dict {
+// in keepDictCaps keep their dictionary. Depth is bounded by the decoder,
+// the keys it builds by flatCapsMax (errFlatCapsTooLarge, found before
+// more is built).
+func flattenCaps(d xprawire.Dict) (xprawire.Dict, error) {
 	out := make(xprawire.Dict, 0, len(d))
-	var walk func(prefix string, d xprawire.Dict)
-	walk = func(prefix string, d xprawire.Dict) {
+	budget := flatCapsMax
+	var walk func(prefix string, d xprawire.Dict) error
+	walk = func(prefix string, d xprawire.Dict) error {
 		for _, kv := range d {
 			k, ok := capKey(kv.Key)
 			if !ok {
@@ -275,13 +295,20 @@ func flattenCaps(d xprawire.Dict) xprawire.Dict {
 			}
 			full := k
 			if prefix != "" {
-				full = prefix + "." + k
-				if k == "" {
-					full = prefix
+				full = prefix
+				if k != "" {
+					n := len(prefix) + 1 + len(k)
+					if n > budget {
+						return errFlatCapsTooLarge
+					}
+					budget -= n
+					full = prefix + "." + k
 				}
 			}
 			if sub, isDict := kv.Value.(xprawire.Dict); isDict && full != "" && !keepDictCaps[full] {
-				walk(full, sub)
+				if err := walk(full, sub); err != nil {
+					return err
+				}
 				continue
 			}
 			if full == "" {
@@ -289,8 +316,11 @@ func flattenCaps(d xprawire.Dict) xprawire.Dict {
 			}
 			out = append(out, xprawire.KV{Key: full, Value: kv.Value})
 		}
+		return nil
 	}
-	walk("", d)
+	if err := walk("", d); err != nil {
+		return nil, err
+	}
 	// A flat key may also have come nested ("a.b" and {"a": {"b"}}): the
 	// last one wins, as a dict update would.
 	seen := make(map[string]int, len(out))
@@ -308,7 +338,7 @@ func flattenCaps(d xprawire.Dict) xprawire.Dict {
 		seen[k] = len(dedup)
 		dedup = append(dedup, kv)
 	}
-	return dedup
+	return dedup, nil
 }
 
 func capKey(k any) (string, bool) {
@@ -323,21 +353,26 @@ func capKey(k any) (string, bool) {
 
 // translateCaps adapts a hello's capabilities decoded from a peer writing
 // from, for a peer that reads to.
-func translateCaps(d xprawire.Dict, from, to xprawire.Encoding) xprawire.Dict {
+func translateCaps(d xprawire.Dict, from, to xprawire.Encoding) (xprawire.Dict, error) {
 	switch {
 	case legacyEncoding(from) && !legacyEncoding(to):
-		return modernClipboardCaps(modernizeCaps(d))
+		return modernClipboardCaps(modernizeCaps(d)), nil
 	case !legacyEncoding(from) && legacyEncoding(to):
-		return legacyClipboardCaps(legacyKeymap(flattenCaps(d)))
+		flat, err := flattenCaps(d)
+		if err != nil {
+			return nil, err
+		}
+		return legacyClipboardCaps(legacyKeymap(flat)), nil
 	}
-	return d
+	return d, nil
 }
 
 // translatePacket adapts a packet decoded from a peer writing from for a
-// peer that reads to. It changes p in place and returns it.
-func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Packet {
+// peer that reads to. It changes p in place and returns it; an error
+// (errFlatCapsTooLarge) is a packet that cannot be translated.
+func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) (xprawire.Packet, error) {
 	if len(p) == 0 {
-		return p
+		return p, nil
 	}
 	if b, ok := p[0].([]byte); ok {
 		p[0] = string(b)
@@ -346,14 +381,22 @@ func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Pac
 	if typ == "hello" {
 		if len(p) > 1 {
 			if d, ok := p[1].(xprawire.Dict); ok {
-				p[1] = translateCaps(d, from, to)
+				d, err := translateCaps(d, from, to)
+				if err != nil {
+					return nil, fmt.Errorf("hello: %w", err)
+				}
+				p[1] = d
 			}
 		}
-		return p
+		return p, nil
 	}
 	if !legacyEncoding(from) && legacyEncoding(to) && typ == "keymap-changed" && len(p) > 1 {
 		if d, ok := p[1].(xprawire.Dict); ok {
-			p[1] = legacyKeymap(flattenCaps(d))
+			flat, err := flattenCaps(d)
+			if err != nil {
+				return nil, fmt.Errorf("keymap-changed: %w", err)
+			}
+			p[1] = legacyKeymap(flat)
 		}
 	}
 	if legacyEncoding(from) && !legacyEncoding(to) {
@@ -374,7 +417,7 @@ func translatePacket(p xprawire.Packet, from, to xprawire.Encoding) xprawire.Pac
 			p[i] = bencodable(p[i])
 		}
 	}
-	return p
+	return p, nil
 }
 
 // bencodable replaces what bencode cannot carry (None, floats) with what
@@ -420,10 +463,6 @@ func bridgeChunk(c *xprawire.RawChunk, to *peer, max int) error {
 	return nil
 }
 
-// chunkKeepMax is the largest raw chunk buffer a bridged leg keeps for
-// the next chunk; larger ones are allocated for their chunk only.
-const chunkKeepMax = 1 << 20
-
 // bridge is the relay of a bridged session. Raw chunks (pixels, icons,
 // cursors: the bulk of the bytes) need no translation: each is passed on
 // as it arrives, as in the relay (spliced kernel to kernel between TCP
@@ -446,35 +485,28 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 	srcTCP, _ := src.Conn.(*net.TCPConn)
 	dstTCP, _ := dst.Conn.(*net.TCPConn)
 	canSplice := srcTCP != nil && dstTCP != nil
-	var chunkBufs [xprawire.MaxChunkIndex + 1][]byte
-	group := false // dst's writer is ours: a chunk is written, its main packet not yet
-	maxIndex := 0  // highest chunk index of the group
-	fail := func(reason string, tell tellMask) {
-		if group {
-			group = false
-			_ = dst.unlockWriter()
+	maxIndex := 0 // highest chunk index of the group
+	f := &legFailure{sess: sess, dst: dst, from: from, wt: wt}
+	// sendFailed ends the session after a packet of type typ was not
+	// sent to dst: one its encoder cannot carry (or over the packet size
+	// limit once encoded) is not a failed write.
+	sendFailed := func(typ string, err error) {
+		if errors.Is(err, xprawire.ErrUnencodable) || errors.Is(err, xprawire.ErrTooLarge) {
+			f.fail(fmt.Sprintf("bridge: %s packet cannot be encoded for the %s: %v", typ, from.other(), err), tellBoth)
+			return
 		}
-		sess.end(reason, tell)
-	}
-	readFailed := func(err error) {
-		if from == legClient {
-			sess.goneOnce.Do(func() { close(sess.clientGone) })
-		}
-		fail(from.readFailReason(err, group, wt))
-	}
-	writeFailed := func(err error) {
-		fail(writeFailReason(from.other(), err, wt), from.tell())
+		f.writeFailed(err)
 	}
 	take := func() {
-		if !group {
+		if !f.group {
 			dst.lockWriter()
-			group = true
+			f.group = true
 		}
 	}
 	for {
 		var deadline time.Time
 		switch {
-		case group:
+		case f.group:
 			deadline = time.Now().Add(wt)
 		case idle > 0:
 			deadline = time.Now().Add(idle)
@@ -482,11 +514,11 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		_ = src.SetReadDeadline(deadline)
 		h, err := src.frames.NextHeader()
 		if err != nil {
-			readFailed(err)
+			f.readFailed(err)
 			return
 		}
 		if h.Flags&xprawire.FlagCipher != 0 {
-			fail(from.errorReason(xprawire.ErrCipher), tellBoth)
+			f.fail(from.errorReason(xprawire.ErrCipher), tellBoth)
 			return
 		}
 		if h.Index > 0 {
@@ -498,98 +530,75 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			if !asIs {
 				comp, err := h.Level.Compressor()
 				if err != nil {
-					fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
+					f.fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
 					return
 				}
 				asIs = contains(dstPeer.compressors, comp.String())
 			}
 			if asIs && canSplice && h.Size >= spliceMin {
 				take()
-				var hb [xprawire.HeaderSize]byte
-				h.Put(hb[:])
-				dst.armWrite(wt)
-				_, err := dst.Conn.Write(hb[:])
-				var n int64
-				if err == nil {
-					n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
-				}
-				dst.writes.Add(1)
-				src.bytesIn.Add(xprawire.HeaderSize + n)
-				if err != nil {
-					var ne net.Error
-					switch {
-					case errors.As(err, &ne) && ne.Timeout() && !writable(dstTCP):
-						writeFailed(err)
-					case errors.As(err, &ne) && ne.Timeout():
-						readFailed(err)
-					default:
-						fail("relay error", tellBoth)
-					}
+				if err := spliceChunk(src, dst, srcTCP, dstTCP, h, wt); err != nil {
+					f.spliceFailed(err, dstTCP)
 					return
 				}
 				continue
 			}
-			buf := chunkBufs[h.Index]
-			if n := int(h.Size); cap(buf) < n || (cap(buf) > chunkKeepMax && n < cap(buf)/8) {
-				buf = make([]byte, n)
-			}
-			buf = buf[:h.Size]
-			if _, err := io.ReadFull(src.br, buf); err != nil {
-				if err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
-				readFailed(err)
+			// Each chunk is written before the next frame is read, so
+			// the frame reader's one buffer (which it shrinks as in the
+			// relay) holds it.
+			buf, err := src.frames.Payload(h)
+			if err != nil {
+				f.readFailed(err)
 				return
-			}
-			if cap(buf) <= chunkKeepMax {
-				chunkBufs[h.Index] = buf
-			} else {
-				chunkBufs[h.Index] = nil // an idle session keeps no large buffer
 			}
 			src.bytesIn.Add(int64(xprawire.HeaderSize + len(buf)))
 			c := xprawire.RawChunk{Data: buf, Level: h.Level}
 			if !asIs {
 				if err := bridgeChunk(&c, dstPeer, limit); err != nil {
-					fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
+					f.fail(from.errorReason(fmt.Errorf("raw chunk %d: %w", h.Index, err)), tellBoth)
 					return
 				}
 			}
 			take()
 			h.Level, h.Size = c.Level, uint32(len(c.Data))
-			err := dst.writeFrame(h, c.Data)
+			err = dst.writeFrame(h, c.Data)
 			dst.writes.Add(1)
 			if err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
 			continue
 		}
 		payload, err := src.frames.Payload(h)
 		if err != nil {
-			readFailed(err)
+			f.readFailed(err)
 			return
 		}
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
 		src.packetsIn.Add(1)
-		afterChunk := group
+		afterChunk := f.group
 		p, err := xprawire.DecodeMainLimit(h, payload, limit)
 		if err == nil && maxIndex >= len(p) {
 			err = fmt.Errorf("raw chunk %d for a packet of %d elements", maxIndex, len(p))
 		}
 		maxIndex = 0
 		if err != nil {
-			fail(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
+			f.fail(from.errorReason(fmt.Errorf("decode: %w", err)), tellBoth)
 			return
 		}
-		p = translatePacket(p, srcPeer.encoding, dstPeer.encoding)
+		p, err = translatePacket(p, srcPeer.encoding, dstPeer.encoding)
+		if err != nil {
+			f.fail(from.errorReason(fmt.Errorf("translate: %w", err)), tellBoth)
+			return
+		}
 		typ := p.Type()
 		if from == legClient {
 			if reason := clientRefusal(typ, nil, afterChunk); reason != "" {
-				fail(reason, tellBoth)
+				f.fail(reason, tellBoth)
 				return
 			}
 		} else if typ == "" {
-			fail(from.errorReason(errors.New("a packet without a type name")), tellBoth)
+			f.fail(from.errorReason(errors.New("a packet without a type name")), tellBoth)
 			return
 		}
 		if !afterChunk && !legacyEncoding(srcPeer.encoding) && legacyEncoding(dstPeer.encoding) && dropForLegacy[typ] {
@@ -600,7 +609,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 		if !afterChunk && sess.intercepted(typ, from) {
 			end, err := sess.handle(src, dst, from, typ, p)
 			if err != nil {
-				writeFailed(err)
+				sendFailed(typ, err)
 				return
 			}
 			if end {
@@ -608,10 +617,10 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			}
 			continue
 		}
-		if !group {
+		if !f.group {
 			dst.lockWriter()
 		}
-		group = false
+		f.group = false
 		dst.armWrite(wt)
 		err = dst.pw.WritePacket(p)
 		dst.writes.Add(1)
@@ -619,11 +628,7 @@ func (sess *session) bridge(src, dst *xconn, from leg) {
 			err = err2
 		}
 		if err != nil {
-			if errors.Is(err, xprawire.ErrUnencodable) {
-				sess.end(fmt.Sprintf("bridge: %s packet cannot be encoded for the %s: %v", typ, from.other(), err), tellBoth)
-				return
-			}
-			sess.end(writeFailReason(from.other(), err, wt), from.tell())
+			sendFailed(typ, err)
 			return
 		}
 	}

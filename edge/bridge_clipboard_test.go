@@ -59,7 +59,7 @@ func TestClipboardCapsToModernServer(t *testing.T) {
 		{Key: []byte("clipboard.preferred-targets"), Value: bs("UTF8_STRING")},
 		{Key: []byte("clipboard.set_enabled"), Value: true},
 	}
-	d = translateCaps(d, xprawire.Rencode, xprawire.RencodePlus)
+	d = mustTranslateCaps(t, d, xprawire.Rencode, xprawire.RencodePlus)
 	wantKeys(t, "clipboard", subDict(t, d, "clipboard"), map[string]string{
 		"":                  "true",
 		"enabled":           "true",
@@ -92,7 +92,7 @@ func TestClipboardCapsToModernClient(t *testing.T) {
 		{Key: []byte("clipboard.preferred-targets"), Value: bs("UTF8_STRING", "TEXT")},
 		{Key: []byte("clipboard.loop-uuids.CLIPBOARD"), Value: []byte("Xpra-Clipboard-Loop-Detection:x")},
 	}
-	d = translateCaps(d, xprawire.Rencode, xprawire.RencodePlus)
+	d = mustTranslateCaps(t, d, xprawire.Rencode, xprawire.RencodePlus)
 	wantKeys(t, "clipboard", subDict(t, d, "clipboard"), map[string]string{
 		"enabled":           "true",
 		"selections":        "[CLIPBOARD PRIMARY SECONDARY]",
@@ -109,7 +109,7 @@ func TestClipboardCapsToModernOff(t *testing.T) {
 		{{Key: []byte("clipboard"), Value: false}, {Key: []byte("clipboard.selections"), Value: bs("CLIPBOARD")}},
 	} {
 		n := len(d)
-		d = translateCaps(d, xprawire.Rencode, xprawire.RencodePlus)
+		d = mustTranslateCaps(t, d, xprawire.Rencode, xprawire.RencodePlus)
 		if len(d) != n {
 			t.Errorf("keys added: %v", d)
 		}
@@ -131,7 +131,7 @@ func TestClipboardCapsToLegacyServer(t *testing.T) {
 			{Key: "", Value: true},
 		}},
 	}
-	d = translateCaps(d, xprawire.RencodePlus, xprawire.Rencode)
+	d = mustTranslateCaps(t, d, xprawire.RencodePlus, xprawire.Rencode)
 	got := map[string]string{}
 	for _, kv := range d {
 		got[kv.Key.(string)] = fmt.Sprint(kv.Value)
@@ -158,7 +158,7 @@ func TestClipboardCapsToLegacyClient(t *testing.T) {
 			{Key: "direction", Value: "to-server"},
 		}},
 	}
-	d = translateCaps(d, xprawire.RencodePlus, xprawire.Rencode)
+	d = mustTranslateCaps(t, d, xprawire.RencodePlus, xprawire.Rencode)
 	got := map[string]string{}
 	for _, kv := range d {
 		got[kv.Key.(string)] = fmt.Sprint(kv.Value)
@@ -170,7 +170,7 @@ func TestClipboardCapsToLegacyClient(t *testing.T) {
 		"clipboard.enable-selections": "true",
 	})
 
-	off := translateCaps(xprawire.Dict{{Key: "clipboard", Value: xprawire.Dict{{Key: "enabled", Value: false}, {Key: "", Value: true}}}},
+	off := mustTranslateCaps(t, xprawire.Dict{{Key: "clipboard", Value: xprawire.Dict{{Key: "enabled", Value: false}, {Key: "", Value: true}}}},
 		xprawire.RencodePlus, xprawire.Rencode)
 	if v, _ := off.Get("clipboard"); v != false {
 		t.Errorf("disabled clipboard: clipboard = %#v", v)
@@ -178,7 +178,7 @@ func TestClipboardCapsToLegacyClient(t *testing.T) {
 	if _, ok := off.Get("clipboard.enable-selections"); ok {
 		t.Errorf("disabled clipboard got features: %v", off)
 	}
-	none := translateCaps(xprawire.Dict{{Key: "version", Value: "6.5"}}, xprawire.RencodePlus, xprawire.Rencode)
+	none := mustTranslateCaps(t, xprawire.Dict{{Key: "version", Value: "6.5"}}, xprawire.RencodePlus, xprawire.Rencode)
 	if len(none) != 1 {
 		t.Errorf("no clipboard got keys: %v", none)
 	}
@@ -188,7 +188,7 @@ func TestClipboardCapsToLegacyClient(t *testing.T) {
 // data stays bytes (even valid UTF-8: 6.x hands it to X11 as it is), the
 // "atoms" data (a list of target names) becomes str.
 func TestClipboardPacketsToModern(t *testing.T) {
-	contents := translatePacket(xprawire.Packet{[]byte("clipboard-contents"), int64(3), []byte("CLIPBOARD"), []byte("UTF8_STRING"),
+	contents := mustTranslate(t, xprawire.Packet{[]byte("clipboard-contents"), int64(3), []byte("CLIPBOARD"), []byte("UTF8_STRING"),
 		int64(8), []byte("bytes"), []byte("hello"), int64(0)}, xprawire.Rencode, xprawire.RencodePlus)
 	if contents[0] != "clipboard-contents" || contents[2] != "CLIPBOARD" || contents[3] != "UTF8_STRING" || contents[5] != "bytes" {
 		t.Errorf("names not str: %#v", contents)
@@ -196,13 +196,13 @@ func TestClipboardPacketsToModern(t *testing.T) {
 	if _, ok := contents[6].([]byte); !ok {
 		t.Errorf("bytes data became %T", contents[6])
 	}
-	atoms := translatePacket(xprawire.Packet{[]byte("clipboard-contents"), int64(4), []byte("CLIPBOARD"), []byte("ATOM"),
+	atoms := mustTranslate(t, xprawire.Packet{[]byte("clipboard-contents"), int64(4), []byte("CLIPBOARD"), []byte("ATOM"),
 		int64(32), []byte("atoms"), bs("TARGETS", "UTF8_STRING"), int64(0)}, xprawire.Rencode, xprawire.RencodePlus)
 	if l, ok := atoms[6].([]any); !ok || l[0] != "TARGETS" || l[1] != "UTF8_STRING" {
 		t.Errorf("atoms %#v", atoms[6])
 	}
 	// a greedy peer's token carries data too
-	token := translatePacket(xprawire.Packet{[]byte("clipboard-token"), []byte("CLIPBOARD"), bs("TARGETS", "UTF8_STRING"),
+	token := mustTranslate(t, xprawire.Packet{[]byte("clipboard-token"), []byte("CLIPBOARD"), bs("TARGETS", "UTF8_STRING"),
 		[]byte("UTF8_STRING"), []byte("UTF8_STRING"), int64(8), []byte("bytes"), []byte("hello"), true, false}, xprawire.Rencode, xprawire.RencodePlus)
 	if token[1] != "CLIPBOARD" || token[2].([]any)[1] != "UTF8_STRING" || token[6] != "bytes" {
 		t.Errorf("token names %#v", token)
@@ -210,11 +210,11 @@ func TestClipboardPacketsToModern(t *testing.T) {
 	if _, ok := token[7].([]byte); !ok {
 		t.Errorf("token data became %T", token[7])
 	}
-	sel := translatePacket(xprawire.Packet{[]byte("clipboard-enable-selections"), bs("CLIPBOARD", "PRIMARY")}, xprawire.Rencode, xprawire.RencodePlus)
+	sel := mustTranslate(t, xprawire.Packet{[]byte("clipboard-enable-selections"), bs("CLIPBOARD", "PRIMARY")}, xprawire.Rencode, xprawire.RencodePlus)
 	if l := sel[1].([]any); l[0] != "CLIPBOARD" {
 		t.Errorf("selections %#v", l)
 	}
 	// short packets are left alone
-	_ = translatePacket(xprawire.Packet{[]byte("clipboard-contents"), int64(1)}, xprawire.Rencode, xprawire.RencodePlus)
-	_ = translatePacket(xprawire.Packet{[]byte("clipboard-token")}, xprawire.Rencode, xprawire.RencodePlus)
+	_, _ = translatePacket(xprawire.Packet{[]byte("clipboard-contents"), int64(1)}, xprawire.Rencode, xprawire.RencodePlus)
+	_, _ = translatePacket(xprawire.Packet{[]byte("clipboard-token")}, xprawire.Rencode, xprawire.RencodePlus)
 }

@@ -2,9 +2,12 @@ package edge
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +24,7 @@ import (
 func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 	opts := xprawire.Dict{{Key: []byte("zlib"), Value: int64(0)}, {Key: []byte("bench.tag"), Value: []byte("abc")}}
 	p := xprawire.Packet{[]byte("draw"), int64(1), int64(0), int64(0), int64(8), int64(8), []byte("rgb24"), []byte("ascii pixels"), int64(3), int64(24), opts}
-	p = translatePacket(p, xprawire.Rencode, xprawire.RencodePlus)
+	p = mustTranslate(t, p, xprawire.Rencode, xprawire.RencodePlus)
 	if p[0] != "draw" || p[6] != "rgb24" {
 		t.Fatalf("type/encoding not str: %#v %#v", p[0], p[6])
 	}
@@ -33,7 +36,7 @@ func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 		t.Fatalf("options %#v", d)
 	}
 	// Invalid UTF-8 stays bytes (rencodeplus could not carry it as str).
-	q := translatePacket(xprawire.Packet{[]byte("key-action"), int64(1), []byte{0xff, 0xfe}}, xprawire.Rencode, xprawire.RencodePlus)
+	q := mustTranslate(t, xprawire.Packet{[]byte("key-action"), int64(1), []byte{0xff, 0xfe}}, xprawire.Rencode, xprawire.RencodePlus)
 	if _, ok := q[2].([]byte); !ok {
 		t.Fatalf("invalid utf-8 became %T", q[2])
 	}
@@ -43,7 +46,7 @@ func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 		for i := 1; i <= 10; i++ {
 			p = append(p, []byte("text"))
 		}
-		p = translatePacket(p, xprawire.Bencode, xprawire.RencodePlus)
+		p = mustTranslate(t, p, xprawire.Bencode, xprawire.RencodePlus)
 		for _, i := range idx {
 			if _, ok := p[i].([]byte); !ok {
 				t.Errorf("%s[%d] became %T", typ, i, p[i])
@@ -51,7 +54,7 @@ func TestTranslateModernizesButKeepsBinaryArgs(t *testing.T) {
 		}
 	}
 	// Toward an old peer nothing changes but the type name.
-	r := translatePacket(xprawire.Packet{"draw", "x", []byte("y")}, xprawire.RencodePlus, xprawire.Rencode)
+	r := mustTranslate(t, xprawire.Packet{"draw", "x", []byte("y")}, xprawire.RencodePlus, xprawire.Rencode)
 	if r[1] != "x" || !bytes.Equal(r[2].([]byte), []byte("y")) {
 		t.Fatalf("%#v", r)
 	}
@@ -64,7 +67,7 @@ func TestTranslateCapsModern(t *testing.T) {
 		{Key: []byte("encodings"), Value: []any{[]byte("png"), []byte("rgb24")}},
 		{Key: []byte("challenge_client_salt"), Value: []byte("saltsalt")},
 	}
-	d = translateCaps(d, xprawire.Rencode, xprawire.RencodePlus)
+	d = mustTranslateCaps(t, d, xprawire.Rencode, xprawire.RencodePlus)
 	c := xprawire.Caps{Dict: d}
 	if v, _ := d.Get("version"); v != "3.1.3" {
 		t.Fatalf("version %#v", v)
@@ -92,7 +95,7 @@ func TestTranslateCapsLegacy(t *testing.T) {
 		{Key: "keymap", Value: keymap},
 		{Key: "encoding.core", Value: []any{"jpeg"}}, // a flat duplicate: the last wins
 	}
-	d = translateCaps(d, xprawire.RencodePlus, xprawire.Rencode)
+	d = mustTranslateCaps(t, d, xprawire.RencodePlus, xprawire.Rencode)
 	want := map[string]string{
 		"version":              "6.5",
 		"encoding":             "auto",
@@ -118,7 +121,7 @@ func TestTranslateCapsLegacy(t *testing.T) {
 		}
 	}
 	// keymap-changed carries the same dictionary.
-	p := translatePacket(xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: keymap}}, true}, xprawire.RencodePlus, xprawire.Rencode)
+	p := mustTranslate(t, xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: keymap}}, true}, xprawire.RencodePlus, xprawire.Rencode)
 	if v, ok := p[1].(xprawire.Dict).Get("xkbmap_layout"); !ok || v != "us" {
 		t.Fatalf("keymap-changed %#v", p[1])
 	}
@@ -126,7 +129,7 @@ func TestTranslateCapsLegacy(t *testing.T) {
 
 // bencode peers cannot carry None or floats.
 func TestTranslateBencode(t *testing.T) {
-	p := translatePacket(xprawire.Packet{"x", nil, 1.5, []any{nil}, xprawire.Dict{{Key: "f", Value: float32(2)}}}, xprawire.RencodePlus, xprawire.Bencode)
+	p := mustTranslate(t, xprawire.Packet{"x", nil, 1.5, []any{nil}, xprawire.Dict{{Key: "f", Value: float32(2)}}}, xprawire.RencodePlus, xprawire.Bencode)
 	if _, err := xprawire.Marshal(xprawire.Bencode, []any(p)); err != nil {
 		t.Fatal(err)
 	}
@@ -320,5 +323,262 @@ func TestBridgeBounds(t *testing.T) {
 	}
 	if r := waitDisconnect(t, xc, 5*time.Second); len(r) < 2 || !strings.Contains(r[1], "without a type name") {
 		t.Fatalf("an integer packet type was told %q", r)
+	}
+}
+
+// capsBomb is a 6.x keymap of one long key over many small entries:
+// flattened for a 3.1 peer, every entry would repeat the long key
+// ("keymap.AAAA….k1", …): keyLen*entries bytes of keys from a packet of
+// about keyLen+4*entries bytes (a 1 MiB hello of this shape flattens to
+// terabytes).
+func capsBomb(keyLen, entries int) xprawire.Dict {
+	inner := make(xprawire.Dict, entries)
+	for i := range inner {
+		inner[i] = xprawire.KV{Key: fmt.Sprint(i), Value: int64(1)}
+	}
+	return xprawire.Dict{{Key: "keymap", Value: xprawire.Dict{{Key: strings.Repeat("A", keyLen), Value: inner}}}}
+}
+
+// Flattening is bounded: what would build more than flatCapsMax bytes of
+// keys is refused, before it is built.
+func TestFlattenCapsBounded(t *testing.T) {
+	const keyLen, entries = 64 << 10, 1024 // 64 MiB of keys once flat
+	before := heapNow()
+	_, err := translateCaps(capsBomb(keyLen, entries), xprawire.RencodePlus, xprawire.Rencode)
+	if err == nil {
+		t.Fatal("a caps bomb was flattened")
+	}
+	if grew := int64(heapNow()) - int64(before); grew > 2*flatCapsMax {
+		t.Fatalf("refusing it held %d MiB", grew>>20)
+	}
+	_, err = translatePacket(xprawire.Packet{"keymap-changed", capsBomb(keyLen, entries)}, xprawire.RencodePlus, xprawire.Rencode)
+	if err == nil {
+		t.Fatal("a keymap-changed bomb was flattened")
+	}
+	// Toward a 6.x peer nothing is flattened.
+	if _, err := translatePacket(xprawire.Packet{"keymap-changed", capsBomb(keyLen, entries)}, xprawire.Rencode, xprawire.RencodePlus); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Bridged, a 6.x client whose keymap-changed would flatten to more keys
+// than any peer reads is disconnected with the reason, and nothing of it
+// reaches the 3.1 backend.
+func TestBridgeCapsBomb(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	xc, _ := f.rawLogin6()
+	// 40 MiB of keys once flat, from a 48 KiB packet
+	if err := xc.Send(xprawire.Packet{"keymap-changed", capsBomb(40<<10, 1024)}); err != nil {
+		t.Fatal(err)
+	}
+	r := waitDisconnect(t, xc, 10*time.Second)
+	if len(r) < 2 || !strings.Contains(r[1], "keymap-changed") || !strings.Contains(r[1], "capabilities") {
+		t.Fatalf("the caps bomb was told %q", r)
+	}
+}
+
+func mustTranslate(t *testing.T, p xprawire.Packet, from, to xprawire.Encoding) xprawire.Packet {
+	t.Helper()
+	p, err := translatePacket(p, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func mustTranslateCaps(t *testing.T, d xprawire.Dict, from, to xprawire.Encoding) xprawire.Dict {
+	t.Helper()
+	d, err := translateCaps(d, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// The same shape in a 6.x client's hello, which is flattened for the 3.1
+// backend during the handshake: the login is refused with the reason.
+func TestBridgeHelloCapsBomb(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	c := f.dial()
+	xc := xpraclient.New(c, xprawire.RencodePlus)
+	caps := xpraclient.BaseCaps("foo")
+	caps.Set("version", "6.5.5")
+	caps.Set("rencode", false)
+	caps.Set("bencode", false)
+	caps.Set("encoders", []any{"rencodeplus"})
+	caps.Set("compressors", []any{"lz4"})
+	caps.Set("zlib", false)
+	caps = append(caps, capsBomb(40<<10, 1024)...)
+	_, err := xc.Hello(caps, []byte("bar"), true, false, 10*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "capabilities cannot be translated") {
+		t.Fatalf("the hello bomb: %v", err)
+	}
+}
+
+// Re-encoded, a packet can grow (here the 3.1 keymap names double a 6.x
+// keymap): one that would be over the packet size limit for its receiver
+// is not sent; the session ends with the reason.
+func TestBridgeGrowthOverLimit(t *testing.T) {
+	f := newBridgeFixture(t, func(c *Config) { c.State.Limits.MaxPacketSize = 1 << 20 })
+	xc, _ := f.rawLogin6()
+	// 700 KiB of hex digits lz4 does not compress: 1.4 MiB once the
+	// keymap is there twice
+	rnd := make([]byte, 350<<10)
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range rnd {
+		rnd[i] = byte(r.Uint32())
+	}
+	keymap := xprawire.Dict{{Key: "keycodes", Value: hex.EncodeToString(rnd)}}
+	if err := xc.Send(xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: keymap}}}); err != nil {
+		t.Fatal(err)
+	}
+	reasons := waitDisconnect(t, xc, 10*time.Second)
+	if len(reasons) < 2 || !strings.Contains(reasons[1], "keymap-changed packet cannot be encoded for the server") || !strings.Contains(reasons[1], "limit 1048576") {
+		t.Fatalf("the packet grown past the limit was told %q", reasons)
+	}
+}
+
+// A bridged leg keeps no buffer per raw chunk index: after chunks at
+// every index (1-15, in groups of three, each 900 KiB and decompressed
+// for a receiver without its compressor) an idle session holds about one
+// chunk, not fifteen.
+func TestBridgeChunkBuffersBounded(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	xc, c := f.rawLogin6()
+	rnd := make([]byte, 900<<10)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range rnd {
+		rnd[i] = byte(r.Uint32())
+	}
+	chunk, lvl, err := xprawire.Compress(nil, xprawire.Brotli, 1, rnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	base := heapNow()
+	fw := xprawire.NewFrameWriter(c)
+	for first := 1; first <= xprawire.MaxChunkIndex; first += 3 {
+		for i := first; i < first+3; i++ {
+			if err := fw.WriteFrame(xprawire.Header{Index: uint8(i), Level: lvl}, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}
+		main := make(xprawire.Packet, xprawire.MaxChunkIndex+1)
+		main[0] = "bench-blob"
+		for i := 1; i < len(main); i++ {
+			main[i] = []byte{}
+		}
+		if err := xc.Send(main); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// the backend's echo comes after it has read them all
+	if err := xc.Send(xprawire.Packet{"ping", int64(1), int64(1), "t"}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := xc.Read(deadline)
+		if err != nil {
+			t.Fatalf("no ping_echo: %v", err)
+		}
+		if p.Type() == "ping_echo" {
+			break
+		}
+		if p.Type() == "disconnect" {
+			t.Fatalf("disconnected: %q", xpraclient.Reasons(p))
+		}
+	}
+	runtime.GC()
+	runtime.GC()
+	var grow int64 = int64(heapNow()) - int64(base)
+	t.Logf("after 15 raw chunks of 900 KiB: heap %+d KiB", grow>>10)
+	if grow > 6<<20 {
+		t.Errorf("an idle bridged session holds %d MiB after 15 raw chunks of 900 KiB", grow>>20)
+	}
+}
+
+// Giving a 6.x keymap its 3.1 names takes time linear in its size: a
+// keymap-changed of many small entries (1.4 million fit in the 16 MiB of
+// keys flattening allows) must not hold a core for minutes. Before, each
+// keymap.* key looked its xkbmap_* name up in the whole dictionary.
+func TestLegacyKeymapLinear(t *testing.T) {
+	const n = 100_000
+	inner := make(xprawire.Dict, n)
+	for i := range inner {
+		inner[i] = xprawire.KV{Key: fmt.Sprint(i), Value: int64(1)}
+	}
+	p := xprawire.Packet{"keymap-changed", xprawire.Dict{{Key: "keymap", Value: inner}, {Key: "xkbmap_7", Value: int64(2)}}}
+	done := make(chan xprawire.Packet, 1)
+	start := time.Now()
+	go func() { q, _ := translatePacket(p, xprawire.RencodePlus, xprawire.Rencode); done <- q }()
+	select {
+	case p = <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("a keymap of %d entries took over 5 s to translate", n)
+	}
+	t.Logf("%d keymap entries translated in %v", n, time.Since(start))
+	d := p[1].(xprawire.Dict)
+	if len(d) != 2*n {
+		t.Fatalf("%d entries, want %d", len(d), 2*n)
+	}
+	// a name the peer sent itself wins
+	if v, _ := d.Get("xkbmap_7"); v != int64(2) {
+		t.Fatalf("xkbmap_7 = %v", v)
+	}
+	if v, _ := d.Get("xkbmap_8"); v != int64(1) {
+		t.Fatalf("xkbmap_8 = %v", v)
+	}
+}
+
+// A peer's disconnect reason is the session's end reason (logged, kept
+// by the shared store): a long one is cut, and containers are not
+// printed whole.
+func TestBridgeDisconnectReasonBounded(t *testing.T) {
+	f := newBridgeFixture(t, nil)
+	xc, _ := f.rawLogin6()
+	many := make([]any, 10_000)
+	for i := range many {
+		many[i] = int64(i)
+	}
+	if err := xc.Send(xprawire.Packet{"disconnect", strings.Repeat("A", 64<<10), many, []byte("\xff")}); err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	for deadline := time.Now().Add(10 * time.Second); line == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the session did not end")
+		}
+		for _, l := range strings.Split(f.log.String(), "\n") {
+			if strings.Contains(l, "session ended") {
+				line = l
+			}
+		}
+	}
+	if len(line) > 2*maxReasonLen || !strings.Contains(line, "client disconnected: AAAA") {
+		t.Fatalf("the session ended with a reason of %d bytes: %.300s…", len(line), line)
+	}
+	if s := packetStrings([]any{"a", many, int64(3), "\xff"}); s != "a: [list of 10000]: 3: \uFFFD" {
+		t.Fatalf("packetStrings: %q", s)
+	}
+}
+
+// A packet the proxy intercepts and sends on itself (info-response, with
+// the proxy's own info added) that cannot be encoded for the other leg
+// ends the session with that reason, as any other bridged packet; before,
+// it was taken for a failed write ("client connection lost", the client
+// untold).
+func TestBridgeInterceptedUnencodable(t *testing.T) {
+	var in bytes.Buffer
+	pw := xprawire.NewPacketWriter(xprawire.NewFrameWriter(&in), xprawire.RencodePlus)
+	// a list key: rencodeplus carries it, bencode does not
+	info := xprawire.Dict{{Key: []any{int64(1)}, Value: int64(2)}}
+	if err := pw.WritePacket(xprawire.Packet{"info-response", info}); err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := runBridge(t, legServer, bridgeGens[0], bridgeGens[2], in.Bytes())
+	reason, _ := sess.reason.Load().(string)
+	if !strings.Contains(reason, "info-response packet cannot be encoded for the client") {
+		t.Fatalf("the session ended with %q", reason)
 	}
 }

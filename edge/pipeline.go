@@ -749,17 +749,37 @@ func lookupUID(name string) (int, error) {
 	return strconv.Atoi(u.Uid)
 }
 
+// maxReasonLen bounds what packetStrings returns: a peer's disconnect
+// reasons become a session's end reason, which is logged, sent on and
+// kept by the shared store.
+const maxReasonLen = 1024
+
+// packetStrings joins a peer's disconnect reasons with ": ", at most
+// maxReasonLen bytes of valid UTF-8; a container is described, not
+// printed.
 func packetStrings(items []any) string {
-	var parts []string
-	for _, it := range items {
+	var b strings.Builder
+	for i, it := range items {
+		if b.Len() >= maxReasonLen {
+			break
+		}
+		if i > 0 {
+			b.WriteString(": ")
+		}
+		var s string
 		switch v := it.(type) {
 		case string:
-			parts = append(parts, v)
+			s = v
 		case []byte:
-			parts = append(parts, string(v))
+			s = string(v[:min(len(v), maxReasonLen)])
+		case []any:
+			s = fmt.Sprintf("[list of %d]", len(v))
+		case xprawire.Dict:
+			s = fmt.Sprintf("{dict of %d}", len(v))
 		default:
-			parts = append(parts, fmt.Sprint(v))
+			s = fmt.Sprint(v)
 		}
+		b.WriteString(s[:min(len(s), maxReasonLen-b.Len())])
 	}
-	return strings.Join(parts, ": ")
+	return strings.ToValidUTF8(b.String(), "\uFFFD")
 }

@@ -172,6 +172,15 @@ func (s *Server) runSession(ctx context.Context, sess *session) {
 
 	sess.c.writeTimeout = sess.lim.WriteTimeout
 	sess.b.writeTimeout = sess.lim.WriteTimeout
+	if sess.bridged {
+		// Bridged packets are encoded again, and can grow (bencode, the
+		// 3.1 keymap names): none goes to a peer over the packet limit.
+		for _, x := range []*xconn{sess.c, sess.b} {
+			x.lockWriter()
+			x.pw.MaxSize = sess.lim.MaxPacketSize
+			_ = x.unlockWriter()
+		}
+	}
 	sess.pinging = sess.client.pingEcho || sess.server.pingEcho
 	// The handshake is over: drop what only it needed.
 	sess.client.forget()
@@ -278,7 +287,6 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 	srcTCP, _ := src.Conn.(*net.TCPConn)
 	dstTCP, _ := dst.Conn.(*net.TCPConn)
 	canSplice := srcTCP != nil && dstTCP != nil
-	group := false             // dst's writer is ours: a chunk is written, its main packet not yet
 	chunkOpen := false         // the last frame taken is a raw chunk (written or gathered)
 	var out *[]byte            // gathered frames not yet written (from gatherPool)
 	outFrames := 0             // frames in out
@@ -292,33 +300,16 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		}
 	}
 	defer dropOut()
-	// fail ends the session after a failure; dst's writer is given back
-	// first so that end can tell dst at once.
-	fail := func(reason string, tell tellMask) {
-		dropOut()
-		if group {
-			group = false
-			_ = dst.unlockWriter()
-		}
-		sess.end(reason, tell)
-	}
-	readFailed := func(err error) {
-		if from == legClient {
-			sess.goneOnce.Do(func() { close(sess.clientGone) })
-		}
-		fail(from.readFailReason(err, group, wt))
-	}
-	writeFailed := func(err error) {
-		fail(writeFailReason(from.other(), err, wt), from.tell())
-	}
+	// (what is gathered and not yet written is dropped by the defer)
+	f := &legFailure{sess: sess, dst: dst, from: from, wt: wt}
 	// wrote finishes a write to dst: the writer stays ours inside a group.
 	wrote := func(err error) error {
 		dst.writes.Add(1)
 		if chunkOpen {
-			group = true
+			f.group = true
 			return err
 		}
-		group = false
+		f.group = false
 		if err2 := dst.unlockWriter(); err == nil {
 			err = err2
 		}
@@ -328,7 +319,7 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		if out == nil {
 			return nil
 		}
-		if !group {
+		if !f.group {
 			dst.lockWriter()
 		}
 		dst.armWrite(wt)
@@ -338,7 +329,7 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 	}
 	// writeOne writes one frame on its own.
 	writeOne := func(h xprawire.Header, payload []byte) error {
-		if !group {
+		if !f.group {
 			dst.lockWriter()
 		}
 		chunkOpen = h.Index > 0
@@ -351,7 +342,7 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		var want time.Time
 		slack := time.Second
 		switch {
-		case group:
+		case f.group:
 			want, slack = time.Now().Add(wt), min(slack, wt/8)
 		case idle > 0:
 			want, slack = time.Now().Add(idle), min(slack, idle/8)
@@ -362,7 +353,7 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		}
 		h, err := src.frames.NextHeader()
 		if err != nil {
-			readFailed(err)
+			f.readFailed(err)
 			return
 		}
 		if !dstFlush {
@@ -370,42 +361,25 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		}
 		if h.Index > 0 && canSplice && h.Size >= spliceMin {
 			if err := flush(); err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
-			if !group {
+			if !f.group {
 				dst.lockWriter()
-				group = true
+				f.group = true
 			}
 			chunkOpen = true
-			var hb [xprawire.HeaderSize]byte
-			h.Put(hb[:])
-			dst.armWrite(wt)
-			_, err := dst.Conn.Write(hb[:])
-			var n int64
-			if err == nil {
-				n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
-			}
-			dst.writes.Add(1)
+			err := spliceChunk(src, dst, srcTCP, dstTCP, h, wt)
 			stale = true // the splice moved src's read deadline
-			src.bytesIn.Add(xprawire.HeaderSize + n)
 			if err != nil {
-				var ne net.Error
-				switch {
-				case errors.As(err, &ne) && ne.Timeout() && !writable(dstTCP):
-					writeFailed(err)
-				case errors.As(err, &ne) && ne.Timeout():
-					readFailed(err)
-				default:
-					fail("relay error", tellBoth)
-				}
+				f.spliceFailed(err, dstTCP)
 				return
 			}
 			continue
 		}
 		payload, err := src.frames.Payload(h)
 		if err != nil {
-			readFailed(err)
+			f.readFailed(err)
 			return
 		}
 		src.bytesIn.Add(int64(xprawire.HeaderSize + len(payload)))
@@ -418,22 +392,22 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 			typ, perr := xprawire.PeekType(h, payload)
 			if from == legClient {
 				if reason := clientRefusal(typ, perr, chunkOpen); reason != "" {
-					fail(reason, tellBoth)
+					f.fail(reason, tellBoth)
 					return
 				}
 			}
 			if !chunkOpen && sess.intercepted(typ, from) {
 				if err := flush(); err != nil {
-					writeFailed(err)
+					f.writeFailed(err)
 					return
 				}
 				end, err := sess.intercept(src, dst, from, typ, h, payload)
 				if err != nil {
 					var de decodeError
 					if errors.As(err, &de) {
-						fail(from.errorReason(err), tellBoth)
+						f.fail(from.errorReason(err), tellBoth)
 					} else {
-						writeFailed(err)
+						f.writeFailed(err)
 					}
 					return
 				}
@@ -446,13 +420,13 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		size := xprawire.HeaderSize + len(payload)
 		if out != nil && (len(*out)+size > gatherMaxBytes || size > gatherFrameMax) {
 			if err := flush(); err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
 		}
 		if out == nil && (size > gatherFrameMax || !nextFrameBuffered(src)) {
 			if err := writeOne(h, payload); err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
 			continue
@@ -468,11 +442,73 @@ func (sess *session) relay(src, dst *xconn, from leg) {
 		chunkOpen = h.Index > 0
 		if outFrames >= gatherMaxFrames || !nextFrameBuffered(src) {
 			if err := flush(); err != nil {
-				writeFailed(err)
+				f.writeFailed(err)
 				return
 			}
 		}
 	}
+}
+
+// legFailure ends a session after a failure while one relay (or bridge)
+// goroutine moves frames from leg from to dst. group is that goroutine's
+// hold of dst's writer between a raw chunk and its main packet: the
+// writer is given back first, so that end can tell dst at once.
+type legFailure struct {
+	sess  *session
+	dst   *xconn
+	from  leg
+	wt    time.Duration
+	group bool // dst's writer is ours: a chunk is written, its main packet not yet
+}
+
+func (f *legFailure) fail(reason string, tell tellMask) {
+	if f.group {
+		f.group = false
+		_ = f.dst.unlockWriter()
+	}
+	f.sess.end(reason, tell)
+}
+
+func (f *legFailure) readFailed(err error) {
+	if f.from == legClient {
+		f.sess.goneOnce.Do(func() { close(f.sess.clientGone) })
+	}
+	f.fail(f.from.readFailReason(err, f.group, f.wt))
+}
+
+func (f *legFailure) writeFailed(err error) {
+	f.fail(writeFailReason(f.from.other(), err, f.wt), f.from.tell())
+}
+
+// spliceFailed ends the session after spliceChunk failed: a timeout is
+// the receiver's when dst has no room, else the sender's.
+func (f *legFailure) spliceFailed(err error, dstTCP *net.TCPConn) {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout() && !writable(dstTCP):
+		f.writeFailed(err)
+	case errors.As(err, &ne) && ne.Timeout():
+		f.readFailed(err)
+	default:
+		f.fail("relay error", tellBoth)
+	}
+}
+
+// spliceChunk moves one raw chunk, whose header NextHeader just read from
+// src, to dst kernel to kernel (both TCP), under wt per piece each way;
+// the caller holds dst's writer.
+func spliceChunk(src, dst *xconn, srcTCP, dstTCP *net.TCPConn, h xprawire.Header, wt time.Duration) error {
+	var hb [xprawire.HeaderSize]byte
+	h.Put(hb[:])
+	dst.armWrite(wt)
+	_, err := dst.Conn.Write(hb[:])
+	var n int64
+	if err == nil {
+		n, err = src.frames.CopyPayload(spliceWriter{dst: dstTCP, src: srcTCP, d: wt, rd: wt}, src.Conn, h)
+	}
+	dst.writes.Add(1)
+	src.bytesIn.Add(xprawire.HeaderSize + n)
+	return err
 }
 
 func (l leg) lostReason() string {

@@ -125,3 +125,33 @@ func TestDecodeValueBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The encoders write no dictionary key their own decoders (and python's)
+// refuse as unhashable: a list or dict key toward bencode (lists decode to
+// python lists), a dict key toward rencode (lists decode to tuples there).
+// The bridge re-encodes what one peer sent for the other: before, a list
+// key from a rencode peer went to a bencode peer, which could not parse it.
+func TestEncodeUnhashableKeys(t *testing.T) {
+	for _, tc := range []struct {
+		e   Encoding
+		key any
+	}{
+		{Bencode, []any{int64(1)}},
+		{Bencode, Dict{{Key: "a", Value: int64(1)}}},
+		{Rencode, Dict{{Key: "a", Value: int64(1)}}},
+		{RencodePlus, Dict{{Key: "a", Value: int64(1)}}},
+	} {
+		v := []any{"x", Dict{{Key: tc.key, Value: int64(1)}}}
+		b, err := Marshal(tc.e, v)
+		if !errors.Is(err, ErrUnencodable) {
+			_, derr := Unmarshal(tc.e, b)
+			t.Errorf("%v key %s: encoded (%v), decodes: %v", tc.e, typeName(tc.key), err, derr)
+		}
+	}
+	// a list key stays fine for rencode, which python reads as a tuple
+	if b, err := Marshal(Rencode, []any{"x", Dict{{Key: []any{int64(1)}, Value: int64(1)}}}); err != nil {
+		t.Error(err)
+	} else if _, err := Unmarshal(Rencode, b); err != nil {
+		t.Error(err)
+	}
+}

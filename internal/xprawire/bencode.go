@@ -53,6 +53,10 @@ func bencodeAppend(dst []byte, v any, depth int) ([]byte, error) {
 		dst = append(dst, 'd')
 		var err error
 		for _, kv := range x {
+			switch kv.Key.(type) {
+			case []any, Dict: // bencode lists decode to python lists
+				return dst, unencodable("unhashable dict key (%s)", kv.Key)
+			}
 			if dst, err = bencodeAppend(dst, kv.Key, depth+1); err != nil {
 				return dst, err
 			}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"math/rand/v2"
 	"runtime"
 	"testing"
@@ -122,5 +123,55 @@ func TestBrotliWindowShrunkToLimit(t *testing.T) {
 	// each without the shrink (a 16 MiB ring buffer).
 	if got := after.TotalAlloc - before.TotalAlloc; got > 4*(12<<20) {
 		t.Errorf("4 brotli bombs under a 1 MiB limit allocated %d MiB in all, want under 12 MiB each", got>>20)
+	}
+}
+
+// A PacketWriter with MaxSize writes no main record larger than it (its
+// peer would refuse it): ErrTooLarge, and nothing is written.
+func TestPacketWriterMaxSize(t *testing.T) {
+	big := make([]byte, 3000)
+	for i := range big {
+		big[i] = byte(rand.Uint32())
+	}
+	for _, c := range []Compressor{NoCompression, LZ4} {
+		var buf bytes.Buffer
+		pw := NewPacketWriter(NewFrameWriter(&buf), RencodePlus)
+		pw.Compressor, pw.CompressionLevel = c, 1
+		pw.MaxSize = 2000
+		if err := pw.WritePacket(Packet{"x", big}); !errors.Is(err, ErrTooLarge) || buf.Len() != 0 {
+			t.Errorf("%v: a 3000-byte packet under MaxSize 2000: %v, %d bytes written", c, err, buf.Len())
+		}
+		if err := pw.WritePacket(Packet{"x", big[:1000]}); err != nil || buf.Len() == 0 {
+			t.Errorf("%v: a 1000-byte packet under MaxSize 2000: %v", c, err)
+		}
+	}
+}
+
+// After a large packet a PacketWriter keeps no buffer over writerKeepMax:
+// a bridged session, whose every main packet goes through one, would
+// otherwise hold its largest packet encoded and compressed for as long as
+// it lives.
+func TestPacketWriterKeepsNoLargeBuffer(t *testing.T) {
+	big := make([]byte, 3<<20)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range big {
+		big[i] = byte(r.Uint32())
+	}
+	for _, c := range []Compressor{NoCompression, LZ4, Zlib, Brotli} {
+		pw := NewPacketWriter(NewFrameWriter(io.Discard), Rencode)
+		pw.Compressor, pw.CompressionLevel = c, 1
+		if err := pw.WritePacket(Packet{"x", big}); err != nil {
+			t.Fatal(err)
+		}
+		if cap(pw.buf) > writerKeepMax || cap(pw.zbuf) > writerKeepMax {
+			t.Errorf("%v: after a 3 MiB packet the writer keeps %d and %d bytes", c, cap(pw.buf), cap(pw.zbuf))
+		}
+		// and small packets still reuse what it keeps
+		if err := pw.WritePacket(Packet{"x", big[:2000]}); err != nil {
+			t.Fatal(err)
+		}
+		if c != NoCompression && cap(pw.zbuf) == 0 || cap(pw.buf) == 0 {
+			t.Errorf("%v: small packets keep no buffer", c)
+		}
 	}
 }

@@ -332,6 +332,7 @@ type PacketWriter struct {
 	CompressionLevel int        // 0: never compress
 	Flush            bool       // set FlagFlush on main records (only for peers that advertised "flush")
 	LargeArgSize     int        // []byte arguments (index>=1) larger than this go as raw chunks when level>0; 0 never
+	MaxSize          int        // main records whose payload (encoded, compressed) is larger are ErrTooLarge, unwritten; 0: AbsMaxPacketSize
 
 	buf, zbuf []byte  // reused encode and compress buffers
 	frames    []Frame // reused by WritePacket
@@ -343,18 +344,33 @@ func NewPacketWriter(fw *FrameWriter, e Encoding) *PacketWriter {
 }
 
 // WritePacket encodes p and writes its records in one vectored write. The
-// writer's buffers are reused, so steady-state writes of plain packets
-// allocate little; a PacketWriter is not safe for concurrent use.
+// writer's buffers are reused (up to writerKeepMax), so steady-state writes
+// of plain packets allocate little; a PacketWriter is not safe for
+// concurrent use.
 func (pw *PacketWriter) WritePacket(p Packet) error {
 	frames, err := pw.encode(p, false)
 	if err != nil {
 		return err
 	}
 	if len(frames) == 1 {
-		return pw.Frames.WriteFrame(frames[0].Header, frames[0].Payload)
+		err = pw.Frames.WriteFrame(frames[0].Header, frames[0].Payload)
+	} else {
+		err = pw.Frames.WriteFrames(frames)
 	}
-	return pw.Frames.WriteFrames(frames)
+	// An occasional large packet does not make the writer hold its size
+	// for as long as it lives.
+	if cap(pw.buf) > writerKeepMax {
+		pw.buf = nil
+	}
+	if cap(pw.zbuf) > writerKeepMax {
+		pw.zbuf = nil
+	}
+	return err
 }
+
+// writerKeepMax is the largest encode or compress buffer a PacketWriter
+// keeps for the next packet.
+const writerKeepMax = 1 << 20
 
 // EncodePacket returns the records WritePacket would write (raw chunks first,
 // then the main record) without writing them.
@@ -437,6 +453,9 @@ func (pw *PacketWriter) encode(p Packet, own bool) ([]Frame, error) {
 		payload, h.Level = out, lvl
 	} else if own {
 		payload = bytes.Clone(body)
+	}
+	if pw.MaxSize > 0 && len(payload) > pw.MaxSize {
+		return nil, fmt.Errorf("%w: %q packet of %d bytes once encoded, limit %d", ErrTooLarge, p.Type(), len(payload), pw.MaxSize)
 	}
 	h.Size = uint32(len(payload))
 	frames = append(frames, Frame{Header: h, Payload: payload})

@@ -136,6 +136,9 @@ func rencodeAppend(dst []byte, v any, plus bool, depth int) ([]byte, error) {
 			dst = append(dst, rcDict)
 		}
 		for _, kv := range x {
+			if _, isDict := kv.Key.(Dict); isDict { // lists are tuples there
+				return dst, unencodable("unhashable dict key (%s)", kv.Key)
+			}
 			if dst, err = rencodeAppend(dst, kv.Key, plus, depth+1); err != nil {
 				return dst, err
 			}
