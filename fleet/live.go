@@ -316,6 +316,12 @@ func (m *Member) cacheBan(key string, left int64) {
 	until := m.now().Add(time.Duration(left) * time.Millisecond)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.cacheBanLocked(key, until)
+}
+
+// cacheBanLocked keeps the later of two untils of key; a full cache takes
+// no new keys.
+func (m *Member) cacheBanLocked(key string, until time.Time) {
 	if len(m.bans) >= maxBanCache {
 		if _, ok := m.bans[key]; !ok {
 			return
@@ -351,12 +357,7 @@ func (m *Member) loadBans(ctx context.Context) error {
 	// (Banned and Count drop it then), so nothing is lost by keeping.
 	m.mu.Lock()
 	for k, u := range fresh {
-		if _, ok := m.bans[k]; !ok && len(m.bans) >= maxBanCache {
-			continue
-		}
-		if u.After(m.bans[k]) {
-			m.bans[k] = u
-		}
+		m.cacheBanLocked(k, u)
 	}
 	m.mu.Unlock()
 	return nil
