@@ -105,14 +105,23 @@ func (s *store) add(res Result, admin bool, method string) (cookie string, l *lo
 // get returns the live login of a cookie value and marks it used; nil
 // when there is none or it expired (it is then removed).
 func (s *store) get(cookie string, loginTTL, idleTTL time.Duration) *login {
-	if cookie == "" {
-		return nil
-	}
-	k := tokenKey(cookie)
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.logins[k]
+	l := s.liveLocked(cookie, now, loginTTL, idleTTL)
+	if l != nil {
+		l.used = now
+	}
+	return l
+}
+
+// liveLocked is the live login of a cookie value, or nil; a login past
+// its bounds is removed, its tickets with it.
+func (s *store) liveLocked(cookie string, now time.Time, loginTTL, idleTTL time.Duration) *login {
+	if cookie == "" {
+		return nil
+	}
+	l := s.logins[tokenKey(cookie)]
 	if l == nil {
 		return nil
 	}
@@ -120,7 +129,6 @@ func (s *store) get(cookie string, loginTTL, idleTTL time.Duration) *login {
 		s.removeLocked(l)
 		return nil
 	}
-	l.used = now
 	return l
 }
 
@@ -180,42 +188,23 @@ func (s *store) pruneLocked(l *login) {
 	l.tickets = kept
 }
 
-// pending reports whether the live login of a cookie value holds a live
-// ticket (a login past its bounds is removed, its tickets with it).
-// live reports whether cookie names a live login (expired ones go).
+// live reports whether cookie names a live login.
 func (s *store) live(cookie string, loginTTL, idleTTL time.Duration) bool {
-	if cookie == "" {
-		return false
-	}
-	k := tokenKey(cookie)
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.logins[k]
-	if l == nil {
-		return false
-	}
-	if !l.live(now, loginTTL, idleTTL) {
-		s.removeLocked(l)
-		return false
-	}
-	return true
+	return s.liveLocked(cookie, now, loginTTL, idleTTL) != nil
 }
 
 // consume finds the live ticket of the cookie's live login for username
 // whose secret match accepts, removes it (single use) and returns it.
 // pending says whether the login held any live ticket at all.
 func (s *store) consume(cookie, username string, match func(secret []byte) bool, loginTTL, idleTTL time.Duration) (tk *ticket, pending, ok bool) {
-	k := tokenKey(cookie)
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	l := s.logins[k]
+	l := s.liveLocked(cookie, now, loginTTL, idleTTL)
 	if l == nil {
-		return nil, false, false
-	}
-	if !l.live(now, loginTTL, idleTTL) {
-		s.removeLocked(l)
 		return nil, false, false
 	}
 	s.pruneLocked(l)
